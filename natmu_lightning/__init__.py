@@ -1,0 +1,13 @@
+"""natmu-lightning: NatMU machine unlearning (arXiv 2405.15495) for PyTorch Lightning."""
+
+from natmu_lightning.backbones import VGG16BN, ResNet18, ResNet34, SmallCNN
+from natmu_lightning.callbacks import UnlearningEvaluator
+from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.methods import ClassifierModule, NatMUModule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassifierModule", "ForgetRemainDataModule", "NatMUModule", "ResNet18", "ResNet34",
+    "SmallCNN", "UnlearningEvaluator", "VGG16BN", "__version__",
+]

@@ -1,0 +1,5 @@
+"""Callbacks: the unlearning evaluator."""
+
+from natmu_lightning.callbacks.evaluator import UnlearningEvaluator
+
+__all__ = ["UnlearningEvaluator"]

@@ -1,0 +1,32 @@
+"""Datasets, forget requests and the ForgetRemainDataModule."""
+
+from natmu_lightning.data.datamodule import ForgetRemainDataModule
+from natmu_lightning.data.requests import (
+    ClassForget,
+    ForgetRequest,
+    HardestForget,
+    IndexForget,
+    RandomForget,
+    SubclassForget,
+)
+from natmu_lightning.data.sources import (
+    CIFAR10,
+    CIFAR10JPEG,
+    CIFAR20,
+    CIFAR100,
+    DataSource,
+    Digits,
+    ImageFolder,
+    ImageSplit,
+    MapDataset,
+    SourceData,
+    SyntheticImages,
+    TinyImageNet,
+)
+
+__all__ = [
+    "CIFAR10", "CIFAR10JPEG", "CIFAR20", "CIFAR100", "ClassForget", "DataSource", "Digits",
+    "ForgetRemainDataModule", "ForgetRequest", "HardestForget", "ImageFolder", "ImageSplit",
+    "IndexForget", "MapDataset", "RandomForget", "SourceData", "SubclassForget",
+    "SyntheticImages", "TinyImageNet",
+]

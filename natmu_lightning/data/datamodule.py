@@ -1,0 +1,329 @@
+"""``ForgetRemainDataModule``: forget / remaining / test splits and on-the-fly hybrids."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from natmu_lightning import hybrids
+from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget
+from natmu_lightning.data.sources import DataSource, Digits, SourceData
+from natmu_lightning.data.streams import Batch, EvalSplit, TrainStream, collate_batch
+from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
+from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
+from natmu_lightning.predict import predict_logits
+
+Stream = Literal["full", "remain", "hybrid"]
+
+
+class ForgetRemainDataModule(pl.LightningDataModule):
+    """Turns a dataset and a forget request into remaining / forget / test splits.
+
+    The training stream depends on the model being trained:
+    ``full`` (the original model: every training sample), ``remain`` (Retrain and
+    fine-tuning baselines: the remaining samples only) or ``hybrid`` (NatMU: the
+    remaining samples plus ``k`` hybrids per forgetting sample). By default the stream
+    is the module's ``train_stream`` attribute.
+
+    Hybrids are planned at ``setup("fit")`` from the seed and the original model's
+    predictions (the module must still hold the original weights then, as
+    ``NatMUModule`` does), and mixed per batch on the batch's device in
+    :meth:`on_after_batch_transfer`. Remaining images get random crop (and flip)
+    augmentation there; hybrids get none. The resolved forget set and the plan are
+    saved to the run's log dir as ``forget_indices.npy`` and ``hybrid_plan.npz``.
+
+    Args:
+        source: the dataset (default: scikit-learn digits).
+        forget: the forget request (default: 10% class-balanced random).
+        stream: training stream; ``None`` asks the module.
+        batch_size: training batch size per device.
+        eval_batch_size: batch size of evaluation passes.
+        num_workers: data-loader workers.
+        seed: seed of the forget set and of the hybrid plan.
+        k: hybrids per forgetting sample (one per mask, at most 4).
+        delta: mask shift in [-1, 1], or one value per epoch.
+        delta_end: if given, ``delta`` moves linearly to this value over the run's epochs.
+        redraw_plan_every_epoch: draw a fresh pairing plan every epoch (the paper draws
+            it once).
+        crop_padding: padding of the random crop on remaining images (0 disables).
+        horizontal_flip: random horizontal flips on remaining images.
+
+    Example:
+        >>> dm = ForgetRemainDataModule(stream="remain")
+        >>> dm.setup("fit")
+        >>> dm.forget_indices.numel(), dm.remain_indices.numel()
+        (130, 1127)
+    """
+
+    def __init__(
+        self,
+        source: Optional[DataSource] = None,
+        forget: Optional[ForgetRequest] = None,
+        stream: Optional[Stream] = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        seed: int = 0,
+        k: int = 4,
+        delta: Union[float, list[float]] = 0.0,
+        delta_end: Optional[float] = None,
+        redraw_plan_every_epoch: bool = False,
+        crop_padding: int = 4,
+        horizontal_flip: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source if source is not None else Digits()
+        self.forget = forget if forget is not None else RandomForget(0.1)
+        if stream not in (None, "full", "remain", "hybrid"):
+            raise ValueError(f"stream must be 'full', 'remain' or 'hybrid', got {stream!r}")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if num_workers < 0 or crop_padding < 0:
+            raise ValueError("num_workers and crop_padding must be >= 0")
+        for value in [delta] if isinstance(delta, (int, float)) else delta:
+            hybrids.validate_delta(value)
+        if isinstance(delta, list) and not delta:
+            raise ValueError("a delta schedule must hold at least one value")
+        if delta_end is not None:
+            if not isinstance(delta, (int, float)):
+                raise ValueError("delta_end needs a single starting delta, not a list")
+            hybrids.validate_delta(delta_end)
+        if not 1 <= k <= hybrids.NUM_MASKS:
+            raise ValueError(f"k must lie in [1, {hybrids.NUM_MASKS}], got {k}")
+        self.requested_stream = stream
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.seed, self.k = seed, k
+        self.delta, self.delta_end = delta, delta_end
+        self.redraw_plan_every_epoch = redraw_plan_every_epoch
+        self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+
+        self.data: Optional[SourceData] = None
+        self.forget_indices: Optional[Tensor] = None
+        self.remain_indices: Optional[Tensor] = None
+        self.hybrid_plan: Optional[dict[str, Tensor]] = None
+        self.stream: Optional[str] = None
+        self._forget_probs: Optional[Tensor] = None
+        self._plan_epoch = 0
+        self._mask_cache: dict[tuple, Tensor] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def train_targets(self) -> Tensor:
+        """Label of every training-set sample (index = training-set index)."""
+        return self._loaded().train.targets
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._loaded().classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images."""
+        return tuple(self._loaded().train.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def forget_classes(self) -> Optional[list[int]]:
+        """Forgotten class ids for full-class requests, else ``None``."""
+        return self.forget.class_ids(self._loaded()) if isinstance(self.forget, ClassForget) else None
+
+    def _loaded(self) -> SourceData:
+        if self.data is None:
+            self.data = self.source.load()
+        return self.data
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        data = self._loaded()
+        if self.forget_indices is None:
+            self.forget_indices = self.forget.resolve(data, self.seed, self._original_losses)
+            keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
+            keep[self.forget_indices] = False
+            self.remain_indices = torch.nonzero(keep).flatten()
+            self._save("forget_indices.npy", lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
+            rank_zero_info(
+                f"Forget request {self.forget.describe()}: {self.forget_indices.numel()} forget, "
+                f"{self.remain_indices.numel()} remaining, {data.test.targets.numel()} test samples"
+            )
+        if stage == "fit":
+            self.stream = self._resolve_stream()
+            if self.stream == "hybrid" and self.hybrid_plan is None:
+                hybrids.validate_k(self.k, self.num_classes)
+                self._check_delta_schedule()
+                self.hybrid_plan = self._draw_plan(epoch=0)
+                self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+                if self.redraw_plan_every_epoch and self.trainer is not None:
+                    # The plan lives in the train dataloader, so it must be rebuilt each epoch.
+                    self.trainer.reload_dataloaders_every_n_epochs = 1
+
+    def _resolve_stream(self) -> str:
+        if self.requested_stream is not None:
+            return self.requested_stream
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        stream = getattr(module, "train_stream", None)
+        if stream not in ("full", "remain", "hybrid"):
+            raise ValueError(
+                "ForgetRemainDataModule cannot tell which training stream to build: pass stream="
+                "'full', 'remain' or 'hybrid', or use a module with a train_stream attribute"
+            )
+        return stream
+
+    def _check_delta_schedule(self) -> None:
+        if not isinstance(self.delta, list) or self.trainer is None:
+            return
+        epochs = self.trainer.max_epochs
+        if epochs is not None and epochs > 0 and len(self.delta) != epochs:
+            raise ValueError(
+                f"the delta schedule has {len(self.delta)} values but the trainer runs {epochs} epochs"
+            )
+
+    def _model(self) -> torch.nn.Module:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is None:
+            raise ValueError("planning hybrids needs the original model: attach the datamodule to a Trainer with the module")
+        return module
+
+    def _device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _original_losses(self, images: Tensor, targets: Tensor) -> Tensor:
+        logits = predict_logits(self._model(), images, self.eval_batch_size, self._device())
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+
+    def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
+        data = self._loaded()
+        if self._forget_probs is None:
+            images = data.train.images[self.forget_indices]
+            logits = predict_logits(self._model(), images, self.eval_batch_size, self._device())
+            if logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}"
+                )
+            self._forget_probs = logits.softmax(dim=1)
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
+        return hybrids.build_hybrid_plan(
+            self.forget_indices,
+            data.train.targets[self.forget_indices],
+            self._forget_probs,
+            self.remain_indices,
+            data.train.targets[self.remain_indices],
+            k=self.k,
+            generator=generator,
+        )
+
+    def _save(self, name: str, write) -> None:
+        if self.trainer is not None and self.trainer.is_global_zero:
+            write(run_dir(self.trainer) / name)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        data = self._loaded()
+        if self.stream is None:
+            raise RuntimeError("call setup('fit') before train_dataloader()")
+        plan = None
+        if self.stream == "full":
+            indices = torch.arange(data.train.targets.numel())
+        else:
+            indices = self.remain_indices
+            if self.stream == "hybrid":
+                epoch = self.trainer.current_epoch if self.trainer is not None else 0
+                if self.redraw_plan_every_epoch and epoch != self._plan_epoch:
+                    self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
+                    self._save(f"hybrid_plan_epoch{epoch}.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+                plan = self.hybrid_plan
+        return self._loader(TrainStream(data.train.images, data.train.targets, indices, plan), self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split: Lightning's own validation loop reports ``val/acc`` on it."""
+        return self.test_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        test = self._loaded().test
+        return self._loader(EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """(uint8 images, labels) of each split the evaluator reports.
+
+        ``forget``, ``remain`` and ``test``; for full-class requests ``test`` holds the
+        test samples outside the forgotten classes and ``forget_test`` those inside.
+        """
+        data = self._loaded()
+        if self.forget_indices is None:
+            self.setup("validate")
+        splits = {
+            "forget": (data.train.images[self.forget_indices], data.train.targets[self.forget_indices]),
+            "remain": (data.train.images[self.remain_indices], data.train.targets[self.remain_indices]),
+        }
+        classes = self.forget_classes
+        if classes is None:
+            splits["test"] = (data.test.images, data.test.targets)
+        else:
+            inside = torch.isin(data.test.targets, torch.tensor(classes))
+            splits["test"] = (data.test.images[~inside], data.test.targets[~inside])
+            splits["forget_test"] = (data.test.images[inside], data.test.targets[inside])
+        return splits
+
+    # ------------------------------------------------------------------ per-batch work
+    def current_delta(self, epoch: int) -> float:
+        """The mask shift used in ``epoch`` (constant, per-epoch list, or linear to ``delta_end``)."""
+        if self.delta_end is not None:
+            epochs = (self.trainer.max_epochs if self.trainer is not None else None) or 1
+            return hybrids.linear_delta_schedule(float(self.delta), self.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
+        return hybrids.delta_for_epoch(self.delta, epoch)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Mix hybrids and augment remaining images on the batch's device; images -> float."""
+        if not isinstance(batch, dict) or "mask_id" not in batch:
+            return {**batch, "image": to_unit_float(batch["image"])} if isinstance(batch, dict) else batch
+        images, mask_id = batch["image"], batch["mask_id"]
+        is_hybrid = mask_id >= 0
+        out = images.clone()
+        plain = ~is_hybrid
+        if plain.any():
+            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip)
+        if is_hybrid.any():
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
+            weights = masks[mask_id[is_hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
+            out[is_hybrid] = hybrids.mix(images[is_hybrid], batch["partner"][is_hybrid], weights)
+        return {"image": to_unit_float(out), "target": batch["target"], "index": batch["index"], "mask_id": mask_id}
+
+    def _masks(self, height: int, width: int, delta: float, device: torch.device) -> Tensor:
+        key = (height, width, delta, str(device))
+        if key not in self._mask_cache:
+            self._mask_cache[key] = hybrids.gradual_masks(height, width, delta).to(device)
+        return self._mask_cache[key]
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        """The resolved forget set and plan, so a resumed run continues on the same ones."""
+        state = {"seed": self.seed}
+        if self.forget_indices is not None:
+            state["forget_indices"] = self.forget_indices.clone()
+        if self.hybrid_plan is not None:
+            state["hybrid_plan"] = {k: v.clone() for k, v in self.hybrid_plan.items()}
+            state["plan_epoch"] = self._plan_epoch
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "forget_indices" in state_dict and self.forget_indices is not None:
+            if not torch.equal(state_dict["forget_indices"], self.forget_indices):
+                raise ValueError("the checkpoint was trained on a different forget set than this configuration resolves")
+        if "hybrid_plan" in state_dict:
+            self.hybrid_plan = {k: v.clone() for k, v in state_dict["hybrid_plan"].items()}
+            self._plan_epoch = state_dict.get("plan_epoch", 0)

@@ -1,0 +1,52 @@
+"""Batched image transforms that run on whatever device the batch is on."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images in [0, 255] -> float32 in [0, 1] (models normalise internally)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}")
+    return images.float().div_(255.0)
+
+
+def random_crop_flip(
+    images: Tensor,
+    padding: int,
+    horizontal_flip: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Random crop with zero padding plus an optional random horizontal flip, per sample.
+
+    The batched equivalent of torchvision's ``RandomCrop(size, padding)`` followed by
+    ``RandomHorizontalFlip()``, without a per-sample Python loop.
+
+    Args:
+        images: (B, C, H, W) images of any dtype.
+        padding: zero padding on every side before cropping back to (H, W); 0 disables.
+        horizontal_flip: flip each image left-right with probability 1/2.
+        generator: optional generator on the images' device.
+
+    Returns:
+        Augmented images with the input's shape, dtype and device.
+    """
+    if images.numel() == 0:
+        return images
+    batch, _, height, width = images.shape
+    device = images.device
+    if padding > 0:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), device=device, generator=generator)
+        rows = offsets[0, :, None] + torch.arange(height, device=device)  # (B, H)
+        cols = offsets[1, :, None] + torch.arange(width, device=device)  # (B, W)
+        batch_index = torch.arange(batch, device=device)[:, None, None]
+        # Advanced indexing yields (B, H, W, C); move channels back.
+        images = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if horizontal_flip:
+        flip = torch.rand(batch, device=device, generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images.contiguous()

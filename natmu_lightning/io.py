@@ -1,0 +1,55 @@
+"""Files the project writes appear whole or not at all (temporary name, then rename)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    return atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_npy(path: PathLike, array: np.ndarray) -> Path:
+    """Save one array as ``.npy``, atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Save named arrays as ``.npz``, atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_dir(trainer: Any) -> Path:
+    """The folder a Lightning run writes its artefacts to: the logger's log dir, else the root dir."""
+    return Path(trainer.log_dir or trainer.default_root_dir)

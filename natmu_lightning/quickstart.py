@@ -1,0 +1,204 @@
+"""The two-minute demo: original, Retrain and NatMU on scikit-learn digits, side by side.
+
+``natmu-lightning-quickstart`` (or ``python -m natmu_lightning.quickstart``):
+
+1. trains the original model on every training sample,
+2. trains the Retrain reference on the remaining samples only (same initial weights),
+3. unlearns a 10% class-balanced random forget set from the original with NatMU,
+4. evaluates all three and prints forget / remaining / test accuracy, the entropy MIA
+   and each model's average gap to Retrain; writes ``summary.json`` in ``--out``.
+
+Original and Retrain checkpoints are cached by their configuration (in
+``$NATMU_CACHE`` or ``~/.cache/natmu-lightning``), so a second run skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger
+
+from natmu_lightning import __version__
+from natmu_lightning.backbones import SmallCNN
+from natmu_lightning.callbacks import UnlearningEvaluator
+from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
+from natmu_lightning.data.sources import default_cache_dir
+from natmu_lightning.io import atomic_write_json
+from natmu_lightning.methods import ClassifierModule, NatMUModule
+from natmu_lightning.metrics.functional import avg_gap
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """Every setting of the demo; the same values as ``configs/digits/*.yaml``."""
+
+    seed: int = 0
+    forget_ratio: float = 0.1
+    batch_size: int = 64
+    crop_padding: int = 1
+    classifier_epochs: int = 30
+    classifier_lr: float = 0.05
+    unlearn_epochs: int = 5
+    unlearn_lr: float = 1e-3
+    unlearn_weight_decay: float = 2e-3
+    delta: float = -0.19
+
+
+def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
+    return ForgetRemainDataModule(
+        source=Digits(),
+        forget=RandomForget(cfg.forget_ratio),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        crop_padding=cfg.crop_padding,
+        horizontal_flip=False,  # a mirrored digit is another symbol
+        **kwargs,
+    )
+
+
+def _trainer(folder: Path, epochs: int, evaluator: UnlearningEvaluator, progress: bool) -> pl.Trainer:
+    """A CPU trainer that evaluates once, after the last epoch (the evaluator decides when)."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(str(folder), name="", version=""),
+        callbacks=[evaluator],
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=max(epochs, 1),
+    )
+
+
+def _cache_key(cfg: QuickstartConfig, role: str) -> str:
+    fields = {"role": role, "version": __version__, **asdict(cfg)}
+    for unrelated in ("unlearn_epochs", "unlearn_lr", "unlearn_weight_decay", "delta"):
+        fields.pop(unrelated)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progress: bool) -> tuple[Path, dict, bool]:
+    """Train (or reuse from the cache) the original or the Retrain model; return its metrics."""
+    ckpt = cache / f"{role}-{_cache_key(cfg, role)}.ckpt"
+    train_on = "full" if role == "original" else "remain"
+    pl.seed_everything(cfg.seed, verbose=False)  # same initial weights for original and Retrain
+    cached = ckpt.is_file()
+    model = ClassifierModule(
+        SmallCNN(num_classes=10), train_on=train_on, lr=cfg.classifier_lr, original_ckpt=str(ckpt) if cached else None
+    )
+    evaluator = UnlearningEvaluator(every_n_epochs=cfg.classifier_epochs)
+    trainer = _trainer(out / role, cfg.classifier_epochs, evaluator, progress)
+    if cached:
+        trainer.validate(model, datamodule=_datamodule(cfg), verbose=False)
+    else:
+        trainer.fit(model, datamodule=_datamodule(cfg))
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, ckpt)
+    return ckpt, dict(evaluator.last_metrics), cached
+
+
+def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress: bool = True) -> dict:
+    """Run the whole demo and return the summary written to ``out/summary.json``."""
+    cache = Path(cache) if cache is not None else default_cache_dir() / "quickstart"
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    results: dict[str, dict] = {}
+    paths: dict[str, str] = {}
+    for step, role in enumerate(("original", "retrain"), start=1):
+        print(f"[{step}/3] {role}: {'training' if role == 'original' else 'retraining on the remaining data'} (cached checkpoints are reused)", flush=True)
+        start = time.perf_counter()
+        ckpt, metrics, cached = _classifier(cfg, role, out, cache, progress)
+        seconds[role] = time.perf_counter() - start
+        results[role], paths[f"{role}_ckpt"] = metrics, str(ckpt)
+        if cached:
+            print(f"      reused {ckpt}", flush=True)
+
+    print("[3/3] natmu: unlearning the forget set from the original model", flush=True)
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, verbose=False)
+    natmu = NatMUModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=paths["original_ckpt"],
+        lr=cfg.unlearn_lr,
+        weight_decay=cfg.unlearn_weight_decay,
+    )
+    evaluator = UnlearningEvaluator(reference_ckpt=paths["retrain_ckpt"])
+    trainer = _trainer(out / "natmu", cfg.unlearn_epochs, evaluator, progress)
+    datamodule = _datamodule(cfg, delta=cfg.delta)
+    trainer.fit(natmu, datamodule=datamodule)
+    paths["natmu_ckpt"] = str(out / "natmu.ckpt")
+    trainer.save_checkpoint(paths["natmu_ckpt"])
+    seconds["natmu"] = time.perf_counter() - start
+    results["natmu"] = dict(evaluator.last_metrics)
+
+    reference = evaluator.reference_metrics
+    for metrics in results.values():
+        metrics["avg_gap"] = avg_gap(metrics, reference)
+    summary = {
+        "config": asdict(cfg),
+        "models": {role: _public(metrics) for role, metrics in results.items()},
+        "seconds": seconds,
+        "forget_indices": str(out / "natmu" / "forget_indices.npy"),
+        **paths,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    print(format_table(summary["models"]))
+    print(f"\nSummary written to {out / 'summary.json'}")
+    return summary
+
+
+def _public(metrics: dict) -> dict:
+    keys = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap")
+    return {key: round(float(metrics[key]), 4) for key in keys if key in metrics}
+
+
+def format_table(models: dict[str, dict]) -> str:
+    """A fixed-width table of the models' metrics (percent)."""
+    header = f"{'model':<10}{'forget acc':>12}{'remain acc':>12}{'test acc':>10}{'MIA (entropy)':>15}{'avg gap to Retrain':>20}"
+    lines = ["", header, "-" * len(header)]
+    for role, m in models.items():
+        lines.append(
+            f"{role:<10}{m['forget_acc']:>12.2f}{m['retain_acc']:>12.2f}{m['test_acc']:>10.2f}"
+            f"{m['mia_entropy']:>15.2f}{m['avg_gap']:>20.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _default_out() -> Path:
+    return Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def main(args: Optional[Sequence[str]] = None) -> dict:
+    """Parse ``args`` (default: ``sys.argv``), run the demo, return its summary."""
+    parser = argparse.ArgumentParser(prog="natmu-lightning-quickstart", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/quickstart/<timestamp>); must be new or empty")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where original/Retrain checkpoints are cached")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="allow an --out folder that already holds a summary")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ns = parser.parse_args(args)
+    out = ns.out if ns.out is not None else _default_out()
+    if (out / "summary.json").exists() and not ns.overwrite:
+        parser.error(f"{out} already holds a quickstart result; pick another --out or pass --overwrite")
+    return run(QuickstartConfig(seed=ns.seed), out, ns.cache_dir, progress=not ns.no_progress)
+
+
+def entry_point() -> None:
+    """Console script (returns nothing, so the exit code is 0 on success)."""
+    main()
+
+
+if __name__ == "__main__":
+    entry_point()
