@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Union
 
@@ -33,7 +31,7 @@ def read_state_dict(path: Union[str, Path], what: str = "checkpoint") -> dict[st
         raise ValueError(f"{what} {str(path)!r} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) on bad files
         raise ValueError(f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})".strip()) from error
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]

@@ -1,0 +1,166 @@
+"""ForgetRemainDataModule: splits, the saved plan, on-the-fly mixing and augmentation."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from natmu_lightning import hybrids
+from natmu_lightning.backbones import SmallCNN
+from natmu_lightning.data import Digits, ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
+from natmu_lightning.methods import ClassifierModule
+from tests.test_hybrids import check_plan
+
+
+def attach(dm, tmp_path, module=None, max_epochs=2):
+    """Give ``dm`` a trainer that holds ``module`` (as Lightning does before setup)."""
+    module = module or ClassifierModule(SmallCNN(num_classes=10))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
+                         max_epochs=max_epochs, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    dm.trainer = trainer
+    return trainer
+
+
+def hybrid_dm(tmp_path, **kwargs):
+    torch.manual_seed(0)
+    dm = ForgetRemainDataModule(stream="hybrid", batch_size=64, crop_padding=1, horizontal_flip=True, **kwargs)
+    attach(dm, tmp_path)
+    dm.setup("fit")
+    return dm
+
+
+def test_public_attributes_and_saved_plan(tmp_path):
+    dm = hybrid_dm(tmp_path, delta=-0.19)
+    f, plan = dm.forget_indices, dm.hybrid_plan
+    assert f.dtype == torch.int64 and f.ndim == 1
+    assert dm.train_targets.numel() == 1257 and dm.train_targets.dtype == torch.int64
+    check_plan(plan, f, dm.train_targets, None, dm.remain_indices, k=4)
+    saved = np.load(tmp_path / "hybrid_plan.npz")
+    assert all(np.array_equal(saved[key], plan[key].numpy()) for key in plan)
+    saved_forget = np.load(tmp_path / "forget_indices.npy")
+    assert np.array_equal(saved_forget, f.numpy())
+    # The saved forget set resolves to exactly the same set when passed back in.
+    again = ForgetRemainDataModule(forget=IndexForget(str(tmp_path / "forget_indices.npy")), stream="remain")
+    again.setup("validate")
+    assert torch.equal(again.forget_indices, f)
+
+
+def test_stream_sizes(tmp_path):
+    dm = hybrid_dm(tmp_path)
+    n_remain, n_forget = dm.remain_indices.numel(), dm.forget_indices.numel()
+    assert len(dm.train_dataloader().dataset) == n_remain + 4 * n_forget
+    for stream, expected in (("remain", n_remain), ("full", n_remain + n_forget)):
+        other = ForgetRemainDataModule(stream=stream)
+        other.setup("fit")
+        indices = torch.cat([b["index"] for b in other.train_dataloader()])
+        assert indices.numel() == expected
+        if stream == "remain":
+            assert not torch.isin(indices, other.forget_indices).any()
+
+
+def test_hybrids_exact_and_unaugmented_remaining_augmented(tmp_path):
+    dm = hybrid_dm(tmp_path, delta=-0.19)
+    masks = hybrids.gradual_masks(8, 8, -0.19)
+    seen_hybrid = seen_changed_plain = 0
+    for raw in dm.train_dataloader():
+        out = dm.on_after_batch_transfer(dict(raw), 0)
+        assert out["image"].dtype == torch.float32 and 0 <= out["image"].min() and out["image"].max() <= 1
+        is_hybrid = raw["mask_id"] >= 0
+        expected = hybrids.mix(raw["image"][is_hybrid], raw["partner"][is_hybrid],
+                               masks[raw["mask_id"][is_hybrid]].unsqueeze(1))
+        assert torch.equal((out["image"][is_hybrid] * 255).round().to(torch.uint8), expected)
+        plain = ~is_hybrid
+        changed = ((out["image"][plain] * 255).round().to(torch.uint8) != raw["image"][plain]).flatten(1).any(1)
+        seen_hybrid += int(is_hybrid.sum())
+        seen_changed_plain += int(changed.sum())
+        assert torch.equal(out["target"], raw["target"])
+    assert seen_hybrid == dm.hybrid_plan["label"].numel()
+    assert seen_changed_plain > 0.5 * dm.remain_indices.numel()
+
+
+def test_no_augmentation_when_disabled(tmp_path):
+    dm = ForgetRemainDataModule(stream="remain", crop_padding=0, horizontal_flip=False)
+    attach(dm, tmp_path)
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+    out = dm.on_after_batch_transfer(dict(raw), 0)
+    assert torch.equal((out["image"] * 255).round().to(torch.uint8), raw["image"])
+
+
+def test_plan_uses_model_ranking(tmp_path):
+    # A model that always prefers higher class ids: class 9 is first unless it is the label.
+    class Ranker(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.arange(10, dtype=torch.float32).expand(x.shape[0], 10) + 0 * self.dummy
+
+    dm = ForgetRemainDataModule(forget=RandomForget(0.02), stream="hybrid", k=2)  # few enough that no class runs out
+    attach(dm, tmp_path, module=ClassifierModule(Ranker()))
+    dm.setup("fit")
+    labels = dm.hybrid_plan["label"].reshape(-1, 2)
+    own = dm.train_targets[dm.forget_indices]
+    first = torch.where(own == 9, torch.tensor(8), torch.tensor(9))
+    assert torch.equal(labels[:, 0], first)
+
+
+def test_delta_schedules(tmp_path):
+    dm = ForgetRemainDataModule(delta=0.0, delta_end=-0.2)
+    attach(dm, tmp_path, max_epochs=3)
+    assert [dm.current_delta(e) for e in range(3)] == [0.0, -0.1, -0.2]
+    listed = ForgetRemainDataModule(stream="hybrid", delta=[0.1, 0.0])
+    attach(listed, tmp_path, max_epochs=3)
+    with pytest.raises(ValueError, match="schedule has 2 values"):
+        listed.setup("fit")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"delta": 1.5}, "delta"),
+    ({"delta": [0.0, -2.0]}, "delta"),
+    ({"delta_end": 3.0}, "delta"),
+    ({"k": 5}, "k must"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"stream": "everything"}, "stream"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ForgetRemainDataModule(**kwargs)
+
+
+def test_k_larger_than_other_classes(tmp_path):
+    dm = ForgetRemainDataModule(source=SyntheticImages(num_classes=3, channels=1, height=8, width=8),
+                                stream="hybrid", k=3)
+    attach(dm, tmp_path, module=ClassifierModule(SmallCNN(num_classes=3)))
+    with pytest.raises(ValueError, match="k=3"):
+        dm.setup("fit")
+
+
+def test_redraw_plan_every_epoch(tmp_path):
+    dm = hybrid_dm(tmp_path, redraw_plan_every_epoch=True)
+    first = dm.hybrid_plan["remain_index"].clone()
+    dm.trainer.fit_loop.epoch_progress.current.completed = 1  # current_epoch == 1
+    dm.train_dataloader()
+    assert not torch.equal(first, dm.hybrid_plan["remain_index"])
+    assert (tmp_path / "hybrid_plan_epoch1.npz").is_file()
+    assert dm.trainer.reload_dataloaders_every_n_epochs == 1
+
+
+def test_classwise_evaluation_splits(tmp_path):
+    from natmu_lightning.data import ClassForget
+
+    dm = ForgetRemainDataModule(forget=ClassForget([2]), stream="remain")
+    dm.setup("fit")
+    splits = dm.evaluation_splits()
+    assert set(splits) == {"forget", "remain", "test", "forget_test"}
+    assert torch.all(splits["forget"][1] == 2) and torch.all(splits["forget_test"][1] == 2)
+    assert not torch.any(splits["test"][1] == 2) and not torch.any(splits["remain"][1] == 2)
+
+
+def test_seed_determines_everything(tmp_path):
+    a = hybrid_dm(tmp_path / "a", seed=3)
+    b = hybrid_dm(tmp_path / "b", seed=3)
+    assert torch.equal(a.forget_indices, b.forget_indices)
+    assert all(torch.equal(a.hybrid_plan[k], b.hybrid_plan[k]) for k in a.hybrid_plan)

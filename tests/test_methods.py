@@ -1,0 +1,138 @@
+"""NatMUModule / ClassifierModule: weight loading, optimisation and clear errors."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from natmu_lightning.backbones import ResNet18, SmallCNN
+from natmu_lightning.data import ForgetRemainDataModule, SyntheticImages
+from natmu_lightning.methods import ClassifierModule, NatMUModule
+from natmu_lightning.methods.base import lr_factor_fn
+
+
+@pytest.fixture
+def original_state(tmp_path):
+    torch.manual_seed(0)
+    net = SmallCNN(num_classes=10)
+    path = tmp_path / "plain.pt"
+    torch.save(net.state_dict(), path)
+    return net, path
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_loads_plain_state_dict(original_state):
+    net, path = original_state
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path))
+    assert same_weights(module.backbone, net)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "module._orig_mod."])
+def test_strips_wrapper_prefixes(original_state, tmp_path, prefix):
+    net, _ = original_state
+    path = tmp_path / "prefixed.pt"
+    torch.save({prefix + k: v for k, v in net.state_dict().items()}, path)
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path))
+    assert same_weights(module.backbone, net)
+
+
+def test_loads_lightning_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = ClassifierModule(SmallCNN(num_classes=10))
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=ForgetRemainDataModule(batch_size=32))
+    path = tmp_path / "original.ckpt"
+    trainer.save_checkpoint(path)
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path))
+    assert same_weights(module.backbone, model.backbone)
+
+
+def test_bad_checkpoints_named_clearly(tmp_path, original_state):
+    _, good = original_state
+    with pytest.raises(ValueError, match="original_ckpt .* does not exist"):
+        NatMUModule(SmallCNN(), original_ckpt=str(tmp_path / "missing.ckpt"))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        NatMUModule(SmallCNN(), original_ckpt=str(truncated))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        NatMUModule(SmallCNN(), original_ckpt=str(text))
+    other_arch = tmp_path / "resnet.pt"
+    torch.save(ResNet18(num_classes=10, in_channels=1, mean=(0.3,), std=(0.4,)).state_dict(), other_arch)
+    with pytest.raises(ValueError, match="does not fit the SmallCNN backbone"):
+        NatMUModule(SmallCNN(), original_ckpt=str(other_arch))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        NatMUModule(SmallCNN(num_classes=7), original_ckpt=str(good))
+    with pytest.raises(ValueError, match="original_ckpt"):
+        NatMUModule(SmallCNN(), original_ckpt="")
+
+
+def test_reinit_classifier_changes_only_the_final_layer(original_state):
+    net, path = original_state
+    torch.manual_seed(1)
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_classifier=True)
+    for (name, a), b in zip(module.backbone.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b) != name.startswith("fc."), name
+    assert torch.all(module.backbone.fc.bias == 0)
+
+
+def test_lr_factor_schedules():
+    cosine = lr_factor_fn("cosine", total_steps=100, warmup_steps=0)
+    assert cosine(0) == 1.0 and cosine(100) == pytest.approx(0.0, abs=1e-12)
+    assert cosine(50) == pytest.approx(0.5)
+    step = lr_factor_fn("step", total_steps=100, warmup_steps=10, milestones=(0.6, 0.8))
+    assert step(0) == pytest.approx(0.1) and step(9) == 1.0
+    assert step(59) == 1.0 and step(60) == pytest.approx(0.1) and step(80) == pytest.approx(0.01)
+
+
+def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
+    _, path = original_state
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), lr=1e-3, weight_decay=2e-3)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=128))
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.param_groups[0]["weight_decay"] == 2e-3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": 0.0}, "lr"), ({"lr": math.nan}, "lr"), ({"optimizer": "adam"}, "optimizer"),
+    ({"lr_schedule": "linear"}, "lr_schedule"), ({"weight_decay": -1.0}, "weight_decay"),
+])
+def test_bad_optimisation_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ClassifierModule(SmallCNN(), **kwargs)
+
+
+def test_backbone_that_cannot_take_the_images_fails_before_training(tmp_path):
+    rgb = ForgetRemainDataModule(source=SyntheticImages(channels=3, height=8, width=8), batch_size=8)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot take images of shape"):
+        trainer.fit(ClassifierModule(SmallCNN(in_channels=1)), datamodule=rgb)
+    five = ForgetRemainDataModule(source=SyntheticImages(num_classes=5, channels=1, height=8, width=8), batch_size=8)
+    with pytest.raises(ValueError, match="dataset has 5 classes"):
+        trainer.fit(ClassifierModule(SmallCNN(num_classes=10)), datamodule=five)
+
+
+def test_nan_loss_stops_with_step_and_advice(tmp_path):
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), math.nan) + self.w
+
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match="step 0.*smaller learning rate"):
+        trainer.fit(ClassifierModule(Exploding()), datamodule=ForgetRemainDataModule(batch_size=32))

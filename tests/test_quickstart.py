@@ -1,0 +1,53 @@
+"""The README's main job, end to end, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from natmu_lightning import quickstart
+
+
+def test_quickstart_end_to_end_and_cache(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    summary = quickstart.main(["--out", str(tmp_path / "run1"), "--cache-dir", str(cache), "--no-progress"])
+    written = json.loads((tmp_path / "run1" / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    assert set(written["models"]) == {"original", "retrain", "natmu"}
+    for metrics in written["models"].values():
+        assert set(metrics) == {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"}
+        assert all(0 <= metrics[k] <= 100 for k in ("forget_acc", "retain_acc", "test_acc", "mia_entropy"))
+    assert written["models"]["retrain"]["avg_gap"] == 0.0
+    # The original memorises its training data; Retrain never saw the forget set.
+    assert written["models"]["original"]["retain_acc"] >= 99.0
+    for key in ("original_ckpt", "retrain_ckpt", "natmu_ckpt", "forget_indices"):
+        assert Path(written[key]).is_file(), key
+    table = capsys.readouterr().out
+    assert "avg gap to Retrain" in table and "natmu" in table
+
+    # A second run reuses both cached checkpoints untouched and reproduces their numbers.
+    stamps = {key: os.stat(written[key]).st_mtime_ns for key in ("original_ckpt", "retrain_ckpt")}
+    again = quickstart.main(["--out", str(tmp_path / "run2"), "--cache-dir", str(cache), "--no-progress"])
+    assert "reused" in capsys.readouterr().out
+    assert {key: os.stat(again[key]).st_mtime_ns for key in stamps} == stamps
+    for role in ("original", "retrain"):
+        assert again["models"][role] == written["models"][role]
+
+
+def test_quickstart_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        quickstart.main(["--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert (out / "summary.json").read_text() == "{}"
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "natmu_lightning.quickstart", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "--out" in result.stdout

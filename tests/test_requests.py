@@ -1,0 +1,171 @@
+"""Forget requests: resolution, balance, determinism and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natmu_lightning.data import (
+    ClassForget,
+    Digits,
+    HardestForget,
+    IndexForget,
+    RandomForget,
+    SubclassForget,
+    SyntheticImages,
+)
+from natmu_lightning.data.sources import ImageSplit, SourceData
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return Digits().load()
+
+
+def test_random_is_class_balanced_and_seeded(digits):
+    a = RandomForget(0.1).resolve(digits, seed=0)
+    b = RandomForget(0.1).resolve(digits, seed=0)
+    c = RandomForget(0.1).resolve(digits, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    counts = torch.bincount(digits.train.targets[a], minlength=10)
+    expected = round(0.1 * digits.train.targets.numel() / 10)
+    assert torch.all(counts == expected)
+    assert torch.equal(a, a.sort().values) and a.unique().numel() == a.numel()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1, 1.5])
+def test_ratio_outside_open_interval(ratio):
+    with pytest.raises(ValueError, match="ratio"):
+        RandomForget(ratio)
+    with pytest.raises(ValueError, match="ratio"):
+        HardestForget(ratio)
+
+
+def test_random_ratio_too_small_for_any_sample(digits):
+    with pytest.raises(ValueError, match="empty"):
+        RandomForget(0.001).resolve(digits, seed=0)
+
+
+def test_explicit_indices_list_and_files(digits, tmp_path):
+    values = [5, 3, 100]
+    expected = torch.tensor([3, 5, 100])
+    assert torch.equal(IndexForget(values).resolve(digits, 0), expected)
+    np.save(tmp_path / "f.npy", np.array(values))
+    (tmp_path / "f.json").write_text(json.dumps(values))
+    (tmp_path / "f.txt").write_text("5, 3\n100\n")
+    for name in ("f.npy", "f.json", "f.txt"):
+        assert torch.equal(IndexForget(str(tmp_path / name)).resolve(digits, 0), expected)
+
+
+@pytest.mark.parametrize(
+    "values,match",
+    [
+        ([], "empty"),
+        ([-1, 2], "out of range"),
+        ([0, 10**6], "out of range"),
+        ([1, 1, 2], "repeated"),
+        ([1.5, 2], "integers"),
+        (["a"], "integers"),
+    ],
+)
+def test_explicit_indices_errors(digits, values, match):
+    with pytest.raises(ValueError, match=match):
+        IndexForget(values).resolve(digits, 0)
+
+
+def test_index_file_errors(digits, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        IndexForget(str(tmp_path / "missing.npy")).resolve(digits, 0)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        IndexForget(str(tmp_path / "empty.txt")).resolve(digits, 0)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(ValueError, match="cannot read"):
+        IndexForget(str(tmp_path / "bad.npy")).resolve(digits, 0)
+    (tmp_path / "bad.txt").write_text("1 two 3")
+    with pytest.raises(ValueError, match="not an integer"):
+        IndexForget(str(tmp_path / "bad.txt")).resolve(digits, 0)
+
+
+def test_whole_training_set_rejected(digits):
+    everything = list(range(digits.train.targets.numel()))
+    with pytest.raises(ValueError, match="whole training set"):
+        IndexForget(everything).resolve(digits, 0)
+
+
+def test_full_class_by_id_and_name(digits):
+    by_id = ClassForget([3]).resolve(digits, 0)
+    by_name = ClassForget("3").resolve(digits, 0)
+    assert torch.equal(by_id, by_name)
+    assert torch.equal(by_id, torch.nonzero(digits.train.targets == 3).flatten())
+    two = ClassForget([1, "2"]).resolve(digits, 0)
+    assert set(digits.train.targets[two].tolist()) == {1, 2}
+
+
+@pytest.mark.parametrize("bad", [10, -1, "eleven"])
+def test_unknown_class(digits, bad):
+    with pytest.raises(ValueError, match="unknown class"):
+        ClassForget([bad]).resolve(digits, 0)
+
+
+def test_subclass_keeps_coarse_label():
+    fine = torch.arange(6).repeat_interleave(4)
+    coarse = fine // 2
+    images = torch.zeros(24, 1, 2, 2, dtype=torch.uint8)
+    data = SourceData(
+        ImageSplit(images, coarse, fine), ImageSplit(images, coarse, fine),
+        ["c0", "c1", "c2"], ["a", "b", "rocket", "d", "e", "f"],
+    )
+    indices = SubclassForget("rocket").resolve(data, 0)
+    assert torch.equal(indices, torch.arange(8, 12))
+    assert set(coarse[indices].tolist()) == {1}
+    with pytest.raises(ValueError, match="unknown sub-class"):
+        SubclassForget("tractor").resolve(data, 0)
+
+
+def test_subclass_without_fine_labels(digits):
+    with pytest.raises(ValueError, match="fine labels"):
+        SubclassForget("rocket").resolve(digits, 0)
+
+
+def test_hardest_takes_highest_loss(digits):
+    losses = torch.arange(digits.train.targets.numel(), dtype=torch.float32)
+    picked = HardestForget(0.1).resolve(digits, 0, original_losses=lambda x, y: losses)
+    count = round(0.1 * losses.numel())
+    assert torch.equal(picked, torch.arange(losses.numel() - count, losses.numel()))
+    with pytest.raises(ValueError, match="original model"):
+        HardestForget(0.1).resolve(digits, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_classes=st.integers(2, 6),
+    per_class=st.integers(1, 12),
+    kind=st.sampled_from(["random", "index", "class"]),
+    ratio=st.floats(-0.5, 1.5),
+    indices=st.lists(st.integers(-3, 80), max_size=30),
+    classes=st.lists(st.integers(-1, 7), min_size=1, max_size=3),
+    seed=st.integers(0, 3),
+)
+def test_fuzz_requests_succeed_validly_or_fail_clearly(num_classes, per_class, kind, ratio, indices, classes, seed):
+    data = SyntheticImages(num_classes=num_classes, train_per_class=per_class, test_per_class=1,
+                           channels=1, height=4, width=4).load()
+    total = data.train.targets.numel()
+    try:
+        if kind == "random":
+            request = RandomForget(ratio)
+        elif kind == "index":
+            request = IndexForget(indices)
+        else:
+            request = ClassForget(classes)
+        result = request.resolve(data, seed)
+    except ValueError as error:
+        assert str(error)  # a documented, named failure
+        return
+    assert result.dtype == torch.int64 and result.ndim == 1
+    assert 0 < result.numel() < total
+    assert result.min() >= 0 and result.max() < total
+    assert torch.equal(result, result.unique())
