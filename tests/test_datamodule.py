@@ -164,3 +164,32 @@ def test_seed_determines_everything(tmp_path):
     b = hybrid_dm(tmp_path / "b", seed=3)
     assert torch.equal(a.forget_indices, b.forget_indices)
     assert all(torch.equal(a.hybrid_plan[k], b.hybrid_plan[k]) for k in a.hybrid_plan)
+
+
+def test_forget_and_both_streams_flag_forgetting_samples():
+    dm = ForgetRemainDataModule(stream="both")
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    index = torch.cat([b["index"] for b in batches])
+    flagged = torch.cat([b["is_forget"] for b in batches])
+    assert index.numel() == dm.train_targets.numel()
+    assert torch.equal(flagged, torch.isin(index, dm.forget_indices))
+    only = ForgetRemainDataModule(stream="forget")
+    only.setup("fit")
+    index = torch.cat([b["index"] for b in only.train_dataloader()])
+    assert torch.equal(index.sort().values, only.forget_indices)
+
+
+def test_shuffle_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):
+    def epoch_batches(num_workers, epoch):
+        dm = ForgetRemainDataModule(stream="remain", crop_padding=1, num_workers=num_workers, batch_size=256)
+        attach(dm, tmp_path)
+        dm.setup("fit")
+        dm.trainer.fit_loop.epoch_progress.current.completed = epoch
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [dm.on_after_batch_transfer(b, 0)["image"] for b in loader]
+
+    first = epoch_batches(0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(2, 1)))
+    assert not torch.equal(first[0], epoch_batches(0, 2)[0])

@@ -13,12 +13,13 @@ from torch.utils.data import DataLoader
 from natmu_lightning import hybrids
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
-from natmu_lightning.data.streams import Batch, EvalSplit, TrainStream, collate_batch
+from natmu_lightning.data.streams import Batch, EpochShuffleSampler, EvalSplit, TrainStream, collate_batch
 from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
 
-Stream = Literal["full", "remain", "hybrid"]
+Stream = Literal["full", "remain", "hybrid", "forget", "both"]
+STREAMS = ("full", "remain", "hybrid", "forget", "both")
 
 
 class ForgetRemainDataModule(pl.LightningDataModule):
@@ -26,9 +27,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     The training stream depends on the model being trained:
     ``full`` (the original model: every training sample), ``remain`` (Retrain and
-    fine-tuning baselines: the remaining samples only) or ``hybrid`` (NatMU: the
-    remaining samples plus ``k`` hybrids per forgetting sample). By default the stream
-    is the module's ``train_stream`` attribute.
+    fine-tuning baselines: the remaining samples only), ``hybrid`` (NatMU: the
+    remaining samples plus ``k`` hybrids per forgetting sample), ``forget`` (the
+    forget set only, e.g. gradient ascent) or ``both`` (remaining and forgetting
+    samples, flagged by the batch's ``is_forget``). By default the stream is the
+    module's ``train_stream`` attribute. Shuffling depends only on ``(seed, epoch)``.
 
     Hybrids are planned at ``setup("fit")`` from the seed and the original model's
     predictions (the module must still hold the original weights then, as
@@ -79,8 +82,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         super().__init__()
         self.source = source if source is not None else Digits()
         self.forget = forget if forget is not None else RandomForget(0.1)
-        if stream not in (None, "full", "remain", "hybrid"):
-            raise ValueError(f"stream must be 'full', 'remain' or 'hybrid', got {stream!r}")
+        if stream is not None and stream not in STREAMS:
+            raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -166,10 +169,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return self.requested_stream
         module = self.trainer.lightning_module if self.trainer is not None else None
         stream = getattr(module, "train_stream", None)
-        if stream not in ("full", "remain", "hybrid"):
+        if stream not in STREAMS:
             raise ValueError(
-                "ForgetRemainDataModule cannot tell which training stream to build: pass stream="
-                "'full', 'remain' or 'hybrid', or use a module with a train_stream attribute"
+                f"ForgetRemainDataModule cannot tell which training stream to build: pass stream= one of "
+                f"{STREAMS}, or use a module with a train_stream attribute (got {stream!r})"
             )
         return stream
 
@@ -228,15 +231,22 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         plan = None
         if self.stream == "full":
             indices = torch.arange(data.train.targets.numel())
+        elif self.stream == "forget":
+            indices = self.forget_indices
+        elif self.stream == "both":
+            indices = torch.cat([self.remain_indices, self.forget_indices])
         else:
             indices = self.remain_indices
-            if self.stream == "hybrid":
-                epoch = self.trainer.current_epoch if self.trainer is not None else 0
-                if self.redraw_plan_every_epoch and epoch != self._plan_epoch:
-                    self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
-                    self._save(f"hybrid_plan_epoch{epoch}.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
-                plan = self.hybrid_plan
-        return self._loader(TrainStream(data.train.images, data.train.targets, indices, plan), self.batch_size, shuffle=True)
+        if self.stream == "hybrid":
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            if self.redraw_plan_every_epoch and epoch != self._plan_epoch:
+                self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
+                self._save(f"hybrid_plan_epoch{epoch}.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+            plan = self.hybrid_plan
+        forget_mask = torch.zeros(data.train.targets.numel(), dtype=torch.bool)
+        forget_mask[self.forget_indices] = True
+        stream = TrainStream(data.train.images, data.train.targets, indices, plan, forget_mask)
+        return self._loader(stream, self.batch_size, sampler=EpochShuffleSampler(len(stream), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         """The test split: Lightning's own validation loop reports ``val/acc`` on it."""
@@ -246,11 +256,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         test = self._loaded().test
         return self._loader(EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size)
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, sampler: Optional[EpochShuffleSampler] = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
@@ -294,14 +304,22 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         is_hybrid = mask_id >= 0
         out = images.clone()
         plain = ~is_hybrid
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if plain.any():
-            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip)
+            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip, self._augment_generator(batch, epoch))
         if is_hybrid.any():
-            epoch = self.trainer.current_epoch if self.trainer is not None else 0
             masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
             weights = masks[mask_id[is_hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
             out[is_hybrid] = hybrids.mix(images[is_hybrid], batch["partner"][is_hybrid], weights)
-        return {"image": to_unit_float(out), "target": batch["target"], "index": batch["index"], "mask_id": mask_id}
+        unmixed = {key: value for key, value in batch.items() if key != "partner"}
+        return {**unmixed, "image": to_unit_float(out)}
+
+    def _augment_generator(self, batch: Batch, epoch: int) -> torch.Generator:
+        """A generator seeded by (seed, epoch, batch content): augmentation is reproducible
+        on resume and independent of the number of data-loader workers."""
+        first = int(batch["index"][0]) if batch["index"].numel() else 0
+        key = (self.seed * 1_000_003 + epoch) * 1_000_003 + first * 7919 + batch["index"].numel()
+        return torch.Generator().manual_seed(key % (2**63))
 
     def _masks(self, height: int, width: int, delta: float, device: torch.device) -> Tensor:
         key = (height, width, delta, str(device))

@@ -6,11 +6,11 @@ instead of a per-sample Python loop; :func:`collate_batch` passes the result thr
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 Batch = dict[str, Tensor]
 
@@ -42,8 +42,17 @@ class TrainStream(Dataset):
 
     A row yields ``image`` (the remaining image, or the FORGETTING image of a hybrid),
     ``partner`` (the hybrid's remaining image; the image itself for plain rows),
-    ``mask_id`` (-1 for plain rows), ``target`` and ``index`` (training-set index of
-    ``image``). Mixing happens later, per batch, on the batch's device.
+    ``mask_id`` (-1 for plain rows), ``target``, ``index`` (training-set index of
+    ``image``) and ``is_forget`` (a plain row of a forgetting sample). Mixing happens
+    later, per batch, on the batch's device.
+
+    Args:
+        images: (N, C, H, W) uint8 training images.
+        targets: (N,) labels.
+        remain_index: training-set indices of the plain rows (despite the name, any
+            samples: the remaining set, the forget set or both).
+        plan: optional hybrid plan appended after the plain rows.
+        forget_mask: (N,) bool, True for forgetting samples (default: none).
     """
 
     def __init__(
@@ -52,9 +61,11 @@ class TrainStream(Dataset):
         targets: Tensor,
         remain_index: Tensor,
         plan: Optional[Mapping[str, Tensor]] = None,
+        forget_mask: Optional[Tensor] = None,
     ) -> None:
         self.images, self.targets = images, targets
         self.remain_index = remain_index.long()
+        self.forget_mask = forget_mask if forget_mask is not None else torch.zeros(targets.numel(), dtype=torch.bool)
         empty = torch.empty(0, dtype=torch.long)
         plan = plan or {"forget_index": empty, "remain_index": empty, "mask_id": empty, "label": empty}
         self.plan = {key: plan[key].long() for key in ("forget_index", "remain_index", "mask_id", "label")}
@@ -82,7 +93,31 @@ class TrainStream(Dataset):
             "mask_id": torch.where(is_hybrid, plan["mask_id"][row], torch.full_like(position, -1)),
             "target": torch.where(is_hybrid, plan["label"][row], self.targets[first]),
             "index": first,
+            "is_forget": self.forget_mask[first] & ~is_hybrid,
         }
 
     def __getitem__(self, position: int) -> Batch:
         return {key: value[0] for key, value in self.__getitems__([position]).items()}
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so a run resumed from an
+    end-of-epoch checkpoint sees exactly the order an uninterrupted run would, whatever
+    the number of data-loader workers. Under DDP Lightning swaps in its
+    ``DistributedSampler``, which is seeded the same way.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())

@@ -29,7 +29,8 @@ def random_crop_flip(
         images: (B, C, H, W) images of any dtype.
         padding: zero padding on every side before cropping back to (H, W); 0 disables.
         horizontal_flip: flip each image left-right with probability 1/2.
-        generator: optional generator on the images' device.
+        generator: optional CPU generator for the random parameters (drawn on the CPU,
+            then moved to the images' device, so results do not depend on the device).
 
     Returns:
         Augmented images with the input's shape, dtype and device.
@@ -40,13 +41,13 @@ def random_crop_flip(
     device = images.device
     if padding > 0:
         padded = F.pad(images, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (2, batch), device=device, generator=generator)
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(device)
         rows = offsets[0, :, None] + torch.arange(height, device=device)  # (B, H)
         cols = offsets[1, :, None] + torch.arange(width, device=device)  # (B, W)
         batch_index = torch.arange(batch, device=device)[:, None, None]
         # Advanced indexing yields (B, H, W, C); move channels back.
         images = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if horizontal_flip:
-        flip = torch.rand(batch, device=device, generator=generator) < 0.5
+        flip = (torch.rand(batch, generator=generator) < 0.5).to(device)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images.contiguous()
