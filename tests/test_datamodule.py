@@ -193,3 +193,18 @@ def test_shuffle_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):
     first = epoch_batches(0, 1)
     assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(2, 1)))
     assert not torch.equal(first[0], epoch_batches(0, 2)[0])
+
+
+def test_hardest_request_uses_the_attached_original_model(tmp_path):
+    from natmu_lightning.data import HardestForget
+    from natmu_lightning.predict import predict_logits
+
+    torch.manual_seed(0)
+    module = ClassifierModule(SmallCNN(num_classes=10))
+    dm = ForgetRemainDataModule(forget=HardestForget(0.05), stream="remain")
+    attach(dm, tmp_path, module=module)
+    dm.setup("fit")
+    data = dm.data.train
+    losses = torch.nn.functional.cross_entropy(predict_logits(module, data.images), data.targets, reduction="none")
+    expected = torch.sort(-losses.double(), stable=True).indices[: round(0.05 * losses.numel())].sort().values
+    assert torch.equal(dm.forget_indices, expected)
