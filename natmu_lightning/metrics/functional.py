@@ -33,7 +33,9 @@ __all__ = [
     "fit_balanced_logistic_1d",
     "mia_entropy",
     "kl_divergence",
+    "kl_divergence_rows",
     "js_divergence",
+    "js_divergence_rows",
     "avg_gap",
     "tug_of_war",
     "svc_mia",
@@ -419,13 +421,16 @@ def kl_divergence(p_ref: Tensor, p: Tensor) -> float:
         >>> round(kl_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]])), 6)
         0.693147
     """
+    per_row = kl_divergence_rows(p_ref, p)
+    return float(per_row.mean()) if per_row.numel() else float("nan")
+
+
+def kl_divergence_rows(p_ref: Tensor, p: Tensor) -> Tensor:
+    """Per-row ``KL(p_ref || p)`` as a float64 ``(N,)`` tensor (see :func:`kl_divergence`)."""
     _check_pair(p_ref, p, "p_ref", "p")
-    if p_ref.shape[0] == 0:
-        return float("nan")
     a = p_ref.detach().to(torch.float64).clamp_min(0.0)
     q = p.detach().to(device=a.device, dtype=torch.float64).clamp_min(_TINY)
-    per_row = (torch.special.xlogy(a, a) - a * torch.log(q)).sum(dim=1)
-    return float(per_row.mean())
+    return (torch.special.xlogy(a, a) - a * torch.log(q)).sum(dim=1)
 
 
 def js_divergence(p: Tensor, q: Tensor) -> float:
@@ -449,17 +454,20 @@ def js_divergence(p: Tensor, q: Tensor) -> float:
         >>> round(js_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])), 4)
         0.6931
     """
+    per_row = js_divergence_rows(p, q)
+    return float(per_row.mean()) if per_row.numel() else float("nan")
+
+
+def js_divergence_rows(p: Tensor, q: Tensor) -> Tensor:
+    """Per-row Jensen-Shannon divergence as a float64 ``(N,)`` tensor (see :func:`js_divergence`)."""
     _check_pair(p, q, "p", "q")
-    if p.shape[0] == 0:
-        return float("nan")
     a = p.detach().to(torch.float64).clamp_min(0.0)
     b = q.detach().to(device=a.device, dtype=torch.float64).clamp_min(0.0)
     m = 0.5 * (a + b)
     # xlogy(a, m) is 0 where a == 0, and m > 0 wherever a > 0 or b > 0.
     kl_am = (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(dim=1)
     kl_bm = (torch.special.xlogy(b, b) - torch.special.xlogy(b, m)).sum(dim=1)
-    per_row = (0.5 * kl_am + 0.5 * kl_bm).clamp_min(0.0)
-    return float(per_row.mean())
+    return (0.5 * kl_am + 0.5 * kl_bm).clamp_min(0.0)
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,143 @@
+"""torchmetrics classes: they only manage state; the math is in :mod:`.functional`.
+
+Sums are kept as sums (never per-rank ratios) and sample-level features as 1-D float
+``cat`` states, the only list states torchmetrics gathers with uneven sizes across
+ranks (DESIGN.md §4). Drop them into your own LightningModule; the
+:class:`~natmu_lightning.callbacks.UnlearningEvaluator` instead gathers the outputs
+themselves in order and calls the functional forms, which keeps its numbers bitwise
+identical to one device.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from natmu_lightning.metrics import functional as MF
+
+
+class SplitAccuracy(Metric):
+    """Top-1 accuracy in percent (e.g. forget, remaining or test accuracy).
+
+    Example:
+        >>> metric = SplitAccuracy()
+        >>> metric.update(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([0, 0]))
+        >>> metric.compute()
+        tensor(50., dtype=torch.float64)
+    """
+
+    full_state_update = False
+    higher_is_better: Optional[bool] = None
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, labels: Tensor) -> None:
+        """Add ``(N, C)`` probabilities (or logits) and ``(N,)`` labels."""
+        self.correct += (probs.argmax(dim=1) == labels).sum().to(torch.float64)
+        self.total += labels.numel()
+
+    def compute(self) -> Tensor:
+        return 100.0 * self.correct / self.total if self.total > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class EntropyMIA(Metric):
+    """The NatMU paper's entropy attack (:func:`~.functional.mia_entropy`), in percent.
+
+    ``update`` takes probabilities of one role: ``"member"`` (remaining set),
+    ``"nonmember"`` (test set) or ``"target"`` (forget set). Entropies are stored as
+    1-D float64 ``cat`` states; the fit is invariant to their order, so the result
+    across ranks equals one device's whenever every sample is fed exactly once.
+
+    Example:
+        >>> mia = EntropyMIA()
+        >>> mia.update(torch.tensor([[0.99, 0.01], [0.98, 0.02]]), "member")
+        >>> mia.update(torch.tensor([[0.6, 0.4], [0.5, 0.5]]), "nonmember")
+        >>> mia.update(torch.tensor([[0.97, 0.03], [0.55, 0.45]]), "target")
+        >>> float(mia.compute())
+        50.0
+    """
+
+    full_state_update = False
+    higher_is_better: Optional[bool] = None
+    ROLES = ("member", "nonmember", "target")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for role in self.ROLES:
+            self.add_state(f"{role}_entropy", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: Tensor, role: str) -> None:
+        if role not in self.ROLES:
+            raise ValueError(f"role must be one of {self.ROLES}, got {role!r}")
+        getattr(self, f"{role}_entropy").append(MF.entropy(probs.to(torch.float64)))
+
+    def compute(self) -> Tensor:
+        member, nonmember, target = (_cat(getattr(self, f"{role}_entropy")) for role in self.ROLES)
+        if target.numel() == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        w, b = MF.fit_balanced_logistic_1d(torch.cat([member, nonmember]),
+                                           torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]))
+        return 100.0 * ((target * w + b) > 0).to(torch.float64).mean()
+
+
+class _RowDivergence(Metric):
+    """Mean of a per-row divergence, kept as a float64 sum and a count."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, first: Tensor, second: Tensor) -> None:
+        rows = self._rows(first, second)
+        self.total += rows.sum()
+        self.count += rows.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+
+class KLDivergenceToReference(_RowDivergence):
+    """Mean ``KL(p_ref || p)`` (:func:`~.functional.kl_divergence`); ``update(p_ref, p)``.
+
+    Example:
+        >>> kl = KLDivergenceToReference()
+        >>> kl.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]]))
+        >>> round(float(kl.compute()), 6)
+        0.693147
+    """
+
+    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
+        return MF.kl_divergence_rows(first, second)
+
+
+class JSDivergence(_RowDivergence):
+    """Mean true Jensen-Shannon divergence (:func:`~.functional.js_divergence`); ``update(p, q)``.
+
+    Example:
+        >>> js = JSDivergence()
+        >>> js.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+        >>> round(float(js.compute()), 4)
+        0.6931
+    """
+
+    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
+        return MF.js_divergence_rows(first, second)
+
+
+def _cat(values) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.to(torch.float64)
+    return torch.cat(values).to(torch.float64) if values else torch.zeros(0, dtype=torch.float64)
