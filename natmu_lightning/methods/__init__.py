@@ -1,7 +1,16 @@
-"""LightningModules: the original/Retrain trainer and the unlearning methods."""
+"""LightningModules: the original/Retrain trainer, NatMU and the baselines it is judged against."""
 
 from natmu_lightning.methods.base import BackboneModule
 from natmu_lightning.methods.classifier import ClassifierModule
+from natmu_lightning.methods.ft import FTModule
+from natmu_lightning.methods.ga import GAModule
+from natmu_lightning.methods.l1_sparse import L1SparseModule
 from natmu_lightning.methods.natmu import NatMUModule
+from natmu_lightning.methods.neggrad import NegGradPlusModule
+from natmu_lightning.methods.rl import RLModule
+from natmu_lightning.methods.salun import SalUnModule
 
-__all__ = ["BackboneModule", "ClassifierModule", "NatMUModule"]
+__all__ = [
+    "BackboneModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
+    "NegGradPlusModule", "RLModule", "SalUnModule",
+]

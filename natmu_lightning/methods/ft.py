@@ -1,0 +1,62 @@
+"""``FTModule``: unlearning by fine-tuning the original model on the remaining data only."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName
+
+
+class FTModule(BackboneModule):
+    """Fine-tuning (FT): continue training the original model on the remaining data D_r
+    with plain cross-entropy, so that the forgetting samples fade by catastrophic
+    forgetting. Warnecke et al., "Machine Unlearning of Features and Labels" (NDSS
+    2023) and Golatkar et al., "Eternal Sunshine of the Spotless Net" (CVPR 2020) use
+    it as a baseline; the recipe here is that of Jia et al., "Model Sparsity Can
+    Simplify Machine Unlearning" (NeurIPS 2023), public code
+    https://github.com/OPTML-Group/Unlearn-Sparse (``FT`` in ``unlearn/FT.py``).
+
+    The module trains on the datamodule's ``"remain"`` stream (``train_stream``): no
+    forgetting sample is ever in a training batch. The training step is the base
+    class's cross-entropy step; remaining images get the datamodule's usual
+    augmentation.
+
+    Default recipe: Jia et al.'s README command for FT (SGD, momentum 0.9, weight decay
+    5e-4 from their argument defaults, lr 0.01, 10 epochs; their ``decreasing_lr``
+    milestones 91 and 136 never fire in 10 epochs, so the rate is constant). Run it with
+    ``trainer.max_epochs: 10``. The NatMU paper publishes no FT recipe of its own.
+
+    Args:
+        backbone: the architecture of the model to unlearn.
+        original_ckpt: the trained model to unlearn (required).
+        reinit_classifier: re-initialise the final linear layer first.
+        See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
+
+    Raises:
+        ValueError: ``original_ckpt`` missing (and the base class's checks).
+    """
+
+    train_stream = "remain"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        original_ckpt: str,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        betas: Sequence[float] = (0.9, 0.999),
+        lr_schedule: ScheduleName = "constant",
+        warmup_epochs: float = 0.0,
+        milestones: Sequence[float] = (0.6, 0.8),
+        reinit_classifier: bool = False,
+    ) -> None:
+        if not original_ckpt:
+            raise ValueError("FTModule needs original_ckpt: the trained model to unlearn")
+        super().__init__(
+            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
+            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+        )

@@ -1,0 +1,71 @@
+"""``GAModule``: unlearning by gradient ascent on the forgetting samples."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite, unpack
+
+
+class GAModule(BackboneModule):
+    """Gradient ascent (GA, "NegGrad"): maximise the cross-entropy of the forgetting
+    samples, i.e. minimise ``loss = -CE(f(x_f), y_f)`` over the forget set only.
+    Thudi, Deza, Chandrasekaran, Papernot, "Unrolling SGD: Understanding Factors
+    Influencing Machine Unlearning" (EuroS&P 2022), the reference SalUn and Jia et
+    al. cite for GA; the recipe is that of Jia et al., "Model Sparsity Can Simplify Machine
+    Unlearning" (NeurIPS 2023), public code https://github.com/OPTML-Group/Unlearn-Sparse
+    (``GA`` in ``unlearn/GA.py``, also in SalUn's repository).
+
+    The module trains on the datamodule's ``"forget"`` stream (``train_stream``). The
+    loss is unbounded below: GA over-forgets quickly, and a too large learning rate or
+    too many epochs end in a non-finite loss (stopped by ``check_finite`` with the step
+    number).
+
+    Default recipe: Jia et al.'s README command for GA (SGD, momentum 0.9, weight decay
+    5e-4 from their argument defaults, lr 1e-4, 5 epochs, constant rate). The NatMU
+    paper publishes no GA recipe of its own.
+
+    Args:
+        backbone: the architecture of the model to unlearn.
+        original_ckpt: the trained model to unlearn (required).
+        reinit_classifier: re-initialise the final linear layer first.
+        See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
+
+    Raises:
+        ValueError: ``original_ckpt`` missing (and the base class's checks).
+    """
+
+    train_stream = "forget"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        original_ckpt: str,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 1e-4,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        betas: Sequence[float] = (0.9, 0.999),
+        lr_schedule: ScheduleName = "constant",
+        warmup_epochs: float = 0.0,
+        milestones: Sequence[float] = (0.6, 0.8),
+        reinit_classifier: bool = False,
+    ) -> None:
+        if not original_ckpt:
+            raise ValueError("GAModule needs original_ckpt: the trained model to unlearn")
+        super().__init__(
+            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
+            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        images, targets = unpack(batch)
+        forget_ce = nn.functional.cross_entropy(self(images), targets)
+        loss = -forget_ce
+        check_finite(loss, self.global_step)
+        n = targets.numel()
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/forget_ce", forget_ce, batch_size=n)
+        return loss

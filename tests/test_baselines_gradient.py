@@ -1,0 +1,316 @@
+"""Gradient-based baselines (FT, RL, GA, NegGrad+, SalUn, l1-sparse): CLI runs and invariants.
+
+Every digits config runs through the CLI for a few steps against original/Retrain
+checkpoints trained once per module (briefly: the tests check mechanics, not quality).
+Each method then gets one invariant a wrong implementation would break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from natmu_lightning.backbones import SmallCNN
+from natmu_lightning.checkpoints import read_state_dict
+from natmu_lightning.cli import main
+from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.methods.ft import FTModule
+from natmu_lightning.methods.ga import GAModule
+from natmu_lightning.methods.l1_sparse import L1SparseModule, l1_weight
+from natmu_lightning.methods.neggrad import NegGradPlusModule, neggrad_plus_loss
+from natmu_lightning.methods.rl import RLModule, random_other_labels
+from natmu_lightning.methods.salun import SalUnModule, saliency_masks
+from natmu_lightning.predict import predict_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["ft", "rl", "ga", "neggrad", "salun", "l1_sparse"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding runs/digits/{original,retrain}.ckpt, trained by their configs (1 epoch)."""
+    base = tmp_path_factory.mktemp("digits_baselines")
+    with chdir(base):
+        for name in ("original", "retrain"):
+            main(["fit", "--config", str(ROOT / f"configs/digits/{name}.yaml"), "--trainer.max_epochs", "1",
+                  "--trainer.limit_val_batches", "0", "--model.init_args.warmup_epochs", "0", *QUIET])
+    assert (base / "runs/digits/original.ckpt").is_file() and (base / "runs/digits/retrain.ckpt").is_file()
+    return base
+
+
+@pytest.fixture(scope="module")
+def original(workdir: Path) -> str:
+    return str(workdir / "runs/digits/original.ckpt")
+
+
+def original_state(path: str) -> dict[str, torch.Tensor]:
+    return read_state_dict(path, "original_ckpt")
+
+
+def fit(module: pl.LightningModule, tmp_path: Path, max_steps: int = -1, max_epochs: int = 10, callbacks=(),
+        **dm_kwargs) -> ForgetRemainDataModule:
+    """Train ``module`` on digits (batch 64, no augmentation) without evaluator or logger."""
+    dm = ForgetRemainDataModule(**{"batch_size": 64, "crop_padding": 0, "horizontal_flip": False, **dm_kwargs})
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=max_epochs, logger=False,
+                         enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         default_root_dir=tmp_path, callbacks=list(callbacks))
+    trainer.fit(module, datamodule=dm)
+    return dm
+
+
+# ------------------------------------------------------------------------------ CLI runs
+@pytest.mark.parametrize("method", METHODS)
+def test_digits_config_runs(method: str, workdir: Path, tmp_path: Path) -> None:
+    with chdir(workdir):
+        cli = main(["fit", "--config", str(ROOT / f"configs/digits/{method}.yaml"), "--trainer.max_epochs", "1",
+                    "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
+                    "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    assert cli.trainer.global_step == 3
+    assert type(cli.model).__name__ == {"ft": "FTModule", "rl": "RLModule", "ga": "GAModule", "neggrad": "NegGradPlusModule",
+                                        "salun": "SalUnModule", "l1_sparse": "L1SparseModule"}[method]
+    assert cli.datamodule.stream == cli.model.train_stream
+    record = json.loads((Path(cli.trainer.log_dir) / "unlearning_metrics.json").read_text())
+    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"):
+        assert math.isfinite(record[key]), key
+    assert record["global_step"] == 3 and "reference" in record
+
+
+# ------------------------------------------------------------------------------ bad values
+@pytest.mark.parametrize("cls,kwargs,match", [
+    (SalUnModule, {"saliency_fraction": 0.0}, "saliency_fraction"),
+    (SalUnModule, {"saliency_fraction": 1.5}, "saliency_fraction"),
+    (SalUnModule, {"saliency_fraction": -0.1}, "saliency_fraction"),
+    (SalUnModule, {"saliency_fraction": math.nan}, "saliency_fraction"),
+    (NegGradPlusModule, {"alpha": -0.1}, "alpha"),
+    (NegGradPlusModule, {"alpha": 1.01}, "alpha"),
+    (NegGradPlusModule, {"alpha": math.nan}, "alpha"),
+    (L1SparseModule, {"alpha": -1e-4}, "alpha"),
+    (L1SparseModule, {"alpha": math.inf}, "alpha"),
+    (RLModule, {"weight_decay": -1.0}, "weight_decay"),
+])  # fmt: skip
+def test_bad_values_raise(cls, kwargs, match, original: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls(SmallCNN(num_classes=10), original_ckpt=original, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [FTModule, RLModule, GAModule, NegGradPlusModule, SalUnModule, L1SparseModule])
+def test_original_ckpt_required(cls) -> None:
+    with pytest.raises(ValueError, match="original_ckpt"):
+        cls(SmallCNN(num_classes=10), original_ckpt="")
+
+
+def test_bad_value_in_config_stops_before_training(workdir: Path, tmp_path: Path) -> None:
+    with chdir(workdir), pytest.raises(ValueError, match="saliency_fraction must lie in"):
+        main(["fit", "--config", str(ROOT / "configs/digits/salun.yaml"), "--model.init_args.saliency_fraction", "0",
+              "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    assert not list(tmp_path.rglob("unlearning_metrics.json"))
+
+
+# ------------------------------------------------------------------------------ FT
+class IndexSpy(pl.Callback):
+    def __init__(self) -> None:
+        self.indices: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.indices.append(batch["index"].cpu())
+
+
+def test_ft_never_sees_a_forget_sample(original: str, tmp_path: Path) -> None:
+    spy = IndexSpy()
+    dm = fit(FTModule(SmallCNN(num_classes=10), original_ckpt=original), tmp_path, max_epochs=1, callbacks=[spy])
+    seen = torch.cat(spy.indices)
+    assert not torch.isin(seen, dm.forget_indices).any()
+    assert torch.equal(seen.sort().values, dm.remain_indices.sort().values)  # one epoch = every remaining sample once
+
+
+# ------------------------------------------------------------------------------ RL
+def test_random_other_labels_never_the_true_one_and_uniform() -> None:
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.arange(10).repeat(2000)
+    new = random_other_labels(targets, 10, generator)
+    assert not (new == targets).any()
+    for c in range(10):
+        counts = torch.bincount(new[targets == c], minlength=10)
+        assert counts[c] == 0
+        others = counts[torch.arange(10) != c].float()
+        assert (others > 0).all() and (others - 2000 / 9).abs().max() < 80  # ~6 standard deviations
+    with pytest.raises(ValueError, match="2 classes"):
+        random_other_labels(targets, 1)
+
+
+def test_rl_relabels_exactly_the_forget_rows_in_training(original: str, tmp_path: Path) -> None:
+    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-3)
+    seen = []
+    plain = module.training_targets
+
+    def spy(targets, is_forget, num_classes):
+        labels = plain(targets, is_forget, num_classes)
+        seen.append((targets.clone(), is_forget.clone(), labels.clone()))
+        return labels
+
+    module.training_targets = spy
+    fit(module, tmp_path, max_steps=6)
+    targets, is_forget, labels = (torch.cat(parts) for parts in zip(*seen))
+    assert is_forget.any() and (~is_forget).any()
+    assert torch.equal(labels[~is_forget], targets[~is_forget])
+    assert (labels[is_forget] != targets[is_forget]).all()
+
+
+# ------------------------------------------------------------------------------ GA
+def forget_loss(backbone: nn.Module, dm: ForgetRemainDataModule) -> float:
+    images, targets = dm.evaluation_splits()["forget"]
+    return float(nn.functional.cross_entropy(predict_logits(backbone, images), targets))
+
+
+def test_ga_raises_the_forget_loss(original: str, tmp_path: Path) -> None:
+    before = SmallCNN(num_classes=10)
+    before.load_state_dict(original_state(original))
+    module = GAModule(SmallCNN(num_classes=10), original_ckpt=original, optimizer="adamw", lr=1e-3, weight_decay=0.0)
+    dm = fit(module, tmp_path, max_steps=4)
+    assert dm.stream == "forget"
+    assert forget_loss(module.backbone, dm) > forget_loss(before, dm) + 1e-3
+
+
+# ------------------------------------------------------------------------------ NegGrad+
+def test_neggrad_plus_loss_matches_the_formula(original: str) -> None:
+    torch.manual_seed(0)
+    module = NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=0.8).eval()
+    batch = {"image": torch.rand(6, 1, 8, 8), "target": torch.tensor([0, 1, 2, 3, 4, 5]),
+             "index": torch.arange(6), "mask_id": torch.full((6,), -1),
+             "is_forget": torch.tensor([False, True, False, False, True, False])}
+    with torch.no_grad(), warnings.catch_warnings():  # self.log without a trainer warns
+        warnings.simplefilter("ignore")
+        loss = module.training_step(batch, 0)
+        logits = module(batch["image"])
+    f = batch["is_forget"]
+    ce = nn.functional.cross_entropy
+    expected = 0.8 * ce(logits[~f], batch["target"][~f]) - 0.2 * ce(logits[f], batch["target"][f])
+    assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-7)
+    # A batch without forgetting rows is plain fine-tuning, scaled by alpha.
+    none = torch.zeros(6, dtype=torch.bool)
+    assert torch.allclose(neggrad_plus_loss(logits, batch["target"], none, 0.8), 0.8 * ce(logits, batch["target"]))
+
+
+# ------------------------------------------------------------------------------ l1-sparse
+def test_l1_weight_decays_linearly_to_zero() -> None:
+    assert [l1_weight(2.0, s, 4) for s in range(5)] == [2.0, 1.5, 1.0, 0.5, 0.0]
+    assert l1_weight(2.0, 10, 4) == 0.0
+    epochs, per_epoch = 5, 7  # the reference code's per-epoch value at every epoch start
+    for e in range(epochs):
+        assert l1_weight(3e-4, e * per_epoch, epochs * per_epoch) == pytest.approx(3e-4 * (1 - e / epochs))
+
+
+def test_l1_sparse_loss_includes_the_penalty(original: str) -> None:
+    torch.manual_seed(0)
+    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3).eval()
+    module.total_steps = 10
+    batch = {"image": torch.rand(5, 1, 8, 8), "target": torch.tensor([0, 1, 2, 3, 4])}
+    with torch.no_grad(), warnings.catch_warnings():  # self.log without a trainer warns
+        warnings.simplefilter("ignore")
+        loss = module.training_step(batch, 0)
+        ce = nn.functional.cross_entropy(module(batch["image"]), batch["target"])
+    l1 = sum(float(p.detach().abs().sum()) for p in module.backbone.parameters())
+    assert l1 > 0 and float(loss) == pytest.approx(float(ce) + 1e-3 * l1, rel=1e-5)
+
+
+def test_l1_sparse_weight_follows_the_schedule_in_a_run(original: str, tmp_path: Path) -> None:
+    weights = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            weights.append(pl_module.current_l1_weight())
+
+    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3)
+    fit(module, tmp_path, max_steps=4, callbacks=[Record()])
+    assert module.total_steps == 4
+    assert weights == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert module.current_l1_weight() == 0.0  # global_step == total_steps: the end of the run
+
+
+# ------------------------------------------------------------------------------ SalUn
+def check_salun(module: SalUnModule, original: str, fraction: float) -> None:
+    state = original_state(original)
+    masks = module.saliency
+    assert masks is not None and set(masks) == {n for n, _ in module.backbone.named_parameters()}
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == int(total * fraction)
+    changed = 0
+    for name, p in module.backbone.named_parameters():
+        mask, start = masks[name], state[name]
+        assert torch.equal(p.detach()[~mask], start[~mask]), f"{name}: an unmasked weight moved"
+        changed += int((p.detach()[mask] != start[mask]).sum())
+    assert changed > 0
+    # Batch-norm running statistics are buffers: they keep updating (documented behaviour).
+    assert not torch.equal(module.backbone.state_dict()["features.0.1.running_mean"], state["features.0.1.running_mean"])
+
+
+def independent_saliency(original: str, dm: ForgetRemainDataModule) -> dict[str, torch.Tensor]:
+    net = SmallCNN(num_classes=10)
+    net.load_state_dict(original_state(original))
+    net.eval()
+    images, targets = dm.evaluation_splits()["forget"]
+    nn.functional.cross_entropy(net(images.float() / 255), targets).backward()
+    return {name: p.grad.abs() for name, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_salun_changes_only_the_salient_weights(optimizer: str, original: str, tmp_path: Path) -> None:
+    module = SalUnModule(SmallCNN(num_classes=10), original_ckpt=original, saliency_fraction=0.1,
+                         optimizer=optimizer, lr=1e-2, weight_decay=0.1, momentum=0.9)
+    dm = fit(module, tmp_path, max_steps=4)
+    check_salun(module, original, 0.1)
+    # The mask holds the largest |gradient| of the forget loss at the ORIGINAL weights.
+    grads = independent_saliency(original, dm)
+    inside = torch.cat([grads[n][m] for n, m in module.saliency.items()])
+    outside = torch.cat([grads[n][~m] for n, m in module.saliency.items()])
+    assert float(inside.min()) >= float(outside.max()) * (1 - 1e-5)
+
+
+def test_salun_resume_keeps_the_mask_and_the_original_weights(original: str, tmp_path: Path) -> None:
+    kwargs = dict(original_ckpt=original, saliency_fraction=0.1, lr=1e-2, weight_decay=0.1)
+    first = SalUnModule(SmallCNN(num_classes=10), **kwargs)
+    dm = ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(first, datamodule=dm)
+    ckpt = tmp_path / "mid.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    resumed = SalUnModule(SmallCNN(num_classes=10), **kwargs)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(resumed, datamodule=ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False),
+                ckpt_path=str(ckpt))
+    assert trainer.global_step == 4
+    assert all(torch.equal(first.saliency[n], resumed.saliency[n]) for n in first.saliency)
+    check_salun(resumed, original, 0.1)
+
+
+def test_saliency_masks_global_threshold() -> None:
+    grads = [torch.tensor([[0.5, -4.0], [0.0, 1.0]]), torch.tensor([-3.0, 0.1, 2.0])]
+    masks = saliency_masks(grads, 3 / 7)  # int(7 * 3/7) = 3 entries: |-4|, |-3|, |2|
+    assert masks[0].tolist() == [[False, True], [False, False]] and masks[1].tolist() == [True, False, True]
+    assert all(m.all() for m in saliency_masks(grads, 1.0))
+    assert sum(int(m.sum()) for m in saliency_masks(grads, 1e-9)) == 1  # at least one weight

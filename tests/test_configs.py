@@ -1,0 +1,466 @@
+"""Every YAML under ``configs/`` parses, instantiates and runs end to end on tiny data.
+
+Three layers, all driven by a glob of ``configs/**/*.yaml`` (a new file is covered as
+soon as it exists):
+
+* ``test_config_parses`` (fast, every file): ``main(args, run=False)`` parses and
+  instantiates the config with its data source pointed at a tiny fake copy in the
+  real on-disk format; the backbone's output must match the fake dataset's class
+  count and image size, and the forget request must resolve on a label-only copy
+  of the dataset at its REAL size (e.g. CIFAR-10 1% -> 500 samples).
+* ``test_setting_is_consistent`` (fast, static YAML): inside one setting folder, the
+  original and Retrain configs share the seed and backbone (so the same initial
+  weights), every unlearning config's ``original_ckpt`` is what the original config
+  writes, and its ``evaluator.reference_ckpt`` is written by a Retrain config of the
+  same forget request.
+* ``test_config_runs`` (one optimizer step per file): ``main(["fit", ...])`` on a
+  fake dataset sized for a run; unlearning configs first run the original/Retrain
+  configs whose checkpoints they name (each config runs once per session, shared),
+  then the run must write ``unlearning_metrics.json`` with finite metrics.
+
+Run sizes: the evaluator scores every training and test image (a ResNet-18 at 32x32
+costs about 25 ms per image on 2 CPU cores), so the runs use the smallest fake data
+that fits a recipe. A class-balanced random request needs at least one sample
+per class and NatMU needs about ``k = 4`` remaining images per forgetting sample, so
+random requests are scaled to ONE forgetting sample per class of the fake data
+(``--data.forget.init_args.ratio 1/n``); the configured ratio itself is checked at the
+dataset's real size in ``test_config_parses``. Settings in ``SLOW_SETTINGS`` run only
+with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+import torch
+import yaml
+
+from natmu_lightning.cli import main
+from natmu_lightning.data import (
+    CIFAR10,
+    CIFAR10JPEG,
+    CIFAR20,
+    CIFAR100,
+    ClassForget,
+    Digits,
+    HardestForget,
+    IndexForget,
+    RandomForget,
+    SubclassForget,
+    TinyImageNet,
+)
+from natmu_lightning.data.sources import ImageSplit, SourceData
+from tests import fake_data
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+#: The files this suite was written against; more may exist, none may vanish.
+EXPECTED = [
+    "digits/original.yaml", "digits/retrain.yaml", "digits/natmu.yaml",
+    "cifar10_vgg16/original.yaml", "cifar10_vgg16/retrain_random1.yaml",
+    "cifar10_vgg16/retrain_random10.yaml", "cifar10_vgg16/natmu_random1.yaml",
+    "cifar10_vgg16/natmu_random10.yaml",
+    "cifar100_resnet18/original.yaml", "cifar100_resnet18/retrain_random1.yaml",
+    "cifar100_resnet18/natmu_random1.yaml", "cifar100_resnet18/retrain_class_rocket.yaml",
+    "cifar100_resnet18/natmu_class_rocket.yaml",
+    "cifar20_resnet18/original.yaml", "cifar20_resnet18/retrain_subclass_rocket.yaml",
+    "cifar20_resnet18/natmu_subclass_rocket.yaml",
+    "tinyimagenet_resnet34/original.yaml", "tinyimagenet_resnet34/retrain_random1.yaml",
+    "tinyimagenet_resnet34/natmu_random1.yaml",
+]  # fmt: skip
+
+#: Setting folders whose full runs are deselected by default (run them with -m slow).
+#: The evaluator forwards every training and test image, twice in an unlearning run
+#: (the model and Retrain). Measured on 2 idle CPU cores, one optimizer step per run:
+#: VGG-16 on the 70-image CIFAR-10 fake about 2-5 s a run, ResNet-18 on the 200-image
+#: CIFAR-20 fake about 2-3 s, ResNet-34 on the 1,400-image Tiny ImageNet fake (8x8
+#: pixels) about 3 s; ResNet-18 on the 700-image CIFAR-100 fake (a random request needs
+#: 6 images per class for NatMU's 4 hybrids per forgetting sample) about 7 s a run, 35 s
+#: for the setting's five files. On a loaded machine expect two to three times as long.
+SLOW_SETTINGS = {"cifar100_resnet18"}
+#: Single files deselected by default.
+SLOW_FILES: set[str] = set()
+
+METRIC_KEYS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy")
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(CONFIG_DIR).as_posix()
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def import_object(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    """Relative paths in the configs (``runs/...``) land in ``path``."""
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+# ------------------------------------------------------------------------------ fake data
+@dataclass(frozen=True)
+class Fake:
+    """A tiny copy of a data source in its real on-disk format.
+
+    make(folder, train_per_class) writes it and returns the value of ``arg``.
+    ``train_per_class`` counts images per TARGET class (the unit of a random request).
+    ``real_train`` is the real dataset's training-set size.
+    """
+
+    arg: str
+    make: Callable[[Path, int], Path]
+    parse_per_class: int
+    run_per_class: int
+    real_train: int
+
+
+@contextlib.contextmanager
+def small_tiny_imagenet_images(side: int) -> Iterator[None]:
+    """fake_data writes 64x64 Tiny ImageNet JPEGs; runs use ``side`` x ``side`` ones.
+
+    ResNet-34 at 64x64 costs about 180 ms per image on 2 CPU cores; the layout, the
+    greyscale image and the wnid handling are unchanged. The 64x64 shape itself is
+    checked by ``test_config_parses``.
+    """
+    original = fake_data._random_image
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fake_data, "_random_image", lambda rng, size, mode="RGB": original(rng, min(size, side), mode))
+        yield
+
+
+def _make_tiny_imagenet(folder: Path, per_class: int) -> Path:
+    if per_class == 1:  # the parse check: real 64x64 images
+        return fake_data.make_fake_tiny_imagenet(folder, train_per_class=1, val_per_class=1)
+    with small_tiny_imagenet_images(8):
+        return fake_data.make_fake_tiny_imagenet(folder, train_per_class=per_class, val_per_class=1)
+
+
+FAKES: dict[type, Fake] = {
+    CIFAR10: Fake(
+        "root", lambda d, n: fake_data.make_fake_cifar10(d, train_per_class=n, test_per_class=1),
+        parse_per_class=1, run_per_class=6, real_train=50_000,
+    ),
+    CIFAR10JPEG: Fake(
+        "path", lambda d, n: fake_data.make_fake_cifar10_npz(d / "cifar10_jpeg.npz", train_per_class=n, test_per_class=1),
+        parse_per_class=1, run_per_class=6, real_train=50_000,
+    ),
+    CIFAR100: Fake(
+        "root", lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n, test_per_fine_class=1),
+        parse_per_class=1, run_per_class=6, real_train=50_000,
+    ),
+    # 1 image per fine class = 5 per coarse class: enough for sub-class and class
+    # requests; a random CIFAR-20 request would get 1 forget + 4 remaining per class.
+    CIFAR20: Fake(
+        "root", lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n // 5, test_per_fine_class=1),
+        parse_per_class=5, run_per_class=5, real_train=50_000,
+    ),
+    TinyImageNet: Fake("root", _make_tiny_imagenet, parse_per_class=1, run_per_class=6, real_train=100_000),
+}
+REAL_DATA = (Digits,)  # embedded in scikit-learn: used as is
+
+
+def source_class(config: dict) -> type:
+    return import_object(config["data"]["source"]["class_path"])
+
+
+class FakeStore:
+    """Fake datasets written once per session, keyed by (source class, per-class count)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.made: dict[tuple[type, int], Path] = {}
+
+    def get(self, cls: type, per_class: int) -> Path:
+        key = (cls, per_class)
+        if key not in self.made:
+            folder = self.base / f"{cls.__name__}_{per_class}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.made[key] = FAKES[cls].make(folder, per_class)
+        return self.made[key]
+
+
+@pytest.fixture(scope="session")
+def fakes(tmp_path_factory: pytest.TempPathFactory) -> FakeStore:
+    return FakeStore(tmp_path_factory.mktemp("fake_data"))
+
+
+def source_args(config: dict, store: FakeStore, run: bool) -> list[str]:
+    """CLI overrides pointing the config's data source (and random ratio) at fake data."""
+    cls = source_class(config)
+    if issubclass(cls, REAL_DATA):
+        return []
+    if cls not in FAKES:
+        pytest.fail(f"no fake data for {cls.__name__}: add it to FAKES in tests/test_configs.py")
+    fake = FAKES[cls]
+    per_class = fake.run_per_class if run else fake.parse_per_class
+    args = [f"--data.source.init_args.{fake.arg}", str(store.get(cls, per_class))]
+    forget_cls = import_object(config["data"]["forget"]["class_path"])
+    if run and issubclass(forget_cls, (RandomForget, HardestForget)):
+        args += ["--data.forget.init_args.ratio", repr(1.0 / per_class)]
+    return args
+
+
+# ------------------------------------------------------------------------------ config roles
+def model_checkpoints(config: dict) -> list[dict]:
+    """The ModelCheckpoint callbacks of ``trainer.callbacks``."""
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    if isinstance(callbacks, dict):
+        callbacks = [callbacks]
+    return [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")]
+
+
+def has_model_checkpoint(config: dict) -> bool:
+    return bool(model_checkpoints(config))
+
+
+def checkpoint_outputs(config: dict) -> list[str]:
+    """``dirpath/filename.ckpt`` of every ModelCheckpoint the config declares."""
+    outputs = []
+    for callback in model_checkpoints(config):
+        init = callback.get("init_args") or {}
+        if init.get("dirpath") and init.get("filename"):
+            outputs.append(str(Path(init["dirpath"]) / f"{init['filename']}.ckpt"))
+    return outputs
+
+
+def checkpoint_inputs(config: dict) -> list[str]:
+    """Checkpoints the config needs before it can run: original weights and Retrain reference."""
+    inputs = [(config["model"].get("init_args") or {}).get("original_ckpt"),
+              (config.get("evaluator") or {}).get("reference_ckpt")]
+    return [str(Path(p)) for p in inputs if p]
+
+
+def producers(path: Path) -> dict[str, Path]:
+    """Checkpoint path -> the config (same folder) that writes it."""
+    found = {}
+    for other in sorted(path.parent.glob("*.yaml")):
+        for output in checkpoint_outputs(load_yaml(other)):
+            found[output] = other
+    return found
+
+
+_FRESH: dict[str, Path] = {}
+
+
+def write_fresh_backbone(config: dict, target: str, cache: Optional[Path] = None) -> None:
+    """A freshly initialised backbone of the config's architecture, as a plain state dict.
+
+    With ``cache``, each architecture is built and saved once and linked to ``target``.
+    """
+    spec = config["model"]["init_args"]["backbone"]
+    key = json.dumps(spec, sort_keys=True)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    if cache is not None and key in _FRESH:
+        os.symlink(_FRESH[key], target)
+        return
+    backbone = import_object(spec["class_path"])(**(spec.get("init_args") or {}))
+    path = cache / f"backbone_{len(_FRESH)}.pt" if cache is not None else Path(target)
+    torch.save(backbone.state_dict(), path)
+    if cache is not None:
+        _FRESH[key] = path.resolve()
+        os.symlink(_FRESH[key], target)
+
+
+def quiet() -> list[str]:
+    return ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+# ------------------------------------------------------------------------------ tests
+def test_every_config_is_collected() -> None:
+    names = {rel(p) for p in CONFIGS}
+    assert not set(EXPECTED) - names, f"missing configs: {sorted(set(EXPECTED) - names)}"
+    assert len(CONFIGS) >= len(EXPECTED)
+    assert len(PARSE_PARAMS) == len(RUN_PARAMS) == len(CONFIGS)
+
+
+PARSE_PARAMS = [pytest.param(p, id=rel(p)) for p in CONFIGS]
+
+
+@pytest.mark.parametrize("path", PARSE_PARAMS)
+def test_config_parses(path: Path, fakes: FakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_yaml(path)
+    original_ckpt = (config["model"].get("init_args") or {}).get("original_ckpt")
+    if original_ckpt:  # loaded when the module is instantiated (the Retrain reference only at setup)
+        write_fresh_backbone(config, original_ckpt, cache=fakes.base)
+    cli = main(["--config", str(path), *source_args(config, fakes, run=False), *quiet()], run=False)
+
+    datamodule, model = cli.datamodule, cli.model
+    if "max_epochs" in (config.get("trainer") or {}):
+        assert cli.trainer.max_epochs == config["trainer"]["max_epochs"]
+    shape, num_classes = datamodule.image_shape, datamodule.num_classes
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, *shape))
+    assert out.shape == (2, num_classes), f"{rel(path)}: backbone gives {tuple(out.shape)} on {shape} images"
+
+    request = datamodule.forget
+    if request.needs_original_model or (isinstance(request, IndexForget) and isinstance(request.indices, str)):
+        return  # resolved only in a run (original model / files written by other runs)
+    data = datamodule.source.load()
+    cls = type(datamodule.source)
+    if cls in FAKES:
+        data = at_real_size(data, FAKES[cls].real_train)
+    forget = request.resolve(data, datamodule.seed)
+    total, classes = data.train.targets.numel(), len(data.classes)
+    assert 0 < forget.numel() < total
+    if isinstance(request, RandomForget):
+        assert forget.numel() == classes * round(request.ratio * total / classes)
+        assert abs(forget.numel() - request.ratio * total) < classes
+    elif isinstance(request, ClassForget):
+        ids = torch.tensor(request.class_ids(data))
+        assert forget.numel() == int(torch.isin(data.train.targets, ids).sum())
+    elif isinstance(request, SubclassForget):
+        assert forget.numel() == total // len(data.fine_classes)  # one fine class, balanced data
+
+
+def at_real_size(data: SourceData, real_train: int) -> SourceData:
+    """The training labels repeated up to the real dataset's size (1x1 images: labels only)."""
+    n = data.train.targets.numel()
+    assert real_train % n == 0, f"fake training set of {n} does not divide {real_train}"
+    factor = real_train // n
+    train = data.train
+    fine = None if train.fine_targets is None else train.fine_targets.repeat_interleave(factor)
+    big = ImageSplit(train.images[:, :, :1, :1].repeat_interleave(factor, 0), train.targets.repeat_interleave(factor), fine)
+    test = data.test
+    small_test = ImageSplit(test.images[:, :, :1, :1], test.targets, test.fine_targets)
+    return SourceData(big, small_test, data.classes, data.fine_classes)
+
+
+SETTINGS = sorted({p.parent for p in CONFIGS})
+
+
+@pytest.mark.parametrize("folder", [pytest.param(d, id=d.name) for d in SETTINGS])
+def test_setting_is_consistent(folder: Path) -> None:
+    configs = {p: load_yaml(p) for p in sorted(folder.glob("*.yaml"))}
+    made_by = producers(next(iter(configs)))
+    classifiers = {p: c for p, c in configs.items() if c["model"]["class_path"].endswith("ClassifierModule")}
+    originals = [p for p, c in classifiers.items() if c["model"]["init_args"].get("train_on", "full") == "full"]
+    assert len(originals) == 1, f"{folder.name}: expected one original config, got {originals}"
+    original = configs[originals[0]]
+    for p, c in configs.items():
+        assert c["model"]["init_args"]["backbone"] == original["model"]["init_args"]["backbone"], p.name
+        assert c["data"]["source"] == original["data"]["source"], p.name
+    for p in classifiers:  # same seed before the backbone is built: same initial weights
+        assert configs[p].get("seed_everything") == original.get("seed_everything"), f"{p.name}: seed differs from the original's"
+    for p, c in configs.items():
+        original_ckpt = (c["model"].get("init_args") or {}).get("original_ckpt")
+        if not original_ckpt:
+            continue
+        assert original_ckpt in checkpoint_outputs(original), f"{p.name}: original_ckpt is not what {originals[0].name} writes"
+        reference = (c.get("evaluator") or {}).get("reference_ckpt")
+        assert reference, f"{p.name}: an unlearning config must compare with Retrain (evaluator.reference_ckpt)"
+        assert str(Path(reference)) in made_by, f"{p.name}: no config in {folder.name} writes {reference}"
+        retrain = configs[made_by[str(Path(reference))]]
+        assert retrain["model"]["init_args"]["train_on"] == "remain", p.name
+        for key in ("forget", "seed"):
+            assert retrain["data"].get(key) == c["data"].get(key), f"{p.name}: data.{key} differs from its Retrain's"
+    outputs = [o for c in configs.values() for o in checkpoint_outputs(c)]
+    assert len(outputs) == len(set(outputs)), f"{folder.name}: two configs write the same checkpoint"
+
+
+class Runner:
+    """Runs each config once per session in its setting's shared work folder."""
+
+    def __init__(self, base: Path, store: FakeStore) -> None:
+        self.base, self.store = base, store
+        self.results: dict[Path, Any] = {}
+
+    def run(self, path: Path) -> dict:
+        if path not in self.results:
+            try:
+                self.results[path] = self._run(path)
+            except BaseException as error:  # a failed producer fails its dependants too
+                self.results[path] = error
+                raise
+        result = self.results[path]
+        if isinstance(result, BaseException):
+            raise RuntimeError(f"{rel(path)} failed earlier in this session") from result
+        return result
+
+    def _run(self, path: Path) -> dict:
+        config = load_yaml(path)
+        workdir = self.base / path.parent.name
+        workdir.mkdir(exist_ok=True)
+        made_by = producers(path)
+        for target in checkpoint_inputs(config):
+            if target in made_by:
+                self.run(made_by[target])
+            else:
+                with chdir(workdir):
+                    write_fresh_backbone(config, target)
+        args = [
+            "fit", "--config", str(path), *source_args(config, self.store, run=True),
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            # max_steps, not limit_train_batches: jsonargparse reads "1" as the float 1.0 (= 100%).
+            "--trainer.max_epochs", "1", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+            "--data.batch_size", "4", "--data.eval_batch_size", "64", "--evaluator.batch_size", "64",
+            *quiet(),
+        ]  # fmt: skip
+        if not has_model_checkpoint(config):
+            # Lightning's default checkpoint is not needed here (VGG-16 with AdamW state is
+            # about 180 MB); configs that declare a ModelCheckpoint keep it.
+            args += ["--trainer.enable_checkpointing", "false"]
+        with chdir(workdir):
+            cli = main(args)
+            metrics_file = Path(cli.trainer.log_dir) / "unlearning_metrics.json"
+            assert metrics_file.is_file(), f"{rel(path)} wrote no {metrics_file}"
+            for output in checkpoint_outputs(config):
+                assert Path(output).is_file(), f"{rel(path)} did not write {output}"
+            record = json.loads(metrics_file.read_text())
+            assert (Path(cli.trainer.log_dir) / "forget_indices.npy").is_file()
+        record["_config"] = config
+        return record
+
+
+@pytest.fixture(scope="session")
+def runner(tmp_path_factory: pytest.TempPathFactory, fakes: FakeStore) -> Runner:
+    return Runner(tmp_path_factory.mktemp("runs"), fakes)
+
+
+def is_slow(path: Path) -> bool:
+    return path.parent.name in SLOW_SETTINGS or rel(path) in SLOW_FILES
+
+
+RUN_PARAMS = [
+    pytest.param(p, id=rel(p), marks=[pytest.mark.slow] if is_slow(p) else [])
+    for p in CONFIGS
+]
+
+
+@pytest.mark.parametrize("path", RUN_PARAMS)
+def test_config_runs(path: Path, runner: Runner) -> None:
+    record = runner.run(path)
+    config = record["_config"]
+    keys = list(METRIC_KEYS)
+    if (config.get("evaluator") or {}).get("reference_ckpt"):
+        keys.append("avg_gap")
+        assert "reference" in record, "the Retrain reference was not evaluated"
+    if issubclass(import_object(config["data"]["forget"]["class_path"]), ClassForget):
+        keys.append("forget_test_acc")
+    for key in keys:
+        assert key in record and math.isfinite(record[key]), f"{key} = {record.get(key)!r}"
+    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy"):
+        assert 0.0 <= record[key] <= 100.0
+    assert record["stage"] == "fit"
