@@ -24,11 +24,18 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write_json(path: PathLike, payload: Any) -> Path:
@@ -51,5 +58,9 @@ def atomic_save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
 
 
 def run_dir(trainer: Any) -> Path:
-    """The folder a Lightning run writes its artefacts to: the logger's log dir, else the root dir."""
+    """The folder a Lightning run writes its artefacts to: the logger's log dir, else the root dir.
+
+    Call it on EVERY rank: ``trainer.log_dir`` broadcasts under DDP, so calling it on
+    rank zero only desynchronises the collectives of all ranks.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)

@@ -220,8 +220,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         )
 
     def _save(self, name: str, write) -> None:
-        if self.trainer is not None and self.trainer.is_global_zero:
-            write(run_dir(self.trainer) / name)
+        if self.trainer is None:
+            return
+        folder = run_dir(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
+        if self.trainer.is_global_zero:
+            write(folder / name)
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
