@@ -62,7 +62,9 @@ from tests import fake_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
-CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+#: Trainer fragments (configs/trainer/) are composed after a complete config, not run alone.
+FRAGMENTS = sorted((CONFIG_DIR / "trainer").glob("*.yaml"))
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p not in FRAGMENTS)
 
 #: The files this suite was written against; more may exist, none may vanish.
 EXPECTED = [
@@ -464,3 +466,18 @@ def test_config_runs(path: Path, runner: Runner) -> None:
     for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy"):
         assert 0.0 <= record[key] <= 100.0
     assert record["stage"] == "fit"
+
+
+@pytest.mark.parametrize("fragment", [pytest.param(p, id=p.name) for p in FRAGMENTS])
+def test_trainer_fragment_composes(fragment: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each fragment composes after a complete config (GPU ones cannot start here, so only print)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIG_DIR / "digits" / "natmu.yaml"), "--config", str(fragment), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for key, value in load_yaml(fragment)["trainer"].items():
+        assert printed["trainer"][key] == value, key
+
+
+def test_fragments_exist() -> None:
+    assert {p.name for p in FRAGMENTS} >= {"cpu_ddp2.yaml", "gpu.yaml", "ddp.yaml", "slurm_multinode.yaml"}
