@@ -3,11 +3,25 @@
 from natmu_lightning.backbones import VGG16BN, ResNet18, ResNet34, SmallCNN
 from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.data import ForgetRemainDataModule
-from natmu_lightning.methods import ClassifierModule, NatMUModule
+from natmu_lightning.methods import (
+    BadTeacherModule,
+    ClassifierModule,
+    FTModule,
+    GAModule,
+    L1SparseModule,
+    NatMUModule,
+    NegGradPlusModule,
+    RLModule,
+    SalUnModule,
+    SCRUBModule,
+    SSDModule,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BadTeacherModule", "FTModule", "GAModule", "L1SparseModule", "NegGradPlusModule", "RLModule",
+    "SalUnModule", "SCRUBModule", "SSDModule",
     "ClassifierModule", "ForgetRemainDataModule", "NatMUModule", "ResNet18", "ResNet34",
     "SmallCNN", "UnlearningEvaluator", "VGG16BN", "__version__",
 ]

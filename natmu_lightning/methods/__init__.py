@@ -1,5 +1,6 @@
 """LightningModules: the original/Retrain trainer, NatMU and the baselines it is judged against."""
 
+from natmu_lightning.methods.bad_teacher import BadTeacherModule
 from natmu_lightning.methods.base import BackboneModule
 from natmu_lightning.methods.classifier import ClassifierModule
 from natmu_lightning.methods.ft import FTModule
@@ -9,8 +10,10 @@ from natmu_lightning.methods.natmu import NatMUModule
 from natmu_lightning.methods.neggrad import NegGradPlusModule
 from natmu_lightning.methods.rl import RLModule
 from natmu_lightning.methods.salun import SalUnModule
+from natmu_lightning.methods.scrub import SCRUBModule
+from natmu_lightning.methods.ssd import SSDModule
 
 __all__ = [
-    "BackboneModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
-    "NegGradPlusModule", "RLModule", "SalUnModule",
+    "BadTeacherModule", "BackboneModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
+    "NegGradPlusModule", "RLModule", "SalUnModule", "SCRUBModule", "SSDModule",
 ]

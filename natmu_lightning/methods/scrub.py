@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -67,11 +68,15 @@ class SCRUBModule(BackboneModule):
     The max steps use the forgetting rows that fall into each batch (about
     ``batch_size x |D_f| / |D|`` of them, so more, smaller max steps per epoch than the
     authors' separate forget loader). The learning-rate schedule advances once per
-    batch (``trainer.global_step`` counts both steps).
+    batch (``trainer.global_step`` counts both steps). Under DDP a step is taken on
+    every rank when any rank's batch holds the step's rows; a rank without them
+    contributes a zero gradient (so that all ranks step together).
 
     Defaults are the authors' (large-scale notebook and ``scrub.py`` usage): SGD,
     momentum 0.9, lr 5e-4, weight decay 5e-4, ``alpha = 0.001``, ``gamma = 0.99``,
-    ``T = 4`` (``kd_T``), ``msteps = 2``, 3 epochs (``sgda_epochs``). Their step
+    ``T = 4`` (``kd_T``), ``msteps = 2``, 3 epochs (``sgda_epochs``); the notebook
+    counts epochs from 1 and maximises while ``epoch <= msteps``, i.e. in the first
+    ``msteps`` epochs (``scrub.py`` counts from 0 with the same test, one more). Their step
     decay (x0.1 after epochs 3, 5, 9) never fires within 3 epochs, hence the
     ``"constant"`` schedule. Their SGDA smoothing (``smoothing = 0``) and gradient
     clipping (``clip``, unused in ``train_distill``) are not implemented. The
@@ -142,39 +147,71 @@ class SCRUBModule(BackboneModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         images, is_forget = images_and_forget_flags(batch, type(self).__name__)
         targets = batch["target"]
+        remain = ~is_forget
         optimizer = self.optimizers()
         counts = self.step_counts.setdefault(self.current_epoch, {"max": 0, "min": 0})
         temperature = self.hparams.temperature
+        any_forget, any_remain = self._any_rank(bool(is_forget.any()), bool(remain.any()))
 
-        forget_rows = images[is_forget]
-        if self.in_max_phase() and forget_rows.shape[0] > 0:
-            teacher = self.teachers.logits("original", forget_rows)
-            divergence = distill_kl(self(forget_rows), teacher, temperature)
-            loss = -divergence
+        if self.in_max_phase() and any_forget:
+            forget_rows = images[is_forget]
+            if forget_rows.shape[0] > 0:
+                teacher = self.teachers.logits("original", forget_rows)
+                divergence = distill_kl(self(forget_rows), teacher, temperature)
+                loss = -divergence
+                self.log("train/max_kl", divergence.detach(), batch_size=forget_rows.shape[0])
+            else:
+                loss = self._zero_loss(images)
             check_finite(loss, self.global_step)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
             counts["max"] += 1
-            self.log("train/max_kl", divergence.detach(), batch_size=forget_rows.shape[0])
 
-        remain = ~is_forget
-        remain_rows = images[remain]
-        if remain_rows.shape[0] > 0:
-            teacher = self.teachers.logits("original", remain_rows)
-            logits = self(remain_rows)
-            cross_entropy = F.cross_entropy(logits, targets[remain])
-            divergence = distill_kl(logits, teacher, temperature)
-            loss = self.hparams.gamma * cross_entropy + self.hparams.alpha * divergence
+        if any_remain:
+            remain_rows = images[remain]
+            if remain_rows.shape[0] > 0:
+                teacher = self.teachers.logits("original", remain_rows)
+                logits = self(remain_rows)
+                cross_entropy = F.cross_entropy(logits, targets[remain])
+                divergence = distill_kl(logits, teacher, temperature)
+                loss = self.hparams.gamma * cross_entropy + self.hparams.alpha * divergence
+                n = remain_rows.shape[0]
+                self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
+                self.log("train/min_kl", divergence.detach(), batch_size=n)
+            else:
+                loss = self._zero_loss(images)
             check_finite(loss, self.global_step)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
             counts["min"] += 1
-            n = remain_rows.shape[0]
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
-            self.log("train/min_kl", divergence.detach(), batch_size=n)
 
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+
+    def _any_rank(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag OR-ed over all processes (the flags themselves on one device).
+
+        Under DDP every rank must take the same optimizer steps, or the gradient
+        all-reduce of one rank waits forever for the others.
+        """
+        if self.trainer.world_size <= 1:
+            return flags
+        local = torch.tensor([float(f) for f in flags], device=self.device)
+        gathered = self.all_gather(local).reshape(-1, len(flags))
+        return tuple(bool(v) for v in gathered.amax(0) > 0)
+
+    def _zero_loss(self, images: Tensor) -> Tensor:
+        """A zero loss reaching every parameter, for a rank whose batch lacks the step's rows.
+
+        The student runs in eval mode on one image so that batch-norm statistics are
+        neither used nor updated; DDP then averages a zero gradient from this rank.
+        """
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            return self(images[:1]).sum() * 0.0
+        finally:
+            self.backbone.train(was_training)

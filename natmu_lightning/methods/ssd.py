@@ -135,8 +135,9 @@ class SSDModule(BackboneModule):
     the same importances on the whole data, so the weights stay identical.
 
     Defaults are the authors': selection ``alpha = 10`` and dampening ``lambda = 1``
-    (``forget_random_main.py``: ``selection_weighting = 10 * model_size_scaler`` with
-    scaler 1, ``dampening_constant = 1``; also the paper's main setting), exponent 1
+    (their ``forget_*_main.py`` scripts for random, full-class and sub-class
+    forgetting: ``selection_weighting = 10 * model_size_scaler`` with scaler 1 for
+    ResNet-18, ``dampening_constant = 1``), exponent 1
     and upper bound 1 (``lower_bound = 1`` in their code), importance batches of 128
     (their ``-b`` default and forget loader). Their importances are squared gradients
     of batch-mean losses, not per-sample ones; ``importance_batch_size = 1`` gives the

@@ -1,0 +1,433 @@
+"""Bad Teacher, SCRUB and SSD baselines: frozen teachers, losses, schedules, dampening, configs."""
+
+import json
+import math
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
+
+from natmu_lightning.backbones import SmallCNN
+from natmu_lightning.checkpoints import read_state_dict
+from natmu_lightning.cli import main
+from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.data.transforms import to_unit_float
+from natmu_lightning.methods.bad_teacher import BadTeacherModule, bad_teacher_loss
+from natmu_lightning.methods.scrub import SCRUBModule, distill_kl
+from natmu_lightning.methods.ssd import SSDModule, dampen_parameters, diagonal_importance
+from natmu_lightning.methods.teachers import (
+    FrozenTeachers,
+    frozen_copy,
+    images_and_forget_flags,
+    move_teachers,
+    randomly_initialised_copy,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {name: REPO / "configs" / "digits" / f"{name}.yaml" for name in ("bad_teacher", "scrub", "ssd")}
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A folder holding runs/digits/{original,retrain}.ckpt from 2-epoch runs of the digits configs."""
+    root = tmp_path_factory.mktemp("digits")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        for name in ("original", "retrain"):
+            main(["fit", "--config", str(REPO / "configs" / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "2",
+                  "--trainer.logger", "false", "--evaluator.every_n_epochs", "100", *QUIET])
+    finally:
+        os.chdir(cwd)
+    for name in ("original", "retrain"):
+        assert (root / "runs" / "digits" / f"{name}.ckpt").is_file()
+    return root
+
+
+@pytest.fixture(scope="module")
+def original_ckpt(digits_run):
+    return str(digits_run / "runs" / "digits" / "original.ckpt")
+
+
+def quick_trainer(tmp_path, **kwargs):
+    options = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                   num_sanity_val_steps=0, default_root_dir=tmp_path)
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def datamodule(**kwargs):
+    return ForgetRemainDataModule(batch_size=kwargs.pop("batch_size", 64), crop_padding=0, horizontal_flip=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(digits_run)
+    cli = main(["fit", "--config", str(CONFIGS[name]), "--trainer.max_epochs", "1",
+                "--trainer.limit_train_batches", "3", "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    files = list(tmp_path.rglob("unlearning_metrics.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"):
+        assert isinstance(record[key], float) and math.isfinite(record[key]), key
+    assert all(math.isfinite(v) for v in record["reference"].values())
+    expected = {"bad_teacher": BadTeacherModule, "scrub": SCRUBModule, "ssd": SSDModule}[name]
+    assert type(cli.model) is expected
+    if name == "ssd":
+        assert cli.model.dampened and record["global_step"] == 0
+    if name == "scrub":  # max_phase_epochs 2 > 1 epoch: every batch had a max and a min step
+        counts = cli.model.step_counts[0]
+        assert counts["min"] == 3 and 1 <= counts["max"] <= 3
+        assert record["global_step"] == counts["min"] + counts["max"]
+
+
+@pytest.mark.parametrize("override,match", [
+    (("bad_teacher", "--model.init_args.temperature", "0"), "temperature"),
+    (("scrub", "--model.init_args.alpha", "-1"), "alpha"),
+    (("ssd", "--model.init_args.selection_alpha", "0"), "selection_alpha"),
+])
+def test_bad_values_fail_in_cli_before_training(digits_run, tmp_path, monkeypatch, override, match):
+    monkeypatch.chdir(digits_run)
+    name, *args = override
+    with pytest.raises(ValueError, match=match):
+        main(["fit", "--config", str(CONFIGS[name]), "--trainer.default_root_dir", str(tmp_path), *args, *QUIET])
+    assert not list(tmp_path.rglob("unlearning_metrics.json"))
+
+
+# ---------------------------------------------------------------------------- argument checks
+@pytest.mark.parametrize("cls,kwargs,match", [
+    (BadTeacherModule, {"temperature": 0.0}, "temperature"),
+    (BadTeacherModule, {"temperature": -2.0}, "temperature"),
+    (BadTeacherModule, {"temperature": math.nan}, "temperature"),
+    (BadTeacherModule, {"kl_reduction": "sum"}, "kl_reduction"),
+    (SCRUBModule, {"temperature": 0.0}, "temperature"),
+    (SCRUBModule, {"alpha": -0.1}, "alpha"),
+    (SCRUBModule, {"gamma": -1.0}, "gamma"),
+    (SCRUBModule, {"max_phase_epochs": -1}, "max_phase_epochs"),
+    (SSDModule, {"selection_alpha": 0.0}, "selection_alpha"),
+    (SSDModule, {"selection_alpha": -10.0}, "selection_alpha"),
+    (SSDModule, {"dampening_lambda": -1.0}, "dampening_lambda"),
+    (SSDModule, {"importance_batch_size": 0}, "importance_batch_size"),
+    (SSDModule, {"batch_weighting": "mean"}, "batch_weighting"),
+])
+def test_bad_method_values_raise(original_ckpt, cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(SmallCNN(), original_ckpt=original_ckpt, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [BadTeacherModule, SCRUBModule, SSDModule])
+def test_original_ckpt_is_required(cls):
+    with pytest.raises(ValueError, match="original_ckpt"):
+        cls(SmallCNN(), original_ckpt="")
+
+
+def test_edge_values_are_accepted(original_ckpt):
+    SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, max_phase_epochs=0)
+    SSDModule(SmallCNN(), original_ckpt=original_ckpt, dampening_lambda=0.0)
+
+
+# ---------------------------------------------------------------------------- teachers
+def test_frozen_copy_is_independent_frozen_and_in_eval_mode():
+    net = SmallCNN()
+    teacher = frozen_copy(net)
+    assert not teacher.training and not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in net.parameters()) and net.training
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    assert not torch.equal(next(net.parameters()), next(teacher.parameters()))
+
+
+def test_randomly_initialised_copy_is_seeded_and_leaves_global_rng_alone():
+    net = SmallCNN()
+    state = torch.get_rng_state()
+    a, b, c = (randomly_initialised_copy(net, seed) for seed in (3, 3, 4))
+    assert torch.equal(torch.get_rng_state(), state)
+    pairs = list(zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values(), net.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y, _, _ in pairs)
+    assert not torch.equal(a.fc.weight, c.fc.weight) and not torch.equal(a.fc.weight, net.fc.weight)
+    assert not a.training and not any(p.requires_grad for p in a.parameters())
+    with pytest.raises(ValueError, match="reset_parameters"):
+        randomly_initialised_copy(nn.ReLU(), 0)
+
+
+def test_teachers_follow_the_student_device_and_dtype():
+    teachers = FrozenTeachers()
+    teachers.add("t", nn.Linear(3, 2))
+    student = nn.Linear(3, 2).double()
+    move_teachers(teachers, student)
+    assert teachers["t"].weight.dtype == torch.float64 and not teachers["t"].training
+    with pytest.raises(ValueError, match="already exists"):
+        teachers.add("t", nn.Linear(3, 2))
+
+
+def test_batches_without_forget_flags_are_rejected():
+    with pytest.raises(ValueError, match="is_forget"):
+        images_and_forget_flags((torch.zeros(2, 1, 8, 8), torch.zeros(2)), "BadTeacherModule")
+
+
+class TeacherAudit(Callback):
+    """Watches the teachers during training: mode and grad mode at every forward, grads, optimizer."""
+
+    def __init__(self):
+        self.calls = []  # (teacher name, training, grad enabled)
+        self.checked_batches = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.before = {name: {k: v.clone() for k, v in pl_module.teachers[name].state_dict().items()}
+                       for name in pl_module.teachers.names()}
+        for name in pl_module.teachers.names():
+            def hook(module, args, name=name):
+                self.calls.append((name, module.training or any(m.training for m in module.modules()), torch.is_grad_enabled()))
+            pl_module.teachers[name].register_forward_pre_hook(hook)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        assert pl_module.training and pl_module.backbone.training
+        teacher_params = {id(p) for net in pl_module.teachers for p in net.parameters()}
+        optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+        assert optimised and not optimised & teacher_params
+        for net in pl_module.teachers:
+            assert not net.training
+            for p in net.parameters():
+                assert not p.requires_grad and p.grad is None
+        self.checked_batches += 1
+
+    def on_fit_end(self, trainer, pl_module):
+        self.after = {name: pl_module.teachers[name].state_dict() for name in pl_module.teachers.names()}
+
+
+@pytest.mark.parametrize("cls,names", [(BadTeacherModule, {"competent", "incompetent"}), (SCRUBModule, {"original"})])
+def test_teachers_are_frozen_in_eval_mode_and_outside_state_and_optimizer(original_ckpt, tmp_path, cls, names):
+    module = cls(SmallCNN(), original_ckpt=original_ckpt, lr=1e-2)
+    assert set(module.teachers.names()) == names
+    # Not children: not in the state dict, parameters() or the module tree.
+    assert set(module.state_dict()) == {f"backbone.{k}" for k in module.backbone.state_dict()}
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in module.backbone.parameters())
+    module.train()
+    assert all(not net.training for net in module.teachers)
+
+    audit = TeacherAudit()
+    quick_trainer(tmp_path, limit_train_batches=3, callbacks=[audit]).fit(module, datamodule=datamodule())
+    assert audit.checked_batches == 3
+    assert {name for name, _, _ in audit.calls} == names
+    assert all(not training and not grad for _, training, grad in audit.calls)
+    for name in names:  # teachers unchanged, student moved
+        assert all(torch.equal(audit.before[name][k], v) for k, v in audit.after[name].items())
+    original = read_state_dict(original_ckpt)
+    if cls is BadTeacherModule:
+        assert all(torch.equal(original[k], v) for k, v in audit.after["competent"].items())
+    else:
+        assert all(torch.equal(original[k], v) for k, v in audit.after["original"].items())
+    assert not torch.equal(module.backbone.fc.weight, original["fc.weight"])
+
+
+# ---------------------------------------------------------------------------- Bad Teacher
+def test_bad_teacher_loss_matches_hand_computation():
+    torch.manual_seed(0)
+    student, competent, incompetent = torch.randn(3, 4, 5).unbind(0)
+    is_forget = torch.tensor([True, False, False, True])
+    temperature = 2.5
+    teacher = torch.where(is_forget[:, None], incompetent, competent)
+    p = torch.softmax(teacher / temperature, 1)
+    q = torch.softmax(student / temperature, 1)
+    expected = (p * (p.log() - q.log())).sum() / 4
+    loss = bad_teacher_loss(student, competent, incompetent, is_forget, temperature)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    mean = bad_teacher_loss(student, competent, incompetent, is_forget, temperature, reduction="mean")
+    assert torch.allclose(mean, expected / 5, atol=1e-7)
+    # A student equal to the competent teacher pays only for the forgetting rows.
+    only_forget = bad_teacher_loss(competent, competent, incompetent, is_forget, temperature)
+    p_f = torch.softmax(incompetent[is_forget] / temperature, 1)
+    q_f = torch.softmax(competent[is_forget] / temperature, 1)
+    assert torch.allclose(only_forget, (p_f * (p_f.log() - q_f.log())).sum() / 4, atol=1e-6)
+
+
+def test_bad_teacher_incompetent_teacher_is_seeded_and_competent_is_original(original_ckpt):
+    a = BadTeacherModule(SmallCNN(), original_ckpt=original_ckpt, incompetent_seed=5)
+    b = BadTeacherModule(SmallCNN(), original_ckpt=original_ckpt, incompetent_seed=5)
+    c = BadTeacherModule(SmallCNN(), original_ckpt=original_ckpt, incompetent_seed=6)
+    assert torch.equal(a.teachers["incompetent"].fc.weight, b.teachers["incompetent"].fc.weight)
+    assert not torch.equal(a.teachers["incompetent"].fc.weight, c.teachers["incompetent"].fc.weight)
+    assert torch.equal(a.teachers["competent"].fc.weight, a.backbone.fc.weight)
+    assert not torch.equal(a.teachers["incompetent"].fc.weight, a.backbone.fc.weight)
+    assert a.train_stream == "both"
+
+
+# ---------------------------------------------------------------------------- SCRUB
+def test_distill_kl_is_repdistiller_kd():
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 6, 3).unbind(0)
+    temperature = 4.0
+    expected = F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="sum") * temperature**2 / 6
+    assert torch.allclose(distill_kl(s, t, temperature), expected, atol=1e-6)
+
+
+class BatchCensus(Callback):
+    """Per epoch: batches holding forgetting rows and batches holding remaining rows."""
+
+    def __init__(self):
+        self.forget, self.remain = {}, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        epoch = trainer.current_epoch
+        self.forget[epoch] = self.forget.get(epoch, 0) + int(batch["is_forget"].any())
+        self.remain[epoch] = self.remain.get(epoch, 0) + int((~batch["is_forget"]).any())
+
+
+def test_scrub_alternates_max_and_min_steps_as_configured(original_ckpt, tmp_path):
+    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=2)
+    assert [module.in_max_phase(e) for e in range(3)] == [True, True, False]
+    census = BatchCensus()
+    # batch 16 over 10% forgetting rows: some batches hold none, so max steps are conditional.
+    trainer = quick_trainer(tmp_path, max_epochs=3, limit_train_batches=8, callbacks=[census])
+    trainer.fit(module, datamodule=datamodule(batch_size=16))
+    assert sorted(module.step_counts) == [0, 1, 2]
+    for epoch in range(3):
+        counts = module.step_counts[epoch]
+        assert counts["min"] == census.remain[epoch] == 8
+        assert counts["max"] == (census.forget[epoch] if epoch < 2 else 0)
+    assert 0 < census.forget[0] < 8 or 0 < census.forget[1] < 8
+    assert trainer.global_step == sum(c["max"] + c["min"] for c in module.step_counts.values())
+
+
+class RankRecord(Callback):
+    """Writes, per rank, which batches held forgetting rows, the step counts and a weight checksum."""
+
+    def __init__(self, folder):
+        self.folder, self.flags = str(folder), []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.flags.append(bool(batch["is_forget"].any()))
+
+    def on_train_end(self, trainer, pl_module):
+        checksum = float(sum(p.double().sum() for p in pl_module.backbone.parameters()))
+        record = {"flags": self.flags, "counts": pl_module.step_counts[0], "global_step": trainer.global_step,
+                  "checksum": checksum}
+        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+@pytest.mark.timeout(300)
+def test_scrub_steps_stay_in_step_across_two_processes(original_ckpt, tmp_path):
+    """Under DDP a rank whose batch lacks forgetting rows must still join the max step."""
+    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=1)
+    strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=60))
+    trainer = quick_trainer(tmp_path, devices=2, strategy=strategy, limit_train_batches=6,
+                            callbacks=[RankRecord(tmp_path)])
+    trainer.fit(module, datamodule=datamodule(batch_size=8))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["flags"] != ranks[1]["flags"]  # some batch had forgetting rows on one rank only
+    either = sum(a or b for a, b in zip(ranks[0]["flags"], ranks[1]["flags"]))
+    for record in ranks:
+        assert record["counts"] == {"max": either, "min": 6}
+        assert record["global_step"] == either + 6
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+
+
+def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_set(original_ckpt, tmp_path):
+    def forget_kl(max_phase_epochs):
+        torch.manual_seed(0)
+        # alpha = gamma = 0 and plain SGD: min steps cannot move the weights, only max steps can.
+        module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, lr=0.05, momentum=0.0,
+                             weight_decay=0.0, max_phase_epochs=max_phase_epochs)
+        dm = datamodule()
+        quick_trainer(tmp_path, limit_train_batches=4).fit(module, datamodule=dm)
+        images, _ = dm.evaluation_splits()["forget"]
+        module.eval()
+        with torch.no_grad():
+            x = to_unit_float(images)
+            return float(distill_kl(module(x), module.teachers.logits("original", x), 4.0))
+
+    assert forget_kl(1) > 10 * max(forget_kl(0), 1e-3)
+
+
+# ---------------------------------------------------------------------------- SSD
+def test_dampen_parameters_follows_the_ssd_rule():
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, -4.0]]))
+    forget = {"weight": torch.tensor([[0.0, 10.0, 100.0, 50.0]])}
+    full = {"weight": torch.tensor([[1.0, 1.0, 1.0, 2.0]])}
+    selected = dampen_parameters(model, forget, full, selection_alpha=10.0, dampening_lambda=1.0)
+    # selected: 100 > 10 (beta 0.01) and 50 > 20 (beta 2/50); 10 > 10 is not.
+    assert selected == {"weight": 2}
+    assert torch.allclose(model.weight, torch.tensor([[1.0, 2.0, 0.03, -0.16]]))
+    # beta is capped at 1: a huge lambda leaves selected weights as they are.
+    dampen_parameters(model, forget, full, selection_alpha=10.0, dampening_lambda=1e6)
+    assert torch.allclose(model.weight, torch.tensor([[1.0, 2.0, 0.03, -0.16]]))
+
+
+def test_diagonal_importance_is_the_mean_squared_batch_gradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    model.train()
+    images = torch.randint(0, 256, (5, 1, 2, 2), dtype=torch.uint8)
+    targets = torch.tensor([0, 1, 2, 1, 0])
+    squares = []
+    for start in (0, 2, 4):  # batches of 2, 2 and 1 images
+        model.zero_grad()
+        F.cross_entropy(model(to_unit_float(images[start:start + 2])), targets[start:start + 2]).backward()
+        squares.append(model[1].weight.grad.pow(2))
+    uniform = diagonal_importance(model, images, targets, batch_size=2, weighting="uniform")
+    assert torch.allclose(uniform["1.weight"], sum(squares) / 3)  # the SSD authors' estimator
+    sized = diagonal_importance(model, images, targets, batch_size=2)
+    assert torch.allclose(sized["1.weight"], (2 * squares[0] + 2 * squares[1] + squares[2]) / 5)
+    full_batches = diagonal_importance(model, images[:4], targets[:4], batch_size=2)
+    assert torch.allclose(full_batches["1.weight"], (squares[0] + squares[1]) / 2)
+    per_sample = diagonal_importance(model, images, targets, batch_size=1)
+    assert torch.allclose(per_sample["1.weight"], diagonal_importance(model, images, targets, 1, weighting="uniform")["1.weight"])
+    model.zero_grad(set_to_none=True)
+    diagonal_importance(model, images, targets, batch_size=2)
+    assert model[1].weight.grad is None and model.training
+
+
+def test_ssd_changes_only_selected_parameters_and_shrinks_them(original_ckpt, tmp_path):
+    module = SSDModule(SmallCNN(), original_ckpt=original_ckpt)
+    before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    dm = datamodule()
+    quick_trainer(tmp_path, limit_train_batches=2).fit(module, datamodule=dm)
+    assert module.dampened and module.train_stream == "forget"
+
+    # Recompute the selection independently on the original weights.
+    reference = SmallCNN()
+    reference.load_state_dict(before)
+    splits = dm.evaluation_splits()
+    (fx, fy), (rx, ry) = splits["forget"], splits["remain"]
+    forget_imp = diagonal_importance(reference, fx, fy, 128)
+    full_imp = diagonal_importance(reference, torch.cat([rx, fx]), torch.cat([ry, fy]), 128)
+    params = dict(module.backbone.named_parameters())
+    total_selected = 0
+    for name, value in before.items():
+        after = module.backbone.state_dict()[name]
+        if name not in params:  # buffers (batch-norm statistics) are untouched
+            assert torch.equal(after, value), name
+            continue
+        mask = forget_imp[name] > 10.0 * full_imp[name]
+        total_selected += int(mask.sum())
+        assert torch.equal(after[~mask], value[~mask]), name
+        assert torch.all(after.abs() <= value.abs()), name
+        beta = (full_imp[name][mask] / forget_imp[name][mask]).clamp(max=1.0)
+        assert torch.allclose(after[mask], value[mask] * beta), name
+    assert total_selected == sum(module.selected.values()) > 0
+    assert any(not torch.equal(module.backbone.state_dict()[k], v) for k, v in before.items())
+
+
+def test_ssd_never_dampens_twice_after_resume(original_ckpt):
+    module = SSDModule(SmallCNN(), original_ckpt=original_ckpt)
+    checkpoint = {}
+    module.dampened = True
+    module.on_save_checkpoint(checkpoint)
+    resumed = SSDModule(SmallCNN(), original_ckpt=original_ckpt)
+    resumed.on_load_checkpoint(checkpoint)
+    before = resumed.backbone.fc.weight.clone()
+    resumed.on_train_start()  # returns before touching the (absent) trainer
+    assert torch.equal(resumed.backbone.fc.weight, before)
