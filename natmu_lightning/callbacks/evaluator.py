@@ -78,7 +78,9 @@ class UnlearningEvaluator(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        # max_epochs is -1 (unlimited) when only max_steps bounds the run: no epoch is "last"
+        # then, and on_fit_end catches the final one.
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
         if epoch % self.every_n_epochs == 0 or last or trainer.should_stop:
             self._run(trainer, pl_module, "fit", log=True)
 
@@ -124,8 +126,11 @@ class UnlearningEvaluator(Callback):
             record["reference"] = dict(self.reference_metrics)
             record["reference_ckpt"] = str(self.reference_ckpt)
         self.last_metrics = record
+        # trainer.log_dir broadcasts from rank 0 (a collective): every rank must ask for it,
+        # or rank 0 blocks (or pairs with the next unrelated collective) under DDP.
+        folder = run_dir(trainer)
         if trainer.is_global_zero:
-            path = atomic_write_json(run_dir(trainer) / self.filename, record)
+            path = atomic_write_json(folder / self.filename, record)
             summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float))
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
 
@@ -149,6 +154,8 @@ def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: p
     Global batch ``b`` (images ``b * batch_size`` onwards) runs on rank
     ``b % world_size``; the results are all-gathered with equal shapes (padded rows
     carry position -1) and scattered back, so no sample is counted twice or missed.
+    Under DDP this is a collective: every rank must call it with the same images and
+    batch size (an empty input returns at once on every rank, without a gather).
 
     Returns:
         (N, C) float32 logits on the CPU, the same on every rank.
@@ -156,6 +163,8 @@ def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: p
     world, rank = trainer.world_size, trainer.global_rank
     device = trainer.strategy.root_device
     total = images.shape[0]
+    if total == 0:  # the same on every rank: nothing to compute or gather
+        return torch.zeros(0, _num_classes(model, images, device))
     starts = list(range(0, total, batch_size))[rank::world]
     outputs, positions = [], []
     with eval_mode(model):
