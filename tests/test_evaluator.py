@@ -313,13 +313,13 @@ def test_fit_writes_metrics_json_and_logs(tmp_path, trained):
 
 def test_every_n_epochs_is_honoured(tmp_path, monkeypatch):
     calls = []
-    original = UnlearningEvaluator.evaluate
+    original = UnlearningEvaluator._outputs
 
-    def spy(self, trainer, model):
+    def spy(self, trainer, model, final):
         calls.append(trainer.current_epoch)
-        return original(self, trainer, model)
+        return original(self, trainer, model, final)
 
-    monkeypatch.setattr(UnlearningEvaluator, "evaluate", spy)
+    monkeypatch.setattr(UnlearningEvaluator, "_outputs", spy)
     trainer = make_trainer(tmp_path, [UnlearningEvaluator(every_n_epochs=2, batch_size=32)], max_epochs=5, limit_train_batches=1)
     trainer.fit(make_model(), datamodule=make_dm())
     assert calls == [1, 3, 4]  # epochs 2 and 4, and always the last one (0-based epoch numbers)
@@ -332,13 +332,13 @@ def test_every_n_epochs_with_max_steps_only(tmp_path, monkeypatch):
     """Without max_epochs (Lightning sets it to -1) no epoch is "the last": every_n_epochs
     still holds, and the run's end is evaluated once."""
     calls = []
-    original = UnlearningEvaluator.evaluate
+    original = UnlearningEvaluator._outputs
 
-    def spy(self, trainer, model):
+    def spy(self, trainer, model, final):
         calls.append((trainer.current_epoch, trainer.global_step))
-        return original(self, trainer, model)
+        return original(self, trainer, model, final)
 
-    monkeypatch.setattr(UnlearningEvaluator, "evaluate", spy)
+    monkeypatch.setattr(UnlearningEvaluator, "_outputs", spy)
     evaluator = UnlearningEvaluator(every_n_epochs=2, batch_size=32)
     trainer = make_trainer(tmp_path, [evaluator], max_epochs=None, max_steps=7, limit_train_batches=2)
     trainer.fit(make_model(), datamodule=make_dm())
@@ -387,8 +387,12 @@ def test_reference_checkpoint_against_itself_gives_zero_gap(tmp_path, trained):
     record = read_json(trainer)
     assert record["avg_gap"] == 0.0
     assert record["reference_ckpt"] == str(ckpt)
-    own = {k: record[k] for k in ("forget_acc", "retain_acc", "test_acc", "mia_entropy")}
+    metric_keys = {k for k in record["reference"]}
+    assert metric_keys >= {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "mia_svc_entropy", "mia_loss_cv"}
+    own = {k: record[k] for k in metric_keys}
     assert record["reference"] == own
+    assert record["kl_to_reference"] == 0.0 and record["js_to_reference"] == 0.0
+    assert record["tug_of_war"] == 1.0
     assert_matches_reference(record, reference_metrics(evaluated, dm))
     assert results[0]["gap/avg"] == 0.0
 

@@ -157,6 +157,8 @@ def test_two_processes_give_identical_metrics_and_logits(tmp_path):
     for bs, name in METRIC_FILES.items():
         one, two = read_metrics(tmp_path / "one", name), read_metrics(tmp_path / "two", name)
         assert (one.pop("world_size"), two.pop("world_size")) == (1, 2), name
+        # the per-process batch is the same, so the effective (global) batch doubles
+        assert 2 * one.pop("effective_batch_size") == two.pop("effective_batch_size"), name
         assert one == two, f"batch_size={bs}: {one} != {two}"
         assert one["stage"] == "validate"
         assert 0.0 < one["mia_entropy"] < 100.0  # a non-degenerate attack on 7 forget samples
@@ -216,6 +218,7 @@ def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
 
     one, two = written("one"), written("two")
     assert (one.pop("world_size"), two.pop("world_size")) == (1, 2)
+    assert 2 * one.pop("effective_batch_size") == two.pop("effective_batch_size")
     assert one == two
     assert one["stage"] == "validate"
     assert {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "reference"} <= set(one)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -32,27 +32,56 @@ LOG_KEYS = {
     "test_acc": "test/acc",
     "forget_test_acc": "forget_test/acc",
     "mia_entropy": "mia/entropy",
+    "mia_svc_confidence": "mia/svc_confidence",
+    "mia_svc_entropy": "mia/svc_entropy",
+    "mia_svc_m_entropy": "mia/svc_m_entropy",
+    "mia_loss_cv": "mia/loss_cv",
+    "kl_to_reference": "ref/kl",
+    "js_to_reference": "ref/js",
     "avg_gap": "gap/avg",
+    "tug_of_war": "gap/tow",
 }
+ATTACKS = ("svc", "loss_cv")
+"""Attacks beyond the entropy MIA (always computed): the SVC shadow protocol on
+confidence / entropy / m-entropy, and the cross-validated loss attack."""
 
 
 class UnlearningEvaluator(Callback):
-    """Reports forgetting, remaining and test accuracy and the entropy MIA.
+    """Reports forgetting, remaining and test accuracy, membership attacks and gaps to Retrain.
 
     Runs at the end of every ``every_n_epochs``-th training epoch (and always after
-    the last one), at the end of ``validate`` and of ``test``. Logs ``forget/acc``,
-    ``retain/acc``, ``test/acc`` (``forget_test/acc`` for full-class requests),
-    ``mia/entropy`` and, with a reference, ``gap/avg``; writes them to
-    ``unlearning_metrics.json`` in the run's log dir. Needs a datamodule with
+    the last one), at the end of ``validate`` and of ``test``; needs a datamodule with
     ``evaluation_splits()`` (:class:`~natmu_lightning.data.ForgetRemainDataModule`).
 
+    Every evaluation computes forget / remaining / test accuracy (``forget_test_acc``
+    too for full-class requests) and the paper's entropy MIA (``mia_entropy``). With
+    ``reference_ckpt`` (Retrain, same backbone) it adds ``kl_to_reference`` (mean
+    ``KL(p_ref || p)`` on the forget set, the paper's naturalness measure),
+    ``js_to_reference`` (true Jensen-Shannon), ``avg_gap`` (mean |difference| over test,
+    remaining, forget accuracy and MIA) and ``tug_of_war``; the reference's own numbers
+    are computed once and reported as ``reference``. The slower ``attacks``
+    (``mia_svc_confidence``, ``mia_svc_entropy``, ``mia_svc_m_entropy``: the SVC shadow
+    protocol, % of the forget set predicted NON-member; ``mia_loss_cv``: cross-validated
+    accuracy of a loss attack separating forget from test samples, 50 is ideal) run at
+    the final evaluation, or every time with ``attacks_every_epoch``.
+
+    Logged keys: ``forget/acc``, ``retain/acc``, ``test/acc``, ``forget_test/acc``,
+    ``mia/entropy``, ``mia/svc_*``, ``mia/loss_cv``, ``ref/kl``, ``ref/js``, ``gap/avg``,
+    ``gap/tow``. ``gap/avg`` works as a ``ModelCheckpoint`` monitor (mode ``min``) to keep
+    the checkpoint closest to Retrain. Everything (plus the reference's numbers, world
+    size, effective batch size and seed) goes to ``unlearning_metrics.json`` in the log dir.
+
     Args:
-        reference_ckpt: weights of the Retrain model (same backbone) to compare with;
-            its numbers are computed once and reported as ``reference`` with
-            ``avg_gap`` (mean |difference| over test, remaining, forget accuracy and MIA).
+        reference_ckpt: weights of the Retrain model (same backbone) to compare with.
         every_n_epochs: evaluate every n training epochs.
         batch_size: samples per forward pass (the unit of work split across ranks).
         filename: name of the metrics file in the log dir.
+        remain_subset: during training, evaluate the remaining set (accuracy and the
+            MIA's members) on this many samples, a fixed seeded subset; the final
+            evaluation always uses all of it. ``None`` uses all of it every time.
+        attacks: which slower attacks to run (subset of ``("svc", "loss_cv")``).
+        attacks_every_epoch: run ``attacks`` at every evaluation, not only the final one.
+        seed: seed of the remaining subset and of the loss attack's folds.
     """
 
     def __init__(
@@ -61,14 +90,28 @@ class UnlearningEvaluator(Callback):
         every_n_epochs: int = 1,
         batch_size: int = 512,
         filename: str = "unlearning_metrics.json",
+        remain_subset: Optional[int] = None,
+        attacks: Sequence[str] = ATTACKS,
+        attacks_every_epoch: bool = False,
+        seed: int = 0,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
+        if remain_subset is not None and remain_subset < 1:
+            raise ValueError(f"remain_subset must be >= 1 or None, got {remain_subset}")
+        unknown = set(attacks) - set(ATTACKS)
+        if unknown:
+            raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
         self.reference_ckpt = reference_ckpt
         self.every_n_epochs, self.batch_size, self.filename = every_n_epochs, batch_size, filename
+        self.remain_subset, self.attacks, self.attacks_every_epoch = remain_subset, tuple(attacks), attacks_every_epoch
+        self.seed = seed
         self.reference_metrics: Optional[dict[str, float]] = None
         self.last_metrics: Optional[dict[str, Any]] = None
+        self._reference_forget_probs: Optional[Tensor] = None
+        self._reference_cache: dict[bool, dict[str, float]] = {}  # keyed by "evaluates the full remaining set"
         self._evaluated_step: Optional[int] = None
+        self._last_was_final = False
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -81,50 +124,89 @@ class UnlearningEvaluator(Callback):
         # max_epochs is -1 (unlimited) when only max_steps bounds the run: no epoch is "last"
         # then, and on_fit_end catches the final one.
         last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
-        if epoch % self.every_n_epochs == 0 or last or trainer.should_stop:
-            self._run(trainer, pl_module, "fit", log=True)
+        final = last or trainer.should_stop or _reaches_max_steps(trainer)
+        if epoch % self.every_n_epochs == 0 or final:
+            self._run(trainer, pl_module, "fit", log=True, final=final)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._evaluated_step != trainer.global_step:  # stopped by max_steps mid-epoch
-            self._run(trainer, pl_module, "fit", log=False)
+        if self._evaluated_step != trainer.global_step or not self._last_was_final:  # stopped by max_steps
+            self._run(trainer, pl_module, "fit", log=False, final=True)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and not trainer.sanity_checking:
-            self._run(trainer, pl_module, "validate", log=True)
+            self._run(trainer, pl_module, "validate", log=True, final=True)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._run(trainer, pl_module, "test", log=True)
+        self._run(trainer, pl_module, "test", log=True, final=True)
 
     # ------------------------------------------------------------------ work
-    def evaluate(self, trainer: pl.Trainer, model: nn.Module) -> dict[str, float]:
-        """Metrics of ``model`` on the datamodule's splits, identical on every rank."""
-        splits = _splits(trainer)
-        probs = {name: sharded_logits(model, images, self.batch_size, trainer).softmax(1) for name, (images, _) in splits.items()}
-        labels = {name: targets for name, (_, targets) in splits.items()}
-        return split_metrics(probs, labels)
+    def evaluate(self, trainer: pl.Trainer, model: nn.Module, final: bool = True) -> dict[str, float]:
+        """Metrics of ``model`` on the datamodule's splits, identical on every rank.
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool) -> None:
-        metrics: dict[str, Any] = self.evaluate(trainer, pl_module)
+        ``final=False`` (an evaluation during training) uses the remaining subset and
+        skips the slower attacks unless configured otherwise.
+        """
+        probs, labels = self._outputs(trainer, model, final)
+        attacks = self.attacks if (final or self.attacks_every_epoch) else ()
+        return split_metrics(probs, labels, attacks, self.seed)
+
+    def _outputs(self, trainer: pl.Trainer, model: nn.Module, final: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        splits = dict(_splits(trainer))
+        if not final and self.remain_subset is not None and splits["remain"][1].numel() > self.remain_subset:
+            images, targets = splits["remain"]
+            keep = torch.randperm(targets.numel(), generator=torch.Generator().manual_seed(self.seed))[: self.remain_subset]
+            keep = keep.sort().values
+            splits["remain"] = (images[keep], targets[keep])
+        probs = {name: sharded_logits(model, images, self.batch_size, trainer).softmax(1) for name, (images, _) in splits.items()}
+        return probs, {name: targets for name, (_, targets) in splits.items()}
+
+    def _reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> dict[str, float]:
+        """The reference's metrics (computed once per kind of evaluation) and its forget-set outputs."""
+        key = final or self.remain_subset is None
+        if key not in self._reference_cache:
+            reference = copy.deepcopy(_backbone(pl_module))
+            load_weights(reference, self.reference_ckpt, "reference_ckpt")
+            probs, labels = self._outputs(trainer, reference, final)
+            attacks = self.attacks if (final or self.attacks_every_epoch) else ()
+            self._reference_cache[key] = split_metrics(probs, labels, attacks, self.seed)
+            self._reference_forget_probs = probs["forget"]
+            del reference
+        return self._reference_cache[key]
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool, final: bool = True) -> None:
+        probs, labels = self._outputs(trainer, pl_module, final)
+        attacks = self.attacks if (final or self.attacks_every_epoch) else ()
+        metrics: dict[str, Any] = split_metrics(probs, labels, attacks, self.seed)
         if self.reference_ckpt is not None:
-            if self.reference_metrics is None:
-                reference = copy.deepcopy(_backbone(pl_module))
-                load_weights(reference, self.reference_ckpt, "reference_ckpt")
-                self.reference_metrics = self.evaluate(trainer, reference)
-                del reference
-            metrics["avg_gap"] = MF.avg_gap(metrics, self.reference_metrics)
+            reference = self._reference(trainer, pl_module, final)
+            self.reference_metrics = reference
+            metrics["kl_to_reference"] = MF.kl_divergence(self._reference_forget_probs, probs["forget"])
+            metrics["js_to_reference"] = MF.js_divergence(self._reference_forget_probs, probs["forget"])
+            metrics["avg_gap"] = MF.avg_gap(metrics, reference)
+            metrics["tug_of_war"] = MF.tug_of_war(metrics, reference)
         if log:
-            pl_module.log_dict({LOG_KEYS[k]: float(v) for k, v in metrics.items() if k in LOG_KEYS}, sync_dist=False)
-        self._evaluated_step = trainer.global_step
+            # Identical on every rank, so averaging across ranks changes nothing (and keeps
+            # Lightning's distributed logging consistent for monitors such as gap/avg).
+            pl_module.log_dict({LOG_KEYS[k]: float(v) for k, v in metrics.items() if k in LOG_KEYS},
+                               sync_dist=trainer.world_size > 1)
+        self._evaluated_step, self._last_was_final = trainer.global_step, final
+        datamodule = trainer.datamodule
+        per_device = getattr(datamodule, "batch_size", None)
         record = {
             **metrics,
             "stage": stage,
+            "final": final,
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "world_size": trainer.world_size,
+            "effective_batch_size": None if per_device is None else per_device * trainer.world_size * trainer.accumulate_grad_batches,
+            "seed": getattr(datamodule, "seed", None),
+            "remain_evaluated": int(labels["remain"].numel()),
         }
         if self.reference_metrics is not None:
             record["reference"] = dict(self.reference_metrics)
             record["reference_ckpt"] = str(self.reference_ckpt)
+        record = _json_safe(record)
         self.last_metrics = record
         # trainer.log_dir broadcasts from rank 0 (a collective): every rank must ask for it,
         # or rank 0 blocks (or pairs with the next unrelated collective) under DDP.
@@ -135,8 +217,11 @@ class UnlearningEvaluator(Callback):
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
 
 
-def split_metrics(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> dict[str, float]:
-    """Accuracies (percent) of each split and the entropy MIA (remain = member, test = non-member)."""
+def split_metrics(
+    probs: dict[str, Tensor], labels: dict[str, Tensor], attacks: Sequence[str] = (), seed: int = 0
+) -> dict[str, float]:
+    """Accuracies (percent) of each split, the entropy MIA (remain = member, test = non-member)
+    and the requested slower ``attacks`` (see :data:`ATTACKS`)."""
     metrics = {
         "forget_acc": MF.accuracy(probs["forget"], labels["forget"]),
         "retain_acc": MF.accuracy(probs["remain"], labels["remain"]),
@@ -145,7 +230,30 @@ def split_metrics(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> dict[s
     }
     if "forget_test" in probs:
         metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
+    if "svc" in attacks:
+        for feature in ("confidence", "entropy", "m_entropy"):
+            metrics[f"mia_svc_{feature}"] = MF.svc_mia(
+                probs["remain"], labels["remain"], probs["test"], labels["test"], probs["forget"], labels["forget"], feature
+            )
+    if "loss_cv" in attacks:
+        losses = {name: -torch.log(probs[name].double().gather(1, labels[name][:, None]).clamp_min(1e-30)).flatten()
+                  for name in ("forget", "test")}
+        smaller = min(losses["forget"].numel(), losses["test"].numel())
+        metrics["mia_loss_cv"] = MF.loss_mia_cv(losses["forget"], losses["test"], n_splits=min(5, smaller), seed=seed) if smaller >= 2 else float("nan")
     return metrics
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become ``None`` so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _reaches_max_steps(trainer: pl.Trainer) -> bool:
+    return trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
 
 
 def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: pl.Trainer) -> Tensor:

@@ -1,0 +1,93 @@
+"""Evaluator options: the slower attacks, divergences, the remaining subset, best-gap checkpoints."""
+
+import math
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from natmu_lightning import UnlearningEvaluator
+from natmu_lightning.metrics import functional as MF
+from natmu_lightning.predict import predict_probs
+from tests.test_evaluator import make_dm, make_model, make_trainer, read_csv, read_json
+
+
+def other_weights():
+    """The evaluated architecture with different weights (a stand-in for Retrain)."""
+    model = make_model()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    return model
+
+
+def test_attacks_and_divergences_match_direct_computation(tmp_path):
+    reference_model = other_weights()
+    reference_path = tmp_path / "reference.pt"
+    torch.save(reference_model.backbone.state_dict(), reference_path)
+    model = make_model()
+    evaluator = UnlearningEvaluator(reference_ckpt=str(reference_path), batch_size=16)
+    dm = make_dm()
+    trainer = make_trainer(tmp_path, [evaluator])
+    trainer.validate(model, datamodule=dm)
+    record = read_json(trainer)
+
+    splits = dm.evaluation_splits()
+    probs = {name: predict_probs(model, images) for name, (images, _) in splits.items()}
+    labels = {name: targets for name, (_, targets) in splits.items()}
+    ref_forget = predict_probs(reference_model, splits["forget"][0])
+    for feature in ("confidence", "entropy", "m_entropy"):
+        expected = MF.svc_mia(probs["remain"], labels["remain"], probs["test"], labels["test"],
+                              probs["forget"], labels["forget"], feature)
+        assert record[f"mia_svc_{feature}"] == pytest.approx(expected, abs=1e-9)
+    assert record["kl_to_reference"] == pytest.approx(MF.kl_divergence(ref_forget, probs["forget"]), rel=1e-6)
+    assert record["js_to_reference"] == pytest.approx(MF.js_divergence(ref_forget, probs["forget"]), rel=1e-6)
+    assert 0 <= record["js_to_reference"] <= math.log(2)
+    assert record["tug_of_war"] == pytest.approx(MF.tug_of_war(record, record["reference"]))
+    assert 0 <= record["mia_loss_cv"] <= 100
+    assert record["effective_batch_size"] == dm.batch_size and record["seed"] == dm.seed
+
+
+def test_remain_subset_during_training_full_at_the_end(tmp_path):
+    seen = []
+
+    class Spy(UnlearningEvaluator):
+        def _run(self, trainer, pl_module, stage, log, final=True):
+            super()._run(trainer, pl_module, stage, log, final)
+            seen.append((final, self.last_metrics["remain_evaluated"], "mia_svc_entropy" in self.last_metrics))
+
+    dm = make_dm()
+    trainer = make_trainer(tmp_path, [Spy(remain_subset=10, batch_size=16)], max_epochs=3, limit_train_batches=1)
+    trainer.fit(make_model(), datamodule=dm)
+    full = dm.remain_indices.numel()
+    assert seen == [(False, 10, False), (False, 10, False), (True, full, True)]
+
+
+def test_gap_is_a_checkpoint_monitor(tmp_path):
+    reference = tmp_path / "reference.pt"
+    torch.save(other_weights().backbone.state_dict(), reference)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=1)
+    trainer = make_trainer(tmp_path, [UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16), checkpoint],
+                           max_epochs=4, limit_train_batches=2, enable_checkpointing=True)
+    trainer.fit(make_model(lr=3e-2), datamodule=make_dm())
+    gaps = [float(r["gap/avg"]) for r in read_csv(trainer) if r.get("gap/avg")]
+    assert len(gaps) == 4
+    assert checkpoint.best_model_score.item() == pytest.approx(min(gaps))
+    assert f"epoch={gaps.index(min(gaps))}" in checkpoint.best_model_path
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"attacks": ["svm"]}, "unknown attacks"),
+    ({"remain_subset": 0}, "remain_subset"),
+    ({"every_n_epochs": 0}, "every_n_epochs"),
+])
+def test_bad_evaluator_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UnlearningEvaluator(**kwargs)
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    from natmu_lightning.callbacks.evaluator import _json_safe
+
+    assert _json_safe({"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5}) == {"a": None, "b": {"c": None}, "d": 1.5}
