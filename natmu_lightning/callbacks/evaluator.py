@@ -14,6 +14,7 @@ import copy
 import math
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checkpoints import load_weights
 from natmu_lightning.data.transforms import to_unit_float
-from natmu_lightning.io import atomic_write_json, run_dir
+from natmu_lightning.io import atomic_save_npz, atomic_write_json, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.predict import eval_mode
 
@@ -82,6 +83,8 @@ class UnlearningEvaluator(Callback):
         attacks: which slower attacks to run (subset of ``("svc", "loss_cv")``).
         attacks_every_epoch: run ``attacks`` at every evaluation, not only the final one.
         seed: seed of the remaining subset and of the loss attack's folds.
+        save_outputs: at the final evaluation also write ``evaluation_outputs.npz``
+            (per-sample entropy and loss of every split) for reports and plots.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class UnlearningEvaluator(Callback):
         attacks: Sequence[str] = ATTACKS,
         attacks_every_epoch: bool = False,
         seed: int = 0,
+        save_outputs: bool = False,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
@@ -105,7 +109,7 @@ class UnlearningEvaluator(Callback):
         self.reference_ckpt = reference_ckpt
         self.every_n_epochs, self.batch_size, self.filename = every_n_epochs, batch_size, filename
         self.remain_subset, self.attacks, self.attacks_every_epoch = remain_subset, tuple(attacks), attacks_every_epoch
-        self.seed = seed
+        self.seed, self.save_outputs = seed, save_outputs
         self.reference_metrics: Optional[dict[str, float]] = None
         self.last_metrics: Optional[dict[str, Any]] = None
         self._reference_forget_probs: Optional[Tensor] = None
@@ -212,6 +216,8 @@ class UnlearningEvaluator(Callback):
         # or rank 0 blocks (or pairs with the next unrelated collective) under DDP.
         folder = run_dir(trainer)
         if trainer.is_global_zero:
+            if final and self.save_outputs:
+                atomic_save_npz(folder / "evaluation_outputs.npz", per_sample_outputs(probs, labels))
             path = atomic_write_json(folder / self.filename, record)
             summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float))
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
@@ -241,6 +247,15 @@ def split_metrics(
         smaller = min(losses["forget"].numel(), losses["test"].numel())
         metrics["mia_loss_cv"] = MF.loss_mia_cv(losses["forget"], losses["test"], n_splits=min(5, smaller), seed=seed) if smaller >= 2 else float("nan")
     return metrics
+
+
+def per_sample_outputs(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """``<split>_entropy`` and ``<split>_loss`` (cross-entropy) arrays of every split."""
+    out = {}
+    for name, p in probs.items():
+        out[f"{name}_entropy"] = MF.entropy(p.double()).numpy()
+        out[f"{name}_loss"] = (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
+    return out
 
 
 def _json_safe(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
@@ -160,6 +161,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 self._check_delta_schedule()
                 self.hybrid_plan = self._draw_plan(epoch=0)
                 self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+                self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
                 if self.redraw_plan_every_epoch and self.trainer is not None:
                     # The plan lives in the train dataloader, so it must be rebuilt each epoch.
                     self.trainer.reload_dataloaders_every_n_epochs = 1
@@ -225,6 +227,27 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         folder = run_dir(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
         if self.trainer.is_global_zero:
             write(folder / name)
+
+    def hybrid_examples(self, num_forget: int = 4, epoch: int = 0) -> dict[str, np.ndarray]:
+        """The first ``num_forget`` forgetting samples' hybrids, for figures: uint8 ``forget``,
+        ``remain`` and ``hybrid`` images (rows x k x C x H x W), ``label``, ``mask_id``,
+        ``classes`` and the ``delta`` used."""
+        data, plan = self._loaded(), self.hybrid_plan
+        rows = min(num_forget, plan["label"].numel() // self.k) * self.k
+        xf, xr = data.train.images[plan["forget_index"][:rows]], data.train.images[plan["remain_index"][:rows]]
+        delta = self.current_delta(epoch)
+        masks = hybrids.gradual_masks(xf.shape[-2], xf.shape[-1], delta)[plan["mask_id"][:rows]].unsqueeze(1)
+        shape = (-1, self.k, *xf.shape[1:])
+        return {
+            "forget": xf.reshape(shape).numpy(),
+            "remain": xr.reshape(shape).numpy(),
+            "hybrid": hybrids.mix(xf, xr, masks).reshape(shape).numpy(),
+            "label": plan["label"][:rows].reshape(-1, self.k).numpy(),
+            "forget_label": data.train.targets[plan["forget_index"][:rows]].reshape(-1, self.k).numpy(),
+            "mask_id": plan["mask_id"][:rows].reshape(-1, self.k).numpy(),
+            "classes": np.asarray(data.classes),
+            "delta": np.asarray(delta),
+        }
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,172 @@
+"""``natmu-lightning-report RESULTS_DIR``: a Markdown report with figures from a quality run.
+
+Reads ``results.json`` and ``results.md`` written by ``benchmarks/quality.py`` (and each
+run's log dir named in the rows) and writes into RESULTS_DIR:
+
+- ``report.md``: the results table and the figures below;
+- ``entropy.png``: entropy of the forget set against the test set, per method, with
+  Retrain's forget-set distribution for comparison (what the entropy MIA sees);
+- ``forget_acc.png``: forget accuracy per epoch, per method, with Retrain's level;
+- ``hybrids.png``: NatMU's hybrids (forgetting image, remaining image, hybrid and its
+  label) for each mask.
+
+Needs matplotlib (``pip install -e ".[report]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from natmu_lightning.io import atomic_write_bytes
+
+MASK_NAMES = ("M1 centre band (rows)", "M2 centre band (cols)", "M3 top/bottom", "M4 left/right")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise SystemExit("natmu-lightning-report needs matplotlib: pip install -e '.[report]'") from error
+    return plt
+
+
+def _first_seed_runs(rows: list[dict]) -> dict[str, Path]:
+    """Log dir of each method's first successful run (lowest seed)."""
+    runs: dict[str, Path] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        if row.get("status") == "ok" and row.get("log_dir") and row["method"] not in runs:
+            runs[row["method"]] = Path(row["log_dir"])
+    return runs
+
+
+def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
+    plt = _pyplot()
+    outputs = {m: np.load(d / "evaluation_outputs.npz") for m, d in runs.items() if (d / "evaluation_outputs.npz").is_file()}
+    methods = [m for m in outputs if m != "original"] or list(outputs)
+    if not methods:
+        return None
+    reference = outputs.get("retrain")
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharex=True)
+    top = max(float(np.percentile(np.concatenate([o["test_entropy"] for o in outputs.values()]), 99)), 1e-3)
+    bins = np.linspace(0, top, 40)
+    for ax, method in zip(axes.flat, methods):
+        ax.hist(outputs[method]["test_entropy"], bins=bins, density=True, alpha=0.5, label="test (non-member)")
+        ax.hist(outputs[method]["forget_entropy"], bins=bins, density=True, alpha=0.5, label="forget set")
+        if reference is not None:
+            ax.hist(reference["forget_entropy"], bins=bins, density=True, histtype="step", color="black",
+                    linewidth=1.5, label="Retrain on forget set")
+        ax.set_title(method)
+        ax.set_xlabel("entropy of the softmax (nats)")
+    for ax in list(axes.flat)[len(methods):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Output entropy: forget set vs test set (the entropy MIA's feature)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Optional[Path]:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotted = False
+    for method, log_dir in runs.items():
+        if method in ("original", "retrain") or not (log_dir / "metrics.csv").is_file():
+            continue
+        with open(log_dir / "metrics.csv", newline="") as handle:
+            points = [(int(r["epoch"]) + 1, float(r["forget/acc"])) for r in csv.DictReader(handle) if r.get("forget/acc")]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=method)
+            plotted = True
+    retrain = [r["forget_acc"] for r in rows if r["method"] == "retrain" and r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in rows)]
+    if retrain:
+        ax.axhline(retrain[0], color="black", linestyle="--", label="Retrain")
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("forget accuracy (%)")
+    ax.set_title("Forget accuracy during unlearning (target: Retrain's level)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def hybrid_figure(examples_path: Path, path: Path, samples: int = 2) -> Optional[Path]:
+    if not examples_path.is_file():
+        return None
+    plt = _pyplot()
+    ex = np.load(examples_path)
+    classes = list(ex["classes"])
+    samples = min(samples, ex["hybrid"].shape[0])
+    k = ex["hybrid"].shape[1]
+    fig, axes = plt.subplots(samples * 3, k, figsize=(2.2 * k, 2.2 * 3 * samples), squeeze=False)
+
+    def show(ax, image, title):
+        image = np.transpose(image, (1, 2, 0))
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+
+    for s in range(samples):
+        for j in range(k):
+            label, own, mask = int(ex["label"][s, j]), int(ex["forget_label"][s, j]), int(ex["mask_id"][s, j])
+            show(axes[3 * s, j], ex["forget"][s, j], f"forget: {classes[own]}")
+            show(axes[3 * s + 1, j], ex["remain"][s, j], f"remaining: {classes[label]}")
+            show(axes[3 * s + 2, j], ex["hybrid"][s, j], f"hybrid -> {classes[label]}\n{MASK_NAMES[mask]}")
+    fig.suptitle(f"NatMU hybrids (delta = {float(ex['delta']):+.3f}); one column per mask")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results_dir: Path) -> Path:
+    """Write ``report.md`` and its figures into ``results_dir``; return the report's path."""
+    rows = json.loads((results_dir / "results.json").read_text())
+    runs = _first_seed_runs(rows)
+    figures = []
+    for title, made in (
+        ("Entropy of the outputs", entropy_figure(runs, results_dir / "entropy.png")),
+        ("Forget accuracy per epoch", forget_curve_figure(runs, rows, results_dir / "forget_acc.png")),
+        ("Hybrids", hybrid_figure(runs["natmu"] / "hybrid_examples.npz", results_dir / "hybrids.png") if "natmu" in runs else None),
+    ):
+        if made is not None:
+            figures.append(f"## {title}\n\n![{title}]({made.name})\n")
+    table = (results_dir / "results.md").read_text() if (results_dir / "results.md").is_file() else ""
+    failed = [f"- {r['method']} (seed {r['seed']}): {r.get('error', 'failed')}" for r in rows if r.get("status") != "ok"]
+    text = table + "\n" + ("## Failed runs\n\n" + "\n".join(failed) + "\n\n" if failed else "") + "\n".join(figures)
+    return atomic_write_bytes(results_dir / "report.md", text.encode())
+
+
+def main(args: Optional[Sequence[str]] = None) -> Path:
+    parser = argparse.ArgumentParser(prog="natmu-lightning-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_dir", type=Path, help="folder written by benchmarks/quality.py")
+    ns = parser.parse_args(args)
+    if not (ns.results_dir / "results.json").is_file():
+        parser.error(f"{ns.results_dir} holds no results.json (run benchmarks/quality.py first)")
+    path = write_report(ns.results_dir)
+    print(f"report written to {path}")
+    return path
+
+
+def entry_point() -> None:
+    main()
+
+
+if __name__ == "__main__":
+    entry_point()
