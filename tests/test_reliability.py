@@ -54,3 +54,31 @@ def test_cli_bad_input_fails_before_training(tmp_path, monkeypatch, capsys, over
     assert error.type is ValueError or error.value.code == 2
     assert match in message, message[-500:]
     assert not list(tmp_path.rglob("*.ckpt")), "no checkpoint may be written"
+
+
+def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
+    import subprocess
+    import sys
+
+    config = Path(__file__).parents[1] / "configs/digits/natmu.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "natmu_lightning", "fit", "--config", str(config),
+         "--model.init_args.original_ckpt", str(tmp_path / "nowhere.ckpt")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "original_ckpt" in result.stderr and "does not exist" in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(Path(__file__).parents[1] / "configs/digits/original.yaml")
+    args = ["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    main(args)
+    first = {p: digest(p) for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    main(args)
+    assert all(digest(p) == h for p, h in first.items()), "a file of the first run changed"
+    assert (tmp_path / "runs/digits/original.ckpt").is_file() and (tmp_path / "runs/digits/original-v1.ckpt").is_file()
+    versions = sorted(p.name for p in (tmp_path / "runs/digits/original/lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]

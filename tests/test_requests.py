@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natmu_lightning import hybrids
 from natmu_lightning.data import (
     ClassForget,
     Digits,
@@ -169,3 +170,20 @@ def test_fuzz_requests_succeed_validly_or_fail_clearly(num_classes, per_class, k
     assert 0 < result.numel() < total
     assert result.min() >= 0 and result.max() < total
     assert torch.equal(result, result.unique())
+
+    # The hybrid plan built on it is valid, or refused with a named error: never a hang.
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[result] = False
+    remain = torch.nonzero(keep).flatten()
+    labels = data.train.targets
+    probs = torch.rand(result.numel(), num_classes, generator=torch.Generator().manual_seed(seed)).softmax(1)
+    k = 1 + seed % 4
+    try:
+        plan = hybrids.build_hybrid_plan(result, labels[result], probs, remain, labels[remain], k=k,
+                                         generator=torch.Generator().manual_seed(seed))
+    except ValueError as error:
+        assert "k=" in str(error) or "cannot build" in str(error)
+        return
+    assert torch.all(plan["label"] != labels[plan["forget_index"]])
+    assert torch.equal(plan["label"], labels[plan["remain_index"]])
+    assert plan["remain_index"].unique().numel() == plan["remain_index"].numel()
