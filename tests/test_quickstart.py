@@ -51,3 +51,21 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "natmu_lightning.quickstart", "--help"],
                             capture_output=True, text=True, check=True)
     assert "--out" in result.stdout
+
+
+def test_quickstart_settings_match_the_digits_configs():
+    import yaml
+
+    configs = Path(__file__).parents[1] / "configs" / "digits"
+    cfg = quickstart.QuickstartConfig()
+    original = yaml.safe_load((configs / "original.yaml").read_text())
+    natmu = yaml.safe_load((configs / "natmu.yaml").read_text())
+    assert original["trainer"]["max_epochs"] == cfg.classifier_epochs
+    assert original["model"]["init_args"]["lr"] == cfg.classifier_lr
+    assert natmu["trainer"]["max_epochs"] == cfg.unlearn_epochs
+    assert natmu["model"]["init_args"]["lr"] == cfg.unlearn_lr
+    assert natmu["model"]["init_args"]["weight_decay"] == cfg.unlearn_weight_decay
+    for data in (original["data"], natmu["data"]):
+        assert data["batch_size"] == cfg.batch_size and data["crop_padding"] == cfg.crop_padding
+        assert data["forget"]["init_args"]["ratio"] == cfg.forget_ratio and data["seed"] == cfg.seed
+    assert natmu["data"]["delta"] == cfg.delta
