@@ -6,6 +6,13 @@ ranks (DESIGN.md §4). Drop them into your own LightningModule; the
 :class:`~natmu_lightning.callbacks.UnlearningEvaluator` instead gathers the outputs
 themselves in order and calls the functional forms, which keeps its numbers bitwise
 identical to one device.
+
+The SVC shadow attack (:func:`~.functional.svc_mia`, which keeps the FIRST ``n`` rows of
+the larger shadow set) and the loss attack (:func:`~.functional.loss_mia_cv`, seeded
+subsampling and folds) depend on the order of the samples. A ``cat`` state gathered
+across ranks arrives in rank order, not dataset order, so a state class for them could
+not match one device; they have no class here and are computed by the evaluator on
+outputs gathered in dataset order.
 """
 
 from __future__ import annotations
