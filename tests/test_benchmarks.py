@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -35,7 +36,7 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     assert [r["method"] for r in written] == [r["method"] for r in rows]
     table = (tmp_path / "q" / "results.md").read_text()
     assert "| natmu | 1 | 0 |" in table and "| missing_method | 0 | 1 |" in table
-    assert (tmp_path / "q" / "results.csv").read_text().startswith("method,seed,status")
+    assert (tmp_path / "q" / "results.csv").read_text().startswith("method,seed,scenario,status")
 
     # The report turns the same folder into report.md with its three figures.
     pytest.importorskip("matplotlib")
@@ -55,3 +56,22 @@ def test_speed_benchmark_reports_the_four_ratios(tmp_path):
     for key in ("hybrid_step_ratio", "data_path_speedup", "unlearn_vs_retrain_time", "eval_fraction"):
         assert result[key] > 0, key
     assert json.loads((tmp_path / "s" / "speed.json").read_text())["preset"] == "digits"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("scenario", ["class", "hardest10"])
+def test_quality_benchmark_scenarios(tmp_path, scenario):
+    quality = load("quality")
+    rows = quality.main(["--seeds", "1", "--methods", "natmu", "--scenario", scenario, "--forget-class", "3",
+                         "--out", str(tmp_path / scenario), "--extra", "--trainer.max_epochs", "1"])
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
+    natmu_dir = Path(rows[2]["log_dir"])
+    forget = np.load(natmu_dir / "forget_indices.npy")
+    retrain_forget = np.load(Path(rows[1]["log_dir"]) / "forget_indices.npy")
+    assert np.array_equal(forget, retrain_forget)  # the same set for Retrain and the method
+    original_forget = np.load(Path(rows[0]["log_dir"]) / "forget_indices.npy")
+    assert np.array_equal(forget, original_forget)  # and the original is reported on it too
+    if scenario == "class":
+        assert "forget_test_acc" in json.loads((natmu_dir / "unlearning_metrics.json").read_text())
+    else:
+        assert len(forget) == round(0.1 * 1257)

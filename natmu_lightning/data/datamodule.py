@@ -365,6 +365,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the plan when RESUMING a fit; validating or testing a checkpoint may use any forget set."""
+        if self.trainer is not None and self.trainer.state.fn != "fit":
+            return
         if "forget_indices" in state_dict and self.forget_indices is not None:
             if not torch.equal(state_dict["forget_indices"], self.forget_indices):
                 raise ValueError("the checkpoint was trained on a different forget set than this configuration resolves")
