@@ -1,7 +1,7 @@
 """LightningModules: the original/Retrain trainer, NatMU and the baselines it is judged against."""
 
 from natmu_lightning.methods.bad_teacher import BadTeacherModule
-from natmu_lightning.methods.base import BackboneModule
+from natmu_lightning.methods.base import BackboneModule, UnlearningModule
 from natmu_lightning.methods.classifier import ClassifierModule
 from natmu_lightning.methods.ft import FTModule
 from natmu_lightning.methods.ga import GAModule
@@ -14,6 +14,6 @@ from natmu_lightning.methods.scrub import SCRUBModule
 from natmu_lightning.methods.ssd import SSDModule
 
 __all__ = [
-    "BadTeacherModule", "BackboneModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
+    "BadTeacherModule", "BackboneModule", "UnlearningModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
     "NegGradPlusModule", "RLModule", "SalUnModule", "SCRUBModule", "SSDModule",
 ]

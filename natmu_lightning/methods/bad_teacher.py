@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
     images_and_forget_flags,
@@ -56,7 +56,7 @@ def bad_teacher_loss(
     return loss
 
 
-class BadTeacherModule(BackboneModule):
+class BadTeacherModule(UnlearningModule):
     """Bad Teacher / "blindspot" unlearning: Chundawat, Tarun, Mandal, Kankanhalli,
     "Can Bad Teaching Induce Forgetting? Unlearning in Deep Networks Using an
     Incompetent Teacher", AAAI 2023 (arXiv 2205.08096); public code
@@ -124,8 +124,6 @@ class BadTeacherModule(BackboneModule):
         warmup_epochs: float = 0.0,
         milestones: Sequence[float] = (0.6, 0.8),
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("BadTeacherModule needs original_ckpt: the trained model to unlearn (and competent teacher)")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         if kl_reduction not in ("batchmean", "mean"):

@@ -39,6 +39,8 @@ class BackboneModule(pl.LightningModule):
     """
 
     train_stream: str = "remain"
+    requires_original_ckpt: bool = False
+    """True for unlearning methods (see :class:`UnlearningModule`): they start from the trained model."""
 
     def __init__(
         self,
@@ -57,6 +59,8 @@ class BackboneModule(pl.LightningModule):
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        if self.requires_original_ckpt and not original_ckpt:
+            raise ValueError(f"{type(self).__name__} needs original_ckpt: the trained model to unlearn")
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if lr_schedule not in ("cosine", "step", "constant"):
@@ -136,6 +140,13 @@ class BackboneModule(pl.LightningModule):
         factor = lr_factor_fn(hp.lr_schedule, total, round(hp.warmup_epochs * per_epoch), hp.milestones)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class UnlearningModule(BackboneModule):
+    """The base of every unlearning method: it starts from the trained model in ``original_ckpt``
+    (required) and is trained on the datamodule stream named by ``train_stream``."""
+
+    requires_original_ckpt = True
 
 
 class _LrFactor:

@@ -6,10 +6,10 @@ from typing import Sequence
 
 from torch import nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
 
 
-class FTModule(BackboneModule):
+class FTModule(UnlearningModule):
     """Fine-tuning (FT): continue training the original model on the remaining data D_r
     with plain cross-entropy, so that the forgetting samples fade by catastrophic
     forgetting. Warnecke et al., "Machine Unlearning of Features and Labels" (NDSS
@@ -54,8 +54,6 @@ class FTModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("FTModule needs original_ckpt: the trained model to unlearn")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,

@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite, unpack
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite, unpack
 
 
-class GAModule(BackboneModule):
+class GAModule(UnlearningModule):
     """Gradient ascent (GA, "NegGrad"): maximise the cross-entropy of the forgetting
     samples, i.e. minimise ``loss = -CE(f(x_f), y_f)`` over the forget set only.
     Thudi, Deza, Chandrasekaran, Papernot, "Unrolling SGD: Understanding Factors
@@ -53,8 +53,6 @@ class GAModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("GAModule needs original_ckpt: the trained model to unlearn")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,

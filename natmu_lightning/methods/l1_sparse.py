@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite, unpack
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite, unpack
 
 
 def l1_weight(alpha: float, step: int, total_steps: int) -> float:
@@ -42,7 +42,7 @@ def l1_sparse_loss(logits: Tensor, targets: Tensor, params: Iterable[Tensor], we
     return ce + weight * l1, ce, l1
 
 
-class L1SparseModule(BackboneModule):
+class L1SparseModule(UnlearningModule):
     """l1-sparse unlearning ("sparsity-aware unlearning"): Jia, Liu, Ram, Yao, Liu, Liu,
     Sharma, Liu, "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023 (arXiv
     2304.04934), public code https://github.com/OPTML-Group/Unlearn-Sparse (``FT_l1``
@@ -102,8 +102,6 @@ class L1SparseModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("L1SparseModule needs original_ckpt: the trained model to unlearn")
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha (the initial L1 weight) must be a number >= 0, got {alpha!r}")
         super().__init__(

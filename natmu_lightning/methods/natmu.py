@@ -6,10 +6,10 @@ from typing import Sequence
 
 from torch import nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
 
 
-class NatMUModule(BackboneModule):
+class NatMUModule(UnlearningModule):
     """NatMU ("Towards Natural Machine Unlearning"): fine-tune the original model on one
     shuffled stream of remaining images (augmented) and hybrids (not augmented).
 
@@ -46,8 +46,6 @@ class NatMUModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("NatMUModule needs original_ckpt: the trained model to unlearn")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,

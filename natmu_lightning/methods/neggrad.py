@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 from natmu_lightning.methods.rl import forget_flags
 
 
@@ -38,7 +38,7 @@ def neggrad_plus_loss(logits: Tensor, targets: Tensor, is_forget: Tensor, alpha:
     return alpha * remain_ce - (1.0 - alpha) * forget_ce
 
 
-class NegGradPlusModule(BackboneModule):
+class NegGradPlusModule(UnlearningModule):
     """NegGrad+: Kurmanji, Triantafillou, Hayes, Triantafillou, "Towards Unbounded
     Machine Unlearning" (NeurIPS 2023, arXiv 2302.09880), public code
     https://github.com/meghdadk/SCRUB (``train_negrad`` in
@@ -94,8 +94,6 @@ class NegGradPlusModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("NegGradPlusModule needs original_ckpt: the trained model to unlearn")
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
             raise ValueError(f"alpha must lie in [0, 1] (the weight of the remaining-set term), got {alpha!r}")
         super().__init__(

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 
 
 def random_other_labels(targets: Tensor, num_classes: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -39,7 +39,7 @@ def forget_flags(batch: Any, method: str) -> Tensor:
     return batch["is_forget"].bool()
 
 
-class RLModule(BackboneModule):
+class RLModule(UnlearningModule):
     """Random labels (RL, "Amnesiac" unlearning): Graves, Nagisetty, Ganesh,
     "Amnesiac Machine Learning", AAAI 2021 (arXiv 2010.10981); the relabelling baseline
     of SalUn (Fan et al., ICLR 2024, ``unlearn/RL.py`` of
@@ -100,8 +100,6 @@ class RLModule(BackboneModule):
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
     ) -> None:
-        if not original_ckpt:
-            raise ValueError(f"{type(self).__name__} needs original_ckpt: the trained model to unlearn")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 from natmu_lightning.methods.teachers import FrozenTeachers, images_and_forget_flags, move_teachers
 
 
@@ -31,7 +31,7 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
 
 
-class SCRUBModule(BackboneModule):
+class SCRUBModule(UnlearningModule):
     """SCRUB: Kurmanji, Triantafillou, Hayes, Triantafillou, "Towards Unbounded Machine
     Unlearning", NeurIPS 2023 (arXiv 2302.09880); public code
     https://github.com/meghdadk/SCRUB (``large_scale_unlearning.ipynb``, ``scrub.py``,
@@ -117,8 +117,6 @@ class SCRUBModule(BackboneModule):
         warmup_epochs: float = 0.0,
         milestones: Sequence[float] = (0.6, 0.8),
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("SCRUBModule needs original_ckpt: the trained model to unlearn (and teacher)")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         for name, value in (("alpha", alpha), ("gamma", gamma)):

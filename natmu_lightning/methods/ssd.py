@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from natmu_lightning.data.transforms import to_unit_float
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName
+from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
 
 BatchWeighting = Literal["size", "uniform"]
 
@@ -115,7 +115,7 @@ def dampen_parameters(
     return selected
 
 
-class SSDModule(BackboneModule):
+class SSDModule(UnlearningModule):
     """Selective Synaptic Dampening: Foster, Schoepf, Brintrup, "Fast Machine Unlearning
     Without Retraining Through Selective Synaptic Dampening", AAAI 2024 (arXiv
     2308.07707); public code https://github.com/if-loops/selective-synaptic-dampening
@@ -183,8 +183,6 @@ class SSDModule(BackboneModule):
         warmup_epochs: float = 0.0,
         milestones: Sequence[float] = (0.6, 0.8),
     ) -> None:
-        if not original_ckpt:
-            raise ValueError("SSDModule needs original_ckpt: the trained model to unlearn")
         if not (isinstance(selection_alpha, (int, float)) and math.isfinite(selection_alpha) and selection_alpha > 0):
             raise ValueError(f"selection_alpha must be a positive number, got {selection_alpha!r}")
         if not (isinstance(dampening_lambda, (int, float)) and math.isfinite(dampening_lambda) and dampening_lambda >= 0):
