@@ -120,9 +120,20 @@ def test_bad_arguments(cls: type[nn.Module], kwargs: dict, arg: str) -> None:
         cls(**kwargs)
 
 
-def test_small_cnn_bad_width() -> None:
+@pytest.mark.parametrize("cls", [SmallCNN, ResNet18, ResNet34])
+def test_bad_width(cls: type[nn.Module]) -> None:
     with pytest.raises(ValueError, match="width"):
-        SmallCNN(width=0)
+        cls(width=0)
+
+
+def test_narrow_resnet() -> None:
+    """width scales every stage; the default is the published network, key for key."""
+    narrow = ResNet18(num_classes=10, width=8)
+    assert narrow(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert narrow.conv1.out_channels == 8 and narrow.layer4[0].conv1.out_channels == 64
+    assert narrow.fc.in_features == 64
+    assert n_params(narrow) == 176_402
+    assert ResNet18(num_classes=10, width=64).state_dict().keys() == ResNet18(num_classes=10).state_dict().keys()
 
 
 @pytest.mark.parametrize("cls", BACKBONES)

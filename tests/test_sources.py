@@ -16,6 +16,7 @@ from natmu_lightning.data.sources import (
     CIFAR10JPEG,
     CIFAR20,
     CIFAR100,
+    ClassBalancedSubset,
     DataSource,
     Digits,
     ImageFolder,
@@ -255,6 +256,41 @@ def test_cifar20(tmp_path):
     assert torch.equal(c100.train.images, data.train.images)
     assert torch.equal(c100.train.targets, data.train.fine_targets)
     assert torch.equal(c100.test.targets, data.test.fine_targets)
+
+
+def test_class_balanced_subset(tmp_path):
+    full = SyntheticImages(num_classes=4, train_per_class=12, test_per_class=5, seed=3)
+    whole = full.load()
+    subset = ClassBalancedSubset(full, train_per_class=7, test_per_class=2, seed=1)
+    data = subset.load()
+    assert data.classes == whole.classes
+    assert torch.bincount(data.train.targets).tolist() == [7] * 4
+    assert torch.bincount(data.test.targets).tolist() == [2] * 4
+    # Every kept image is one of the full split's, kept with its label and in the full split's order.
+    position = {bytes(img.numpy()): i for i, img in enumerate(whole.train.images)}
+    kept = [position[bytes(img.numpy())] for img in data.train.images]
+    assert kept == sorted(kept)
+    assert torch.equal(whole.train.targets[kept], data.train.targets)
+    # Deterministic in the seed, different across seeds.
+    assert torch.equal(subset.load().train.images, data.train.images)
+    other = ClassBalancedSubset(full, train_per_class=7, test_per_class=2, seed=2).load()
+    assert not torch.equal(other.train.images, data.train.images)
+
+
+def test_class_balanced_subset_keeps_fine_labels(tmp_path):
+    root = make_fake_cifar100(tmp_path, train_per_fine_class=2, test_per_fine_class=1)
+    data = ClassBalancedSubset(CIFAR20(root=str(root)), train_per_class=4, test_per_class=5).load()
+    assert data.fine_classes == CIFAR100_FINE_CLASSES
+    mapping = torch.tensor(CIFAR100_FINE_TO_COARSE)
+    assert torch.equal(mapping[data.train.fine_targets], data.train.targets)
+
+
+def test_class_balanced_subset_errors():
+    full = SyntheticImages(num_classes=3, train_per_class=4, test_per_class=2)
+    with pytest.raises(ValueError, match="train_per_class must be >= 1"):
+        ClassBalancedSubset(full, train_per_class=0, test_per_class=1)
+    with pytest.raises(ValueError, match="test split has 2 samples of class 0 .* but 3 per class"):
+        ClassBalancedSubset(full, train_per_class=4, test_per_class=3).load()
 
 
 @pytest.mark.parametrize(

@@ -41,16 +41,19 @@ class _CifarResNet(nn.Module):
         in_channels: int,
         mean: Sequence[float],
         std: Sequence[float],
+        width: int,
     ) -> None:
         super().__init__()
         check_backbone_args(num_classes, in_channels, mean, std)
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         self.normalize = Normalize(mean, std)
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        in_planes = 64
+        in_planes = width
         stages = []
-        for planes, blocks, stride in zip((64, 128, 256, 512), num_blocks, (1, 2, 2, 2)):
+        for planes, blocks, stride in zip((width, 2 * width, 4 * width, 8 * width), num_blocks, (1, 2, 2, 2)):
             layers = []
             for s in [stride] + [1] * (blocks - 1):
                 layers.append(BasicBlock(in_planes, planes, s))
@@ -58,7 +61,7 @@ class _CifarResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map a ``(B, C, H, W)`` batch in ``[0, 1]`` to logits ``(B, num_classes)``."""
@@ -75,6 +78,8 @@ class ResNet18(_CifarResNet):
         in_channels: Number of input channels (>= 1).
         mean: Per-channel input mean, one entry per input channel.
         std: Per-channel input std, one positive entry per input channel.
+        width: Channels of the first stage; stage ``i`` has ``width * 2**i``. The
+            published network has 64; narrower ones suit CPU benchmarks.
 
     Raises:
         ValueError: On invalid arguments.
@@ -91,8 +96,9 @@ class ResNet18(_CifarResNet):
         in_channels: int = 3,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        width: int = 64,
     ) -> None:
-        super().__init__((2, 2, 2, 2), num_classes, in_channels, mean, std)
+        super().__init__((2, 2, 2, 2), num_classes, in_channels, mean, std, width)
 
 
 class ResNet34(_CifarResNet):
@@ -103,6 +109,8 @@ class ResNet34(_CifarResNet):
         in_channels: Number of input channels (>= 1).
         mean: Per-channel input mean, one entry per input channel.
         std: Per-channel input std, one positive entry per input channel.
+        width: Channels of the first stage; stage ``i`` has ``width * 2**i``. The
+            published network has 64; narrower ones suit CPU benchmarks.
 
     Raises:
         ValueError: On invalid arguments.
@@ -119,5 +127,6 @@ class ResNet34(_CifarResNet):
         in_channels: int = 3,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
+        width: int = 64,
     ) -> None:
-        super().__init__((3, 4, 6, 3), num_classes, in_channels, mean, std)
+        super().__init__((3, 4, 6, 3), num_classes, in_channels, mean, std, width)

@@ -14,6 +14,7 @@ from natmu_lightning.data.sources import (
     CIFAR10JPEG,
     CIFAR20,
     CIFAR100,
+    ClassBalancedSubset,
     DataSource,
     Digits,
     ImageFolder,
@@ -25,7 +26,7 @@ from natmu_lightning.data.sources import (
 )
 
 __all__ = [
-    "CIFAR10", "CIFAR10JPEG", "CIFAR20", "CIFAR100", "ClassForget", "DataSource", "Digits",
+    "CIFAR10", "CIFAR10JPEG", "CIFAR20", "CIFAR100", "ClassBalancedSubset", "ClassForget", "DataSource", "Digits",
     "ForgetRemainDataModule", "ForgetRequest", "HardestForget", "ImageFolder", "ImageSplit",
     "IndexForget", "MapDataset", "RandomForget", "SourceData", "SubclassForget",
     "SyntheticImages", "TinyImageNet",

@@ -979,6 +979,69 @@ class MapDataset(DataSource):
 
 
 # --------------------------------------------------------------------------------------
+# Subsets
+# --------------------------------------------------------------------------------------
+
+
+class ClassBalancedSubset(DataSource):
+    """A seeded class-balanced subset of another source's train and test splits.
+
+    Each split is shuffled with a seeded permutation, then the first ``train_per_class``
+    (or ``test_per_class``) samples of every class are kept, in their original order.
+    Useful to size a real dataset to a CPU budget (the benchmarks' ``cifar10-small``).
+
+    Args:
+        source: The full dataset.
+        train_per_class: Training samples kept per class (>= 1).
+        test_per_class: Test samples kept per class (>= 1).
+        seed: Seed of the permutation; the same seed always keeps the same samples.
+
+    Raises:
+        ValueError: If a per-class count is below 1, or (from :meth:`load`) a class
+            has fewer samples than asked for.
+
+    Example:
+        >>> full = SyntheticImages(num_classes=3, train_per_class=10, test_per_class=4)
+        >>> data = ClassBalancedSubset(full, train_per_class=5, test_per_class=2).load()
+        >>> len(data.train), len(data.test), data.train.targets.bincount().tolist()
+        (15, 6, [5, 5, 5])
+    """
+
+    def __init__(self, source: DataSource, train_per_class: int, test_per_class: int, seed: int = 0) -> None:
+        for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.source = source
+        self.train_per_class = int(train_per_class)
+        self.test_per_class = int(test_per_class)
+        self.seed = int(seed)
+
+    def load(self) -> SourceData:
+        data = self.source.load()
+        num_classes = len(data.classes)
+
+        def take(split: ImageSplit, per_class: int, name: str) -> ImageSplit:
+            counts = torch.bincount(split.targets, minlength=num_classes)
+            if int(counts.min()) < per_class:
+                short = int(counts.argmin())
+                raise ValueError(
+                    f"{name} split has {int(counts[short])} samples of class {short} "
+                    f"({data.classes[short]!r}) but {per_class} per class were asked for"
+                )
+            order = torch.randperm(len(split), generator=torch.Generator().manual_seed(self.seed))
+            keep = torch.cat([order[split.targets[order] == c][:per_class] for c in range(num_classes)]).sort().values
+            fine = None if split.fine_targets is None else split.fine_targets[keep]
+            return ImageSplit(split.images[keep], split.targets[keep], fine)
+
+        return SourceData(
+            take(data.train, self.train_per_class, "train"),
+            take(data.test, self.test_per_class, "test"),
+            data.classes,
+            data.fine_classes,
+        )
+
+
+# --------------------------------------------------------------------------------------
 # Synthetic data
 # --------------------------------------------------------------------------------------
 
