@@ -49,6 +49,7 @@ from natmu_lightning.data import (
     CIFAR10JPEG,
     CIFAR20,
     CIFAR100,
+    ClassBalancedSubset,
     ClassForget,
     Digits,
     HardestForget,
@@ -182,8 +183,23 @@ FAKES: dict[type, Fake] = {
 REAL_DATA = (Digits,)  # embedded in scikit-learn: used as is
 
 
+def source_spec(config: dict) -> tuple[dict, str]:
+    """The innermost data source of the config (inside any ClassBalancedSubset) and the
+    CLI prefix that reaches its init_args."""
+    spec, prefix = config["data"]["source"], "--data.source.init_args"
+    while import_object(spec["class_path"]) is ClassBalancedSubset:
+        spec, prefix = spec["init_args"]["source"], prefix + ".source.init_args"
+    return spec, prefix
+
+
 def source_class(config: dict) -> type:
-    return import_object(config["data"]["source"]["class_path"])
+    return import_object(source_spec(config)[0]["class_path"])
+
+
+def subset_train_per_class(config: dict) -> Optional[int]:
+    """The configured training images per class when the source is a ClassBalancedSubset."""
+    spec = config["data"]["source"]
+    return spec["init_args"]["train_per_class"] if import_object(spec["class_path"]) is ClassBalancedSubset else None
 
 
 class FakeStore:
@@ -216,7 +232,9 @@ def source_args(config: dict, store: FakeStore, run: bool) -> list[str]:
         pytest.fail(f"no fake data for {cls.__name__}: add it to FAKES in tests/test_configs.py")
     fake = FAKES[cls]
     per_class = fake.run_per_class if run else fake.parse_per_class
-    args = [f"--data.source.init_args.{fake.arg}", str(store.get(cls, per_class))]
+    args = [f"{source_spec(config)[1]}.{fake.arg}", str(store.get(cls, per_class))]
+    if subset_train_per_class(config) is not None:  # keep all of the fake data
+        args += ["--data.source.init_args.train_per_class", str(per_class), "--data.source.init_args.test_per_class", "1"]
     forget_cls = import_object(config["data"]["forget"]["class_path"])
     if run and issubclass(forget_cls, (RandomForget, HardestForget)):
         args += ["--data.forget.init_args.ratio", repr(1.0 / per_class)]
@@ -321,9 +339,10 @@ def test_config_parses(path: Path, fakes: FakeStore, tmp_path: Path, monkeypatch
     if request.needs_original_model or (isinstance(request, IndexForget) and isinstance(request.indices, str)):
         return  # resolved only in a run (original model / files written by other runs)
     data = datamodule.source.load()
-    cls = type(datamodule.source)
+    cls = source_class(config)
     if cls in FAKES:
-        data = at_real_size(data, FAKES[cls].real_train)
+        subset = subset_train_per_class(config)
+        data = at_real_size(data, FAKES[cls].real_train if subset is None else subset * len(data.classes))
     forget = request.resolve(data, datamodule.seed)
     total, classes = data.train.targets.numel(), len(data.classes)
     assert 0 < forget.numel() < total
