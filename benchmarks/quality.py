@@ -1,21 +1,35 @@
 """Quality benchmark: Original, Retrain and every method on the same forget set, over seeds.
 
-    python benchmarks/quality.py --preset digits --seeds 3 --out runs/quality [--scenario random10]
+    python benchmarks/quality.py --preset digits --seeds 3 --out runs/quality [--scenario random10] [--search]
 
 For each seed ``s`` it runs, through the real CLI and the shipped configs of the preset
-(``configs/<preset>/``): the original model, Retrain (same initial weights), then every
-unlearning method config in that folder on the same forget set (``data.seed = s``) and
-the same original checkpoint, each evaluated against that seed's Retrain. It writes
+(``configs/<preset folder>/``): the original model, Retrain (same initial weights), then
+every unlearning method config in that folder on the same forget set (``data.seed = s``)
+and the same original checkpoint, each evaluated against that seed's Retrain. It writes
 ``results.json`` (one row per method and seed), ``results.csv`` and ``results.md``
 (mean ± std over seeds, run-time efficiency = Retrain time / method time). A method that
-fails is reported as failed, not dropped. Hyperparameters are the configs' own: nothing
-is selected on the reported numbers.
+fails is reported as failed, not dropped.
+
+Presets: ``digits`` (configs/digits, minutes on a CPU), ``cifar10-small``
+(configs/cifar10_small: a 5,000-image subset of the offline CIFAR-10 JPEG copy and a
+width-8 ResNet-18, about half an hour on 2 CPU cores) and ``cifar10-vgg16``
+(configs/cifar10_vgg16: the paper's full recipe, for a GPU; CIFAR-10 in torchvision's
+layout under ``--data-root``; its folder ships NatMU, RL, SalUn and Bad Teacher).
 
 Scenarios (``--scenario``): ``random10`` (the configs' own 10% class-balanced request),
 ``random1`` (1%), ``class`` (every sample of class ``--forget-class``) and ``hardest10``
 (the 10% of training samples with the highest loss under that seed's original model,
 resolved once from the original checkpoint and passed to every run as explicit indices;
 the original itself is then re-evaluated on that set).
+
+Hyperparameters are the configs' own unless ``--search`` is given. The search runs
+first, on a VALIDATION forget set distinct from every reported one: the forget request
+drawn with ``data.seed = --search-seed`` (its own original and Retrain), or for
+``class`` the class after ``--forget-class``. For every method with a learning rate it
+tries the config's lr times 1, 0.3 and 3, then for NatMU the deltas of
+``SEARCH_DELTAS`` at the chosen lr, and keeps the candidate with the lowest average
+gap to the validation Retrain. The reported seeds then run with the kept values; no
+reported number takes part in any choice. ``search.json`` holds every candidate.
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ import statistics
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -38,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from natmu_lightning.checkpoints import load_weights  # noqa: E402
 from natmu_lightning.cli import main as cli_main  # noqa: E402
@@ -45,11 +61,53 @@ from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from natmu_lightning.predict import predict_logits  # noqa: E402
 
-PRESETS = {"digits": REPO / "configs" / "digits"}
 CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10")
 METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
+#: NatMU's delta candidates: the paper's random-forgetting extremes (CIFAR-10 -0.19,
+#: TinyImageNet +0.045) and its class recipe (-0.053).
+SEARCH_DELTAS = (-0.19, -0.053, 0.045)
+#: Learning-rate candidates, as factors of each config's own lr (tried in this order).
+SEARCH_LR_FACTORS = (1.0, 0.3, 3.0)
+
+
+@dataclass(frozen=True)
+class QualityPreset:
+    """A folder of configs: ``original.yaml``, ``retrain<suffix>.yaml`` and ``<method><suffix>.yaml``.
+
+    ``suffixes`` maps a scenario to the suffix of its config files (``""`` when one set
+    of configs serves every scenario); ``data_args`` are CLI overrides pointing the
+    configs' data source at an absolute path, since every run works in its own folder.
+    """
+
+    folder: Path
+    suffixes: dict
+    data_args: tuple = ()
+
+    def config(self, name: str, scenario: str) -> Path:
+        return self.folder / ("original.yaml" if name == "original" else f"{name}{self.suffixes[scenario]}.yaml")
+
+    def methods(self, scenario: str) -> list[str]:
+        """Every unlearning config of the scenario, by method name."""
+        suffix = self.suffixes[scenario]
+        names = [p.stem[: len(p.stem) - len(suffix)] for p in self.folder.glob(f"*{suffix}.yaml")]
+        return sorted(n for n in names if n not in CLASSIFIERS and "_random" not in n)
+
+
+def make_presets(data_root: Path) -> dict[str, QualityPreset]:
+    every = lambda suffix: dict.fromkeys(SCENARIOS, suffix)  # noqa: E731
+    return {
+        "digits": QualityPreset(REPO / "configs" / "digits", every("")),
+        "cifar10-small": QualityPreset(REPO / "configs" / "cifar10_small", every(""),
+                                       ("--data.source.init_args.source.init_args.path", str(CIFAR10_JPEG))),
+        "cifar10-vgg16": QualityPreset(REPO / "configs" / "cifar10_vgg16", {**every("_random10"), "random1": "_random1"},
+                                       ("--data.source.init_args.root", str(data_root.resolve()))),
+    }
+
+
+PRESET_NAMES = ("digits", "cifar10-small", "cifar10-vgg16")
 
 
 def scenario_overrides(scenario: str, forget_class: int) -> list[str]:
@@ -105,37 +163,125 @@ def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tupl
         return json.loads((log_dir / "unlearning_metrics.json").read_text()), seconds, log_dir
 
 
-def run_seed(preset_dir: Path, methods: list[str], seed: int, out: Path, extra: list[str],
-             scenario: str = "random10", forget_class: int = 0) -> list[dict]:
-    workdir = out / f"seed{seed}"
-    rows: list[dict] = []
-    times: dict[str, float] = {}
+def run_one(config: Path, row: dict, workdir: Path, extra: list[str]) -> dict:
+    """Fit one config; fill ``row`` with its metrics, or with the error when it fails."""
+    print(f"[seed {row['seed']}] {row['method']} {row.get('params') or ''}", flush=True)
+    try:
+        metrics, seconds, log_dir = run_config(config, row["seed"], workdir, extra + param_args(row.get("params", {})))
+        row.update({k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir))
+    except (Exception, SystemExit) as error:  # reported as failed, never dropped (the CLI exits on bad configs)
+        row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+    return row
+
+
+def run_seed(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, extra: list[str],
+             scenario: str = "random10", forget_class: int = 0, params: Optional[dict] = None) -> list[dict]:
+    """Original and Retrain, then every method (with ``params[method]`` overrides), in ``workdir``."""
+    params = params or {}
     forget = scenario_overrides(scenario, forget_class)
-    for name in (*CLASSIFIERS, *methods):
-        print(f"[seed {seed}] {name}", flush=True)
-        row: dict = {"method": name, "seed": seed, "scenario": scenario}
-        try:
-            if scenario == "hardest10" and name == "retrain":
-                indices = hardest_indices(preset_dir / "original.yaml", workdir, seed, workdir / "hardest_forget_indices.npy")
+    original_config = preset.config("original", scenario)
+    rows: list[dict] = []
+    for name in CLASSIFIERS:
+        row: dict = {"method": name, "seed": seed, "scenario": scenario, "params": {}}
+        if scenario == "hardest10" and name == "retrain":
+            try:
+                indices = hardest_indices(original_config, workdir, seed, workdir / "hardest_forget_indices.npy")
                 forget = ["--data.forget", "natmu_lightning.data.IndexForget", "--data.forget.indices", str(indices)]
                 # The original was evaluated on the random set while training: evaluate it on this one.
-                rows[0].update(_revalidate_original(preset_dir / "original.yaml", seed, workdir, extra + forget))
-            metrics, seconds, log_dir = run_config(preset_dir / f"{name}.yaml", seed, workdir, extra + forget)
-            row.update({k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir))
-            if name == "retrain":
-                row["avg_gap"] = 0.0
-            times[name] = seconds
-        except (Exception, SystemExit) as error:  # reported as failed, never dropped (the CLI exits on bad configs)
-            row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
-            if name in CLASSIFIERS:
-                rows.append(row)
-                print(f"[seed {seed}] {name} failed; skipping this seed's methods", flush=True)
-                return rows
+                rows[0].update(_revalidate_original(original_config, seed, workdir, extra + forget))
+            except (Exception, SystemExit) as error:
+                row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+        if "status" not in row:
+            run_one(preset.config(name, scenario), row, workdir, extra + forget)
         rows.append(row)
-    for row in rows:
-        if row.get("status") == "ok" and row["method"] != "original":
-            row["efficiency"] = times["retrain"] / row["seconds"]
+        if row["status"] != "ok":
+            print(f"[seed {seed}] {name} failed; skipping this seed's methods", flush=True)
+            return rows
+    rows[1]["avg_gap"] = 0.0
+    for name in methods:
+        row = {"method": name, "seed": seed, "scenario": scenario, "params": params.get(name, {})}
+        rows.append(run_one(preset.config(name, scenario), row, workdir, extra + forget))
+    for row in rows[1:]:
+        if row["status"] == "ok":
+            row["efficiency"] = rows[1]["seconds"] / row["seconds"]
     return rows
+
+
+def param_args(params: dict) -> list[str]:
+    """CLI overrides for searched hyperparameters."""
+    args = []
+    if "lr" in params:
+        args += ["--model.init_args.lr", repr(params["lr"])]
+    if "delta" in params:
+        args += ["--data.delta", repr(params["delta"])]
+    return args
+
+
+def config_value(config: Path, *keys: str):
+    """A nested value of a YAML config, or None when the file or a key is missing."""
+    if not config.exists():
+        return None
+    value = yaml.safe_load(config.read_text())
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def search(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, extra: list[str],
+           scenario: str, forget_class: int) -> tuple[dict, list[dict]]:
+    """Select each method's lr (and NatMU's delta) by average gap on a validation forget set.
+
+    The validation forget set is the scenario's request drawn with ``seed`` (for
+    ``class``: ``forget_class``), with its own original and Retrain in ``workdir``.
+    Returns the selected parameters per method and one row per candidate run.
+    """
+    rows = run_seed(preset, [], seed, workdir, extra, scenario, forget_class)
+    if any(row["status"] != "ok" for row in rows):
+        raise RuntimeError(f"the validation original/Retrain failed: {rows[-1].get('error')}")
+    selected: dict = {}
+    for method in methods:
+        config = preset.config(method, scenario)
+        lr = config_value(config, "model", "init_args", "lr")
+        if lr is None:  # no optimiser (SSD) or no such config: run as shipped
+            selected[method] = {}
+            continue
+        grid = [{"lr": float(f"{lr * factor:.3g}")} for factor in SEARCH_LR_FACTORS]
+        best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+        if method == "natmu":
+            delta = config_value(config, "data", "delta")
+            grid = [best] + [{**best, "delta": d} for d in SEARCH_DELTAS if d != delta]
+            best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+        selected[method] = best
+    return selected, rows
+
+
+def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], seed: int, workdir: Path,
+                    extra: list[str], scenario: str, forget_class: int, rows: list[dict]) -> dict:
+    """Run each candidate not run yet in its own folder beside the validation checkpoints; keep the lowest gap."""
+    gaps = []
+    for params in grid:
+        done = [r for r in rows if r["method"] == method and r["params"] == params]
+        if not done:
+            folder = workdir / f"{method}_{sum(r['method'] == method for r in rows)}"
+            _link_checkpoints(preset.config(method, scenario), workdir, folder)
+            row = {"method": method, "seed": seed, "scenario": scenario, "params": params}
+            done = [run_one(preset.config(method, scenario), row, folder, extra + scenario_overrides(scenario, forget_class))]
+            rows.extend(done)
+        row = done[0]
+        gaps.append(row["avg_gap"] if row["status"] == "ok" and row.get("avg_gap") is not None else math.inf)
+    return grid[int(np.argmin(gaps))]
+
+
+def _link_checkpoints(config: Path, source: Path, folder: Path) -> None:
+    """Make the original and Retrain checkpoints that ``config`` names visible from ``folder``."""
+    for path in (config_value(config, "model", "init_args", "original_ckpt"), config_value(config, "evaluator", "reference_ckpt")):
+        if path:
+            link = folder / path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to((source / path).resolve())
 
 
 def _revalidate_original(config: Path, seed: int, workdir: Path, extra: list[str]) -> dict:
@@ -161,7 +307,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "random10") -> str:
+def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "random10",
+             selection: Optional[dict] = None) -> str:
     columns = [("forget_acc", "FA"), ("retain_acc", "RA"), ("test_acc", "TA"), ("mia_entropy", "MIA (entropy)"),
                ("avg_gap", "avg gap"), ("kl_to_reference", "KL(Retrain‖·) on D_f"), ("js_to_reference", "JS on D_f"),
                ("seconds", "seconds"), ("efficiency", "efficiency")]
@@ -179,38 +326,74 @@ def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "rand
             else:
                 cells.append("–")
         lines.append(f"| {entry['method']} | {entry['runs']} | {entry['failed']} | " + " | ".join(cells) + " |")
+    if selection is None:
+        lines += ["", "Hyperparameters: each config's own (no search)."]
+    else:
+        lines += ["", f"Hyperparameters selected by average gap on the validation forget set ({selection['validation']}), "
+                  "never on the reported sets (candidates in search.json):", ""]
+        for method, params in selection["selected"].items():
+            chosen = ", ".join(f"{k} = {v:g}" for k, v in params.items()) or "the config's own (nothing to search)"
+            lines.append(f"- {method}: {chosen}")
     return "\n".join(lines) + "\n"
+
+
+def write_rows(rows: list[dict], out: Path, name: str) -> None:
+    """``name.json`` (every field) and ``name.csv`` (the table's fields)."""
+    atomic_write_json(out / f"{name}.json", rows)
+    keys = ["method", "seed", "scenario", "status", "params", *METRICS, "seconds", "efficiency", "error"]
+    with (out / f"{name}.csv.tmp").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**row, "params": json.dumps(row.get("params", {}))} for row in rows)
+    os.replace(out / f"{name}.csv.tmp", out / f"{name}.csv")
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="digits")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="digits")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scenario", choices=SCENARIOS, default="random10")
     parser.add_argument("--forget-class", type=int, default=0, help="the class forgotten by --scenario class")
     parser.add_argument("--methods", default=None, help="comma-separated config names (default: every method config)")
+    parser.add_argument("--search", action="store_true", help="select lr (and NatMU's delta) on a validation forget set first")
+    parser.add_argument("--search-seed", type=int, default=100, help="seed of the validation forget set and its models")
+    parser.add_argument("--data-root", type=Path, default=Path("data"), help="CIFAR-10 folder of the cifar10-vgg16 preset")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="CLI overrides passed to every run")
     args = parser.parse_args(argv)
-    preset_dir = PRESETS[args.preset]
-    methods = args.methods.split(",") if args.methods else sorted(
-        p.stem for p in preset_dir.glob("*.yaml") if p.stem not in CLASSIFIERS)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.search and args.scenario == "hardest10":
+        parser.error("--search is not available for hardest10: a validation hardest set would overlap the reported "
+                     "ones; select on random10 and pass the values with --extra")
+    if args.search and 0 <= args.search_seed < args.seeds:
+        parser.error(f"--search-seed {args.search_seed} is one of the reported seeds 0..{args.seeds - 1}")
+    preset = make_presets(args.data_root)[args.preset]
+    methods = args.methods.split(",") if args.methods else preset.methods(args.scenario)
     out = args.out.resolve()
     if (out / "results.json").exists():
         parser.error(f"{out} already holds results; pick another --out")
+    extra = [*preset.data_args, *args.extra]
+
+    selection = None
+    if args.search:
+        num_classes = config_value(preset.config("original", args.scenario), "model", "init_args", "backbone",
+                                   "init_args", "num_classes") or 10
+        validation_class = (args.forget_class + 1) % num_classes
+        selected, candidates = search(preset, methods, args.search_seed, out / "search", extra, args.scenario,
+                                      validation_class)
+        what = f"class {validation_class}" if args.scenario == "class" else f"data.seed = {args.search_seed}"
+        selection = {"validation": f"{what}, models trained with seed {args.search_seed}", "selected": selected}
+        write_rows(candidates, out, "search")
+        atomic_write_json(out / "selection.json", selection)
+
     rows: list[dict] = []
     for seed in range(args.seeds):
-        rows.extend(run_seed(preset_dir, methods, seed, out, args.extra, args.scenario, args.forget_class))
+        params = selection["selected"] if selection else None
+        rows.extend(run_seed(preset, methods, seed, out / f"seed{seed}", extra, args.scenario, args.forget_class, params))
         atomic_write_json(out / "results.json", rows)  # partial results survive an interruption
-    summary = summarise(rows)
-    atomic_write_json(out / "results.json", rows)
-    keys = ["method", "seed", "scenario", "status", *METRICS, "seconds", "efficiency", "error"]
-    with (out / "results.csv.tmp").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(out / "results.csv.tmp", out / "results.csv")
-    table = markdown(summary, args.preset, args.seeds, args.scenario)
+    write_rows(rows, out, "results")
+    table = markdown(summarise(rows), args.preset, args.seeds, args.scenario, selection)
     atomic_write_bytes(out / "results.md", table.encode())
     print(table)
     return rows

@@ -15,6 +15,7 @@ def load(name):
     sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -75,3 +76,62 @@ def test_quality_benchmark_scenarios(tmp_path, scenario):
         assert "forget_test_acc" in json.loads((natmu_dir / "unlearning_metrics.json").read_text())
     else:
         assert len(forget) == round(0.1 * 1257)
+
+
+@pytest.mark.timeout(600)
+def test_quality_search_selects_on_the_validation_set_only(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    quality = load("quality")
+    out = tmp_path / "search"
+    rows = quality.main(["--seeds", "1", "--methods", "natmu,ft,ssd", "--search", "--out", str(out),
+                         "--extra", "--trainer.max_epochs", "1"])
+    selection = json.loads((out / "selection.json").read_text())
+    candidates = json.loads((out / "search.json").read_text())
+    assert {r["seed"] for r in candidates} == {100}  # every candidate ran on the validation seed only
+    assert [r["method"] for r in candidates[:2]] == ["original", "retrain"]
+    ft = [r for r in candidates if r["method"] == "ft"]
+    assert sorted(r["params"]["lr"] for r in ft) == [3e-4, 1e-3, 3e-3]  # digits ft.yaml: lr 1e-3
+    natmu = [r for r in candidates if r["method"] == "natmu"]
+    assert len(natmu) == 5  # 3 learning rates, then 2 more deltas at the chosen one
+    assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045}
+    for method, runs in (("ft", ft), ("natmu", natmu)):
+        assert all(r["status"] == "ok" for r in runs)
+        assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
+    assert selection["selected"]["ssd"] == {}  # no optimiser: run as shipped
+
+    reported = {r["method"]: r for r in rows}
+    assert {r["seed"] for r in rows} == {0}
+    for method in ("natmu", "ft"):
+        assert reported[method]["params"] == selection["selected"][method]
+        hparams = yaml.safe_load((Path(reported[method]["log_dir"]) / "hparams.yaml").read_text())
+        assert hparams["lr"] == pytest.approx(selection["selected"][method]["lr"])
+    validation_set = np.load(Path(candidates[1]["log_dir"]) / "forget_indices.npy")
+    reported_set = np.load(Path(reported["retrain"]["log_dir"]) / "forget_indices.npy")
+    assert not np.array_equal(np.sort(validation_set), np.sort(reported_set))
+    table = (out / "results.md").read_text()
+    assert "selected by average gap on the validation forget set" in table and "- ssd: the config's own" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--search", "--scenario", "hardest10"], "not available for hardest10"),
+    (["--search", "--seeds", "3", "--search-seed", "2"], "is one of the reported seeds"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+])
+def test_quality_refuses_bad_arguments(tmp_path, capsys, argv, message):
+    quality = load("quality")
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main([*argv, "--out", str(tmp_path / "q")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_quality_presets_find_their_configs(tmp_path):
+    presets = load("quality").make_presets(tmp_path)
+    assert presets["digits"].methods("random10") == presets["cifar10-small"].methods("random10") == [
+        "bad_teacher", "ft", "ga", "l1_sparse", "natmu", "neggrad", "rl", "salun", "scrub", "ssd"]
+    vgg = presets["cifar10-vgg16"]
+    for scenario, suffix in (("random10", "_random10"), ("random1", "_random1"), ("class", "_random10")):
+        assert vgg.methods(scenario) == ["bad_teacher", "natmu", "rl", "salun"]
+        assert vgg.config("retrain", scenario).name == f"retrain{suffix}.yaml"
+        assert all(vgg.config(m, scenario).is_file() for m in ("original", "retrain", *vgg.methods(scenario)))
+    assert vgg.data_args == ("--data.source.init_args.root", str(tmp_path.resolve()))
