@@ -14,7 +14,7 @@ Presets: ``digits`` (configs/digits, minutes on a CPU), ``cifar10-small``
 (configs/cifar10_small: a 5,000-image subset of the offline CIFAR-10 JPEG copy and a
 width-8 ResNet-18, about half an hour on 2 CPU cores) and ``cifar10-vgg16``
 (configs/cifar10_vgg16: the paper's full recipe, for a GPU; CIFAR-10 in torchvision's
-layout under ``--data-root``; its folder ships NatMU, RL, SalUn and Bad Teacher).
+layout under ``--data-root``).
 
 Scenarios (``--scenario``): ``random10`` (the configs' own 10% class-balanced request),
 ``random1`` (1%), ``class`` (every sample of class ``--forget-class``) and ``hardest10``
