@@ -135,3 +135,16 @@ def test_quality_presets_find_their_configs(tmp_path):
         assert vgg.config("retrain", scenario).name == f"retrain{suffix}.yaml"
         assert all(vgg.config(m, scenario).is_file() for m in ("original", "retrain", *vgg.methods(scenario)))
     assert vgg.data_args == ("--data.source.init_args.root", str(tmp_path.resolve()))
+
+
+@pytest.mark.timeout(600)
+def test_quality_cifar10_small_preset_runs_on_a_tiny_subset(tmp_path):
+    quality = load("quality")
+    if not quality.CIFAR10_JPEG.is_file():
+        pytest.skip(f"{quality.CIFAR10_JPEG} is not on this machine")
+    rows = quality.main(["--preset", "cifar10-small", "--seeds", "1", "--methods", "natmu", "--out", str(tmp_path / "c"),
+                         "--extra", "--trainer.max_epochs", "1", "--data.source.init_args.train_per_class", "8",
+                         "--data.source.init_args.test_per_class", "2"])
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
+    outputs = np.load(Path(rows[2]["log_dir"]) / "evaluation_outputs.npz")
+    assert {len(outputs[k]) for k in outputs.files if k.startswith("test")} == {20}  # 2 test images per class
