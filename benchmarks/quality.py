@@ -26,7 +26,7 @@ Hyperparameters are the configs' own unless ``--search`` is given. The search ru
 first, on a VALIDATION forget set distinct from every reported one: the forget request
 drawn with ``data.seed = --search-seed`` (its own original and Retrain), or for
 ``class`` the class after ``--forget-class``. For every method with a learning rate it
-tries the config's lr times 1, 0.3 and 3, then for NatMU the deltas of
+tries the config's lr times 1, 0.3, 3, 0.1 and 10, then for NatMU the deltas of
 ``SEARCH_DELTAS`` at the chosen lr, and keeps the candidate with the lowest average
 gap to the validation Retrain. The reported seeds then run with the kept values; no
 reported number takes part in any choice. ``search.json`` holds every candidate.
@@ -70,7 +70,7 @@ CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
 #: TinyImageNet +0.045) and its class recipe (-0.053).
 SEARCH_DELTAS = (-0.19, -0.053, 0.045)
 #: Learning-rate candidates, as factors of each config's own lr (tried in this order).
-SEARCH_LR_FACTORS = (1.0, 0.3, 3.0)
+SEARCH_LR_FACTORS = (1.0, 0.3, 3.0, 0.1, 10.0)
 
 
 @dataclass(frozen=True)

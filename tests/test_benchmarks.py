@@ -90,9 +90,9 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path):
     assert {r["seed"] for r in candidates} == {100}  # every candidate ran on the validation seed only
     assert [r["method"] for r in candidates[:2]] == ["original", "retrain"]
     ft = [r for r in candidates if r["method"] == "ft"]
-    assert sorted(r["params"]["lr"] for r in ft) == [3e-4, 1e-3, 3e-3]  # digits ft.yaml: lr 1e-3
+    assert sorted(r["params"]["lr"] for r in ft) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # digits ft.yaml: lr 1e-3
     natmu = [r for r in candidates if r["method"] == "natmu"]
-    assert len(natmu) == 5  # 3 learning rates, then 2 more deltas at the chosen one
+    assert len(natmu) == 7  # 5 learning rates, then 2 more deltas at the chosen one
     assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045}
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
