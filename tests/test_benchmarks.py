@@ -148,3 +148,12 @@ def test_quality_cifar10_small_preset_runs_on_a_tiny_subset(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
     outputs = np.load(Path(rows[2]["log_dir"]) / "evaluation_outputs.npz")
     assert {len(outputs[k]) for k in outputs.files if k.startswith("test")} == {20}  # 2 test images per class
+
+    # The report draws RGB hybrids as well as grey ones.
+    pytest.importorskip("matplotlib")
+    from natmu_lightning import report
+
+    report.main([str(tmp_path / "c")])
+    examples = np.load(Path(rows[2]["log_dir"]) / "hybrid_examples.npz")
+    assert examples["hybrid"].shape[2] == 3  # rows x k x C x H x W
+    assert (tmp_path / "c" / "hybrids.png").stat().st_size > 1000
