@@ -97,6 +97,7 @@ def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> 
         plt.close(fig)
         return None
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, not fractions of one
     ax.set_ylabel("forget accuracy (%)")
     ax.set_title("Forget accuracy during unlearning (target: Retrain's level)")
     ax.legend(fontsize=8, ncol=2)
