@@ -26,6 +26,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -101,6 +102,16 @@ class PilImages(Dataset):
         return self.transform(image), int(self.targets[i])
 
 
+def alternated(repeats: int, *timers: Callable[[], float]) -> list[list[float]]:
+    """Call the timers in turn ``repeats`` times, so a burst of load on the machine hits
+    every side alike; returns each timer's rounds."""
+    rounds: list[list[float]] = [[] for _ in timers]
+    for _ in range(repeats):
+        for timer, kept in zip(timers, rounds):
+            kept.append(timer())
+    return rounds
+
+
 def samples_per_second(batches, count: int) -> float:
     start = time.perf_counter()
     for _ in batches():
@@ -132,10 +143,8 @@ def data_path(preset: Preset, hybrid_dm: ForgetRemainDataModule, num_workers: in
     pil_loader = DataLoader(ConcatDataset([remaining, hybrid_set]), batch_size=preset.batch_size, shuffle=True,
                             num_workers=num_workers)
 
-    ours_rates, pil_rates = [], []
-    for _ in range(repeats):  # alternated, so a burst of load on the machine hits both sides
-        ours_rates.append(samples_per_second(ours, stream_len))
-        pil_rates.append(samples_per_second(lambda: iter(pil_loader), stream_len))
+    ours_rates, pil_rates = alternated(repeats, lambda: samples_per_second(ours, stream_len),
+                                       lambda: samples_per_second(lambda: iter(pil_loader), stream_len))
     ours_rate, pil_rate = max(ours_rates), max(pil_rates)
     return {"ours_samples_per_s": ours_rate, "pil_samples_per_s": pil_rate, "speedup": ours_rate / pil_rate,
             "rounds": {"ours": ours_rates, "pil": pil_rates}}
@@ -171,10 +180,8 @@ def main(argv=None) -> dict:
     hybrid_dm = attached(make_datamodule(preset, "hybrid", args.num_workers), original, args.out)
     plain_dm = attached(make_datamodule(preset, "remain", args.num_workers), original, args.out)
     model = preset.backbone()
-    plain_rounds, hybrid_rounds = [], []
-    for _ in range(args.repeats):  # alternated; the fastest round is the least disturbed by other load
-        plain_rounds.append(time_steps(plain_dm, model, args.steps))
-        hybrid_rounds.append(time_steps(hybrid_dm, model, args.steps))
+    plain_rounds, hybrid_rounds = alternated(args.repeats, lambda: time_steps(plain_dm, model, args.steps),
+                                             lambda: time_steps(hybrid_dm, model, args.steps))
     t_plain, t_hybrid = min(plain_rounds), min(hybrid_rounds)
 
     print("[2/4] data path: ours vs per-sample PIL", flush=True)

@@ -56,7 +56,14 @@ def test_speed_benchmark_reports_the_four_ratios(tmp_path):
     result = speed.main(["--out", str(tmp_path / "s"), "--steps", "3", "--retrain-epochs", "2"])
     for key in ("hybrid_step_ratio", "data_path_speedup", "unlearn_vs_retrain_time", "eval_fraction"):
         assert result[key] > 0, key
-    assert json.loads((tmp_path / "s" / "speed.json").read_text())["preset"] == "digits"
+    saved = json.loads((tmp_path / "s" / "speed.json").read_text())
+    assert saved["preset"] == "digits"
+    # three alternated rounds per side (the default --repeats); each side keeps its fastest
+    steps, data = saved["step_seconds"], saved["data_path"]
+    assert [len(steps["rounds"][k]) for k in ("natmu", "fine_tune")] == [3, 3]
+    assert steps["natmu"] == min(steps["rounds"]["natmu"]) and steps["fine_tune"] == min(steps["rounds"]["fine_tune"])
+    assert data["speedup"] == pytest.approx(max(data["rounds"]["ours"]) / max(data["rounds"]["pil"]))
+    assert result["hybrid_step_ratio"] == pytest.approx(steps["natmu"] / steps["fine_tune"])
 
 
 @pytest.mark.timeout(600)
