@@ -60,12 +60,12 @@ from natmu_lightning.cli import main as cli_main  # noqa: E402
 from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_bytes, atomic_write_json  # noqa: E402
 from natmu_lightning.predict import predict_logits  # noqa: E402
+from presets import CIFAR10_JPEG  # noqa: E402  (this folder; Python puts a script's folder on sys.path)
 
 CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10")
 METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
 #: NatMU's delta candidates: the paper's random-forgetting extremes (CIFAR-10 -0.19,
 #: TinyImageNet +0.045) and its class recipe (-0.053).
 SEARCH_DELTAS = (-0.19, -0.053, 0.045)
