@@ -99,8 +99,8 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path):
     ft = [r for r in candidates if r["method"] == "ft"]
     assert sorted(r["params"]["lr"] for r in ft) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # digits ft.yaml: lr 1e-3
     natmu = [r for r in candidates if r["method"] == "natmu"]
-    assert len(natmu) == 7  # 5 learning rates, then 2 more deltas at the chosen one
-    assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045}
+    assert len(natmu) == 10  # 5 learning rates, then 5 more deltas at the chosen one
+    assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
