@@ -13,11 +13,14 @@ estimated fraction.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from natmu_lightning import VGG16BN
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # an uninstalled checkout runs too
+from natmu_lightning import VGG16BN  # noqa: E402
 
 TRAIN_ROWS = 45_000 + 4 * 5_000
 EVAL_ROWS = 5_000 + 45_000 + 10_000

@@ -35,7 +35,8 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository (so an uninstalled checkout runs) and this folder (presets.py), as in quality.py.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from presets import PRESETS, Preset  # noqa: E402
 
 from natmu_lightning import hybrids  # noqa: E402
