@@ -170,6 +170,30 @@ def test_digits_bad_fraction(fraction):
         Digits(test_fraction=fraction)
 
 
+def test_digits_noise_is_fixed_per_image_and_seeded():
+    clean = Digits().load()
+    noisy = Digits(noise_std=0.25).load()
+    assert torch.equal(noisy.train.targets, clean.train.targets)  # same split, same labels
+    assert torch.equal(Digits(noise_std=0.25).load().train.images, noisy.train.images)
+    assert not torch.equal(Digits(noise_std=0.25, noise_seed=1).load().train.images, noisy.train.images)
+    # Each image's noise is drawn before the split, so it does not depend on the split seed.
+    other_split = Digits(noise_std=0.25, split_seed=1).load()
+    def images(data):
+        return set(map(bytes, torch.cat([data.train.images, data.test.images]).numpy()))
+    assert images(other_split) == images(noisy)
+    # Additive and clipped to the pixel range: the residual std is about 0.25 * 255 where
+    # no clipping happens (mid-grey clean pixels).
+    residual = noisy.train.images.double() - clean.train.images.double()
+    mid = (clean.train.images > 64) & (clean.train.images < 191)
+    assert abs(residual[mid].std().item() - 0.25 * 255) < 0.05 * 255
+
+
+@pytest.mark.parametrize("std", [-0.1, float("nan"), float("inf")])
+def test_digits_bad_noise(std):
+    with pytest.raises(ValueError, match="noise_std"):
+        Digits(noise_std=std)
+
+
 # --------------------------------------------------------------------------------------
 # CIFAR pickles
 # --------------------------------------------------------------------------------------
