@@ -37,7 +37,7 @@ class Preset:
 PRESETS = {
     "digits": Preset(
         name="digits",
-        source=Digits,
+        source=lambda: Digits(noise_std=0.25),
         backbone=lambda: SmallCNN(num_classes=10),
         batch_size=64,
         crop_padding=1,

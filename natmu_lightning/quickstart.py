@@ -1,5 +1,9 @@
 """The two-minute demo: original, Retrain and NatMU on scikit-learn digits, side by side.
 
+The digits carry a fixed per-image pixel noise (``Digits(noise_std=0.25)``, as in
+``configs/digits``), so that the original memorises its training images and a forget set
+has something to unlearn.
+
 ``natmu-lightning-quickstart`` (or ``python -m natmu_lightning.quickstart``):
 
 1. trains the original model on every training sample,
@@ -41,6 +45,7 @@ class QuickstartConfig:
     """Every setting of the demo; the same values as ``configs/digits/*.yaml``."""
 
     seed: int = 0
+    noise_std: float = 0.25
     forget_ratio: float = 0.1
     batch_size: int = 64
     crop_padding: int = 1
@@ -54,7 +59,7 @@ class QuickstartConfig:
 
 def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
     return ForgetRemainDataModule(
-        source=Digits(),
+        source=Digits(noise_std=cfg.noise_std),
         forget=RandomForget(cfg.forget_ratio),
         batch_size=cfg.batch_size,
         seed=cfg.seed,

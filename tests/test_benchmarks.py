@@ -50,6 +50,21 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     assert "missing_method" in text  # failed runs are listed
 
 
+def test_speed_digits_preset_matches_the_quality_configs():
+    import yaml
+
+    preset = load("presets").PRESETS["digits"]
+    config = yaml.safe_load((BENCHMARKS.parent / "configs" / "digits" / "original.yaml").read_text())
+    source = preset.source()
+    module, name = config["data"]["source"]["class_path"].rsplit(".", 1)
+    assert type(source) is getattr(importlib.import_module(module), name)
+    assert source.noise_std == config["data"]["source"]["init_args"]["noise_std"]
+    assert preset.batch_size == config["data"]["batch_size"]
+    assert preset.crop_padding == config["data"]["crop_padding"]
+    assert preset.classifier_epochs == config["trainer"]["max_epochs"]
+    assert preset.classifier_lr == config["model"]["init_args"]["lr"]
+
+
 @pytest.mark.timeout(600)
 def test_speed_benchmark_reports_the_four_ratios(tmp_path):
     speed = load("speed")
