@@ -26,8 +26,9 @@ Hyperparameters are the configs' own unless ``--search`` is given. The search ru
 first, on a VALIDATION forget set distinct from every reported one: the forget request
 drawn with ``data.seed = --search-seed`` (its own original and Retrain), or for
 ``class`` the class after ``--forget-class``. For every method with a learning rate it
-tries the config's lr times 1, 0.3, 3, 0.1 and 10, then for NatMU the deltas of
-``SEARCH_DELTAS`` at the chosen lr, and keeps the candidate with the lowest average
+tries the config's lr times 1, 0.3, 3, 0.1 and 10 (and up to two more steps of 3 past
+the edge while the best sits on it), then for NatMU the deltas of ``SEARCH_DELTAS`` at
+the chosen lr, and keeps the candidate with the lowest average
 gap to the validation Retrain. The reported seeds then run with the kept values; no
 reported number takes part in any choice. ``search.json`` holds every candidate.
 """
@@ -73,6 +74,11 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 SEARCH_DELTAS = (-0.19, -0.053, 0.045, 0.075, 0.1, 0.15)
 #: Learning-rate candidates, as factors of each config's own lr (tried in this order).
 SEARCH_LR_FACTORS = (1.0, 0.3, 3.0, 0.1, 10.0)
+#: When a method's best lr is the largest (smallest) tried, the search goes on beyond it
+#: by this factor, at most SEARCH_LR_EDGE_STEPS times: an optimum on the grid's edge says
+#: the grid stopped too early, and every method gets the same chance to leave it.
+SEARCH_LR_EDGE_FACTOR = 3.0
+SEARCH_LR_EDGE_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,9 @@ def search(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, 
            scenario: str, forget_class: int) -> tuple[dict, list[dict]]:
     """Select each method's lr (and NatMU's delta) by average gap on a validation forget set.
 
+    The lr grid grows past its edge while the best candidate sits there
+    (``lr_factor_beyond_edge``).
+
     The validation forget set is the scenario's request drawn with ``seed`` (for
     ``class``: ``forget_class``), with its own original and Retrain in ``workdir``.
     Returns the selected parameters per method and one row per candidate run.
@@ -249,14 +258,35 @@ def search(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, 
         if lr is None:  # no optimiser (SSD) or no such config: run as shipped
             selected[method] = {}
             continue
-        grid = [{"lr": float(f"{lr * factor:.3g}")} for factor in SEARCH_LR_FACTORS]
-        best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+        factors = list(SEARCH_LR_FACTORS)
+        while True:
+            grid = [{"lr": float(f"{lr * factor:.3g}")} for factor in factors]
+            best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+            beyond = lr_factor_beyond_edge(factors, factors[grid.index(best)])
+            if beyond is None:
+                break
+            factors.append(beyond)
         if method == "natmu":
             delta = config_value(config, "data", "delta")
             grid = [best] + [{**best, "delta": d} for d in SEARCH_DELTAS if d != delta]
             best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
         selected[method] = best
     return selected, rows
+
+
+def lr_factor_beyond_edge(factors: list[float], chosen: float) -> Optional[float]:
+    """The next lr factor to try when ``chosen`` is the largest or smallest of ``factors``.
+
+    None when ``chosen`` lies inside the grid or the grid already holds
+    ``SEARCH_LR_EDGE_STEPS`` extensions.
+    """
+    if len(factors) >= len(SEARCH_LR_FACTORS) + SEARCH_LR_EDGE_STEPS:
+        return None
+    if chosen == max(factors):
+        return chosen * SEARCH_LR_EDGE_FACTOR
+    if chosen == min(factors):
+        return chosen / SEARCH_LR_EDGE_FACTOR
+    return None
 
 
 def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], seed: int, workdir: Path,

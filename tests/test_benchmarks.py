@@ -50,6 +50,19 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     assert "missing_method" in text  # failed runs are listed
 
 
+def test_lr_search_goes_past_the_edge_of_its_grid():
+    quality = load("quality")
+    base = list(quality.SEARCH_LR_FACTORS)
+    assert quality.lr_factor_beyond_edge(base, max(base)) == pytest.approx(3 * max(base))
+    assert quality.lr_factor_beyond_edge(base, min(base)) == pytest.approx(min(base) / 3)
+    assert quality.lr_factor_beyond_edge(base, 1.0) is None  # inside the grid: done
+    # The second step past the edge is the last one.
+    once = base + [3 * max(base)]
+    assert quality.lr_factor_beyond_edge(once, max(once)) == pytest.approx(9 * max(base))
+    twice = once + [9 * max(base)]
+    assert quality.lr_factor_beyond_edge(twice, max(twice)) is None
+
+
 def test_speed_digits_preset_matches_the_quality_configs():
     import yaml
 
@@ -112,9 +125,15 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path):
     assert {r["seed"] for r in candidates} == {100}  # every candidate ran on the validation seed only
     assert [r["method"] for r in candidates[:2]] == ["original", "retrain"]
     ft = [r for r in candidates if r["method"] == "ft"]
-    assert sorted(r["params"]["lr"] for r in ft) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # digits ft.yaml: lr 1e-3
     natmu = [r for r in candidates if r["method"] == "natmu"]
-    assert len(natmu) == 10  # 5 learning rates, then 5 more deltas at the chosen one
+    for runs in (ft, natmu):  # digits configs: lr 1e-3
+        lrs = [r["params"]["lr"] for r in runs if "delta" not in r["params"]]
+        assert lrs[:5] == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2]
+        # Beyond the five, only steps past the edge the best candidate sat on.
+        assert lrs[5:] in ([], [3e-2], [3e-2, 9e-2], [3.33e-5], [3.33e-5, 1.11e-5])
+        best = min((r for r in runs if "delta" not in r["params"]), key=lambda r: r["avg_gap"])["params"]["lr"]
+        assert len(lrs) == 7 or min(lrs) < best < max(lrs)
+    assert len([r for r in natmu if "delta" in r["params"]]) == 5  # then 5 more deltas at the chosen lr
     assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
