@@ -127,11 +127,12 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path):
     ft = [r for r in candidates if r["method"] == "ft"]
     natmu = [r for r in candidates if r["method"] == "natmu"]
     for runs in (ft, natmu):  # digits configs: lr 1e-3
-        lrs = [r["params"]["lr"] for r in runs if "delta" not in r["params"]]
+        lr_runs = [r for r in runs if "delta" not in r["params"]]
+        lrs = [r["params"]["lr"] for r in lr_runs]
         assert lrs[:5] == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2]
         # Beyond the five, only steps past the edge the best candidate sat on.
         assert lrs[5:] in ([], [3e-2], [3e-2, 9e-2], [3.33e-5], [3.33e-5, 1.11e-5])
-        best = min((r for r in runs if "delta" not in r["params"]), key=lambda r: r["avg_gap"])["params"]["lr"]
+        best = min(lr_runs, key=lambda r: r["avg_gap"])["params"]["lr"]
         assert len(lrs) == 7 or min(lrs) < best < max(lrs)
     assert len([r for r in natmu if "delta" in r["params"]]) == 5  # then 5 more deltas at the chosen lr
     assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}

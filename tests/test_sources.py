@@ -178,11 +178,12 @@ def test_digits_noise_is_fixed_per_image_and_seeded():
     assert not torch.equal(Digits(noise_std=0.25, noise_seed=1).load().train.images, noisy.train.images)
     # Each image's noise is drawn before the split, so it does not depend on the split seed.
     other_split = Digits(noise_std=0.25, split_seed=1).load()
+
     def images(data):
         return set(map(bytes, torch.cat([data.train.images, data.test.images]).numpy()))
     assert images(other_split) == images(noisy)
-    # Additive and clipped to the pixel range: the residual std is about 0.25 * 255 where
-    # no clipping happens (mid-grey clean pixels).
+    # Additive and clipped to the pixel range: on mid-grey clean pixels, where clipping is
+    # rare, the residual std is close to 0.25 * 255 (0.234 * 255 measured).
     residual = noisy.train.images.double() - clean.train.images.double()
     mid = (clean.train.images > 64) & (clean.train.images < 191)
     assert abs(residual[mid].std().item() - 0.25 * 255) < 0.05 * 255
