@@ -107,11 +107,16 @@ def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progre
         trainer.validate(model, datamodule=_datamodule(cfg), verbose=False)
     else:
         trainer.fit(model, datamodule=_datamodule(cfg))
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, ckpt)
+        _save_checkpoint(trainer, ckpt)
     return ckpt, dict(evaluator.last_metrics), cached
+
+
+def _save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
+    """Write a full (resumable) checkpoint under a temporary name, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    trainer.save_checkpoint(tmp, weights_only=False)
+    os.replace(tmp, path)
 
 
 def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress: bool = True) -> dict:
@@ -144,7 +149,7 @@ def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress
     datamodule = _datamodule(cfg, delta=cfg.delta)
     trainer.fit(natmu, datamodule=datamodule)
     paths["natmu_ckpt"] = str(out / "natmu.ckpt")
-    trainer.save_checkpoint(paths["natmu_ckpt"])
+    _save_checkpoint(trainer, out / "natmu.ckpt")
     seconds["natmu"] = time.perf_counter() - start
     results["natmu"] = dict(evaluator.last_metrics)
 
