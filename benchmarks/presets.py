@@ -42,7 +42,7 @@ PRESETS = {
         batch_size=64,
         crop_padding=1,
         horizontal_flip=False,
-        classifier_epochs=30,
+        classifier_epochs=100,
         classifier_lr=0.05,
     ),
     "cifar10-small": Preset(
