@@ -78,18 +78,24 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     return path
 
 
+_MARKERS = "osD^vP*Xh<>p"
+
+
 def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Optional[Path]:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    plotted = False
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    plotted = 0
     for method, log_dir in runs.items():
         if method in ("original", "retrain") or not (log_dir / "metrics.csv").is_file():
             continue
         with open(log_dir / "metrics.csv", newline="") as handle:
             points = [(int(r["epoch"]) + 1, float(r["forget/acc"])) for r in csv.DictReader(handle) if r.get("forget/acc")]
         if points:
-            ax.plot(*zip(*points), marker="o", label=method)
-            plotted = True
+            # Methods often share a value (every one at 100% before it forgets): hollow markers,
+            # each of its own shape and a little smaller than the last, keep coinciding curves visible.
+            ax.plot(*zip(*points), marker=_MARKERS[plotted % len(_MARKERS)], markersize=max(4.0, 12.0 - 0.8 * plotted),
+                    markerfacecolor="none", label=method)
+            plotted += 1
     retrain = [r["forget_acc"] for r in rows if r["method"] == "retrain" and r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in rows)]
     if retrain:
         ax.axhline(retrain[0], color="black", linestyle="--", label="Retrain")
@@ -100,7 +106,7 @@ def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> 
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs, not fractions of one
     ax.set_ylabel("forget accuracy (%)")
     ax.set_title("Forget accuracy during unlearning (target: Retrain's level)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over a curve
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
