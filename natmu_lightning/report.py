@@ -25,6 +25,8 @@ import numpy as np
 
 from natmu_lightning.io import atomic_write_bytes
 
+ENTROPY_FLOOR = 1e-7  # lowest left edge of a log entropy axis (float32 softmax entropies reach 0)
+LOG_AXIS_BELOW = 0.05  # log entropy axis when the median entropy is under this fraction of the largest
 MASK_NAMES = ("M1 centre band (rows)", "M2 centre band (cols)", "M3 top/bottom", "M4 left/right")
 
 
@@ -48,6 +50,27 @@ def _first_seed_runs(rows: list[dict]) -> dict[str, Path]:
     return runs
 
 
+def entropy_bins(entropies: np.ndarray, count: int = 40) -> tuple[np.ndarray, bool]:
+    """Histogram bin edges for output entropies, and whether they are log-spaced.
+
+    A model that memorises puts most entropies within decades of 0, which a linear axis
+    shows as one spike. When the median is under ``LOG_AXIS_BELOW`` of the largest value,
+    the edges are log-spaced from the 1st percentile (at least ``ENTROPY_FLOOR``); values
+    outside the edges are meant to be clipped into the end bins.
+
+    >>> edges, log_axis = entropy_bins(np.array([0.5, 1.0, 1.5, 2.0]), count=4)
+    >>> log_axis, edges.tolist()
+    (False, [0.0, 0.5, 1.0, 1.5, 2.0])
+    >>> edges, log_axis = entropy_bins(np.array([1e-5, 1e-4, 1e-3, 1e-2, 1.0]), count=4)
+    >>> log_axis, bool(np.allclose(edges[1:] / edges[:-1], edges[1] / edges[0]))
+    (True, True)
+    """
+    top = max(float(entropies.max()), 1e-3)
+    if float(np.median(entropies)) < LOG_AXIS_BELOW * top:
+        return np.geomspace(max(ENTROPY_FLOOR, float(np.percentile(entropies, 1))), top, count + 1), True
+    return np.linspace(0.0, top, count + 1), False
+
+
 def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     plt = _pyplot()
     outputs = {m: np.load(d / "evaluation_outputs.npz") for m, d in runs.items() if (d / "evaluation_outputs.npz").is_file()}
@@ -58,20 +81,27 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharex=True)
-    top = max(float(np.percentile(np.concatenate([o["test_entropy"] for o in outputs.values()]), 99)), 1e-3)
-    bins = np.linspace(0, top, 40)
+    bins, log_axis = entropy_bins(np.concatenate([o[k] for o in outputs.values() for k in ("test_entropy", "forget_entropy")]))
+
+    def hist(ax, values: np.ndarray, **kwargs) -> None:
+        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, weights=np.full(len(values), 1.0 / max(len(values), 1)), **kwargs)
+
     for ax, method in zip(axes.flat, methods):
-        ax.hist(outputs[method]["test_entropy"], bins=bins, density=True, alpha=0.5, label="test (non-member)")
-        ax.hist(outputs[method]["forget_entropy"], bins=bins, density=True, alpha=0.5, label="forget set")
+        hist(ax, outputs[method]["test_entropy"], alpha=0.5, label="test (non-member)")
+        hist(ax, outputs[method]["forget_entropy"], alpha=0.5, label="forget set")
         if reference is not None:
-            ax.hist(reference["forget_entropy"], bins=bins, density=True, histtype="step", color="black",
-                    linewidth=1.5, label="Retrain on forget set")
+            hist(ax, reference["forget_entropy"], histtype="step", color="black", linewidth=1.5,
+                 label="Retrain on forget set")
+        if log_axis:
+            ax.set_xscale("log")
         ax.set_title(method)
-        ax.set_xlabel("entropy of the softmax (nats)")
+        ax.set_xlabel("entropy of the softmax (nats" + (", log axis)" if log_axis else ")"))
+        ax.set_ylabel("fraction of samples")
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Output entropy: forget set vs test set (the entropy MIA's feature)")
+    title = "Output entropy: forget set vs test set (the entropy MIA's feature)"
+    fig.suptitle(title + (f"; entropies below {bins[0]:.0e} are counted in the first bin" if log_axis else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
