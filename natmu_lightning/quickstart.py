@@ -148,8 +148,9 @@ def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress
     trainer = _trainer(out / "natmu", cfg.unlearn_epochs, evaluator, progress)
     datamodule = _datamodule(cfg, delta=cfg.delta)
     trainer.fit(natmu, datamodule=datamodule)
-    paths["natmu_ckpt"] = str(out / "natmu.ckpt")
-    _save_checkpoint(trainer, out / "natmu.ckpt")
+    natmu_ckpt = out / "natmu.ckpt"
+    _save_checkpoint(trainer, natmu_ckpt)
+    paths["natmu_ckpt"] = str(natmu_ckpt)
     seconds["natmu"] = time.perf_counter() - start
     results["natmu"] = dict(evaluator.last_metrics)
 

@@ -27,6 +27,7 @@ from natmu_lightning.io import atomic_write_bytes
 
 ENTROPY_FLOOR = 1e-7  # lowest left edge of a log entropy axis (float32 softmax entropies reach 0)
 LOG_AXIS_BELOW = 0.05  # log entropy axis when the median entropy is under this fraction of the largest
+CURVE_MARKERS = "osD^vP*Xh<>p"  # one shape per method on the forget-accuracy figure
 MASK_NAMES = ("M1 centre band (rows)", "M2 centre band (cols)", "M3 top/bottom", "M4 left/right")
 
 
@@ -108,9 +109,6 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     return path
 
 
-_MARKERS = "osD^vP*Xh<>p"
-
-
 def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Optional[Path]:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
@@ -123,7 +121,7 @@ def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> 
         if points:
             # Methods often share a value (every one at 100% before it forgets): hollow markers,
             # each of its own shape and a little smaller than the last, keep coinciding curves visible.
-            ax.plot(*zip(*points), marker=_MARKERS[plotted % len(_MARKERS)], markersize=max(4.0, 12.0 - 0.8 * plotted),
+            ax.plot(*zip(*points), marker=CURVE_MARKERS[plotted % len(CURVE_MARKERS)], markersize=max(4.0, 12.0 - 0.8 * plotted),
                     markerfacecolor="none", label=method)
             plotted += 1
     retrain = [r["forget_acc"] for r in rows if r["method"] == "retrain" and r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in rows)]
