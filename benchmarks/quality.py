@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -373,11 +374,11 @@ def write_rows(rows: list[dict], out: Path, name: str) -> None:
     """``name.json`` (every field) and ``name.csv`` (the table's fields)."""
     atomic_write_json(out / f"{name}.json", rows)
     keys = ["method", "seed", "scenario", "status", "params", *METRICS, "seconds", "efficiency", "error"]
-    with (out / f"{name}.csv.tmp").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({**row, "params": json.dumps(row.get("params", {}))} for row in rows)
-    os.replace(out / f"{name}.csv.tmp", out / f"{name}.csv")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({**row, "params": json.dumps(row.get("params", {}))} for row in rows)
+    atomic_write_bytes(out / f"{name}.csv", table.getvalue().encode())
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
