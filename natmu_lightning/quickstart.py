@@ -112,11 +112,19 @@ def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progre
 
 
 def _save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """Write a full (resumable) checkpoint under a temporary name, then rename it."""
+    """Write a full (resumable) checkpoint under a temporary name, then rename it.
+
+    Lightning writes the file itself, so ``io.atomic_write_bytes`` does not fit; a failed
+    save leaves neither a partial ``path`` nor the temporary file behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)
-    os.replace(tmp, path)
+    try:
+        trainer.save_checkpoint(tmp, weights_only=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress: bool = True) -> dict:

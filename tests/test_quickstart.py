@@ -72,3 +72,17 @@ def test_quickstart_settings_match_the_digits_configs():
         assert data["batch_size"] == cfg.batch_size and data["crop_padding"] == cfg.crop_padding
         assert data["forget"]["init_args"]["ratio"] == cfg.forget_ratio and data["seed"] == cfg.seed
     assert natmu["data"]["delta"] == cfg.delta
+
+
+def test_failed_checkpoint_save_keeps_the_previous_file_and_no_temporary(tmp_path):
+    class FailingTrainer:
+        def save_checkpoint(self, path, weights_only=False):
+            Path(path).write_bytes(b"partial")
+            raise OSError("disk full")
+
+    ckpt = tmp_path / "natmu.ckpt"
+    ckpt.write_bytes(b"earlier run")
+    with pytest.raises(OSError, match="disk full"):
+        quickstart._save_checkpoint(FailingTrainer(), ckpt)
+    assert ckpt.read_bytes() == b"earlier run"
+    assert [p.name for p in tmp_path.iterdir()] == ["natmu.ckpt"]
