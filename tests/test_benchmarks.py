@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -63,6 +64,41 @@ def test_lr_search_goes_past_the_edge_of_its_grid():
     assert quality.lr_factor_beyond_edge(twice, max(twice)) is None
 
 
+def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
+    """The search on a synthetic gap: no training, every candidate scored by a known function."""
+    quality = load("quality")
+
+    def gap(method: str, params: dict) -> float:
+        log3 = lambda x: math.log(x) / math.log(3)  # noqa: E731
+        if method == "ft":  # optimum at lr 2e-2: past the grid's edge, then between half steps
+            return log3(params["lr"] / 2e-2) ** 2
+        delta = params.get("delta", -0.19)  # NatMU: a positive delta wants half a step more lr
+        best_lr = 3e-3 * (3 ** 0.5 if delta > 0 else 1)
+        return log3(params["lr"] / best_lr) ** 2 + 100 * (delta - 0.075) ** 2
+
+    def fake_run_one(config, row, workdir, extra):
+        row.update(status="ok", seconds=1.0)
+        if row["method"] not in ("original", "retrain"):
+            row["avg_gap"] = gap(row["method"], row["params"])
+        return row
+
+    monkeypatch.setattr(quality, "run_one", fake_run_one)
+    preset = quality.make_presets(tmp_path)["digits"]
+    selected, rows = quality.search(preset, ["ft", "natmu"], 100, tmp_path, [], "random10", 0)
+    ft = [r["params"]["lr"] for r in rows if r["method"] == "ft"]
+    # the grid, two steps past its edge, then the half-step walk down from 3e-2 (stopping above 1e-2, already run)
+    assert ft == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2, 3e-2, 9e-2, 1.73e-2, 5.2e-2]
+    assert selected["ft"] == {"lr": 1.73e-2}
+    natmu = [r["params"] for r in rows if r["method"] == "natmu"]
+    assert natmu[:5] == [{"lr": lr} for lr in (1e-3, 3e-4, 3e-3, 1e-4, 1e-2)]
+    assert natmu[5:7] == [{"lr": 1.73e-3}, {"lr": 5.2e-3}]  # the walk at the config's delta stays at 3e-3
+    # One delta round at lr 3e-3 picks 0.075; the walk at 0.075 then moves the lr half a step up,
+    # a point the delta grid at the first lr alone would have missed. The second round confirms it.
+    assert {"lr": 3e-3, "delta": 0.075} in natmu and {"lr": 5.2e-3, "delta": 0.075} in natmu
+    assert selected["natmu"] == {"lr": 5.2e-3, "delta": 0.075}
+    assert len({json.dumps(p, sort_keys=True) for p in natmu}) == len(natmu)
+
+
 def test_speed_digits_preset_matches_the_quality_configs():
     import yaml
 
@@ -114,9 +150,12 @@ def test_quality_benchmark_scenarios(tmp_path, scenario):
 
 
 @pytest.mark.timeout(600)
-def test_quality_search_selects_on_the_validation_set_only(tmp_path):
+def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch):
     yaml = pytest.importorskip("yaml")
     quality = load("quality")
+    # One walk step and one delta round keep this real run short; the unit test above covers longer walks.
+    monkeypatch.setattr(quality, "SEARCH_LR_WALK_STEPS", 1)
+    monkeypatch.setattr(quality, "SEARCH_NATMU_ROUNDS", 1)
     out = tmp_path / "search"
     rows = quality.main(["--seeds", "1", "--methods", "natmu,ft,ssd", "--search", "--out", str(out),
                          "--extra", "--trainer.max_epochs", "1"])
@@ -126,19 +165,12 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path):
     assert [r["method"] for r in candidates[:2]] == ["original", "retrain"]
     ft = [r for r in candidates if r["method"] == "ft"]
     natmu = [r for r in candidates if r["method"] == "natmu"]
-    for runs in (ft, natmu):  # digits configs: lr 1e-3
-        lr_runs = [r for r in runs if "delta" not in r["params"]]
-        lrs = [r["params"]["lr"] for r in lr_runs]
-        assert lrs[:5] == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2]
-        # Beyond the five, only steps past the edge the best candidate sat on.
-        assert lrs[5:] in ([], [3e-2], [3e-2, 9e-2], [3.33e-5], [3.33e-5, 1.11e-5])
-        best = min(lr_runs, key=lambda r: r["avg_gap"])["params"]["lr"]
-        assert len(lrs) == 7 or min(lrs) < best < max(lrs)
-    assert len([r for r in natmu if "delta" in r["params"]]) == 5  # then 5 more deltas at the chosen lr
-    assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}
-    for method, runs in (("ft", ft), ("natmu", natmu)):
+    for method, runs in (("ft", ft), ("natmu", natmu)):  # digits configs: lr 1e-3
         assert all(r["status"] == "ok" for r in runs)
+        assert [r["params"]["lr"] for r in runs][:5] == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2]
+        assert len({json.dumps(r["params"], sort_keys=True) for r in runs}) == len(runs)  # no candidate twice
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
+    assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}
     assert selection["selected"]["ssd"] == {}  # no optimiser: run as shipped
 
     reported = {r["method"]: r for r in rows}
