@@ -42,13 +42,33 @@ def _pyplot():
     return plt
 
 
-def _first_seed_runs(rows: list[dict]) -> dict[str, Path]:
+def _first_seed_runs(rows: list[dict], results_dir: Path) -> dict[str, Path]:
     """Log dir of each method's first successful run (lowest seed)."""
     runs: dict[str, Path] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
         if row.get("status") == "ok" and row.get("log_dir") and row["method"] not in runs:
-            runs[row["method"]] = Path(row["log_dir"])
+            runs[row["method"]] = _log_dir(row, results_dir)
     return runs
+
+
+def _log_dir(row: dict, results_dir: Path) -> Path:
+    """The run's recorded log dir, or the same folder under ``results_dir`` when the results were moved.
+
+    ``quality.py`` records absolute paths under ``<out>/seed<N>/``; a missing folder is
+    reported, and the figures go on without that method.
+    """
+    recorded = Path(row["log_dir"])
+    if recorded.is_dir():
+        return recorded
+    parts = recorded.parts
+    anchor = f"seed{row['seed']}"
+    if anchor in parts:
+        last = len(parts) - 1 - parts[::-1].index(anchor)
+        moved = results_dir.joinpath(*parts[last:])
+        if moved.is_dir():
+            return moved
+    print(f"warning: {row['method']}: log folder {recorded} not found; its figures are left out")
+    return recorded
 
 
 def entropy_bins(entropies: np.ndarray, count: int = 40) -> tuple[np.ndarray, bool]:
@@ -173,7 +193,7 @@ def hybrid_figure(examples_path: Path, path: Path, samples: int = 2) -> Optional
 def write_report(results_dir: Path) -> Path:
     """Write ``report.md`` and its figures into ``results_dir``; return the report's path."""
     rows = json.loads((results_dir / "results.json").read_text())
-    runs = _first_seed_runs(rows)
+    runs = _first_seed_runs(rows, results_dir)
     figures = []
     for title, made in (
         ("Entropy of the outputs", entropy_figure(runs, results_dir / "entropy.png")),

@@ -50,6 +50,16 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
         assert f"({figure})" in text and (tmp_path / "q" / figure).stat().st_size > 1000, figure
     assert "missing_method" in text  # failed runs are listed
 
+    # A results folder moved after the run still gets its figures (log dirs are found under it).
+    moved = tmp_path / "elsewhere" / "q"
+    moved.parent.mkdir()
+    (tmp_path / "q").rename(moved)
+    for figure in ("entropy.png", "forget_acc.png", "hybrids.png"):
+        (moved / figure).unlink()
+    text = report.main([str(moved)]).read_text()
+    for figure in ("entropy.png", "forget_acc.png", "hybrids.png"):
+        assert f"({figure})" in text and (moved / figure).stat().st_size > 1000, figure
+
 
 def test_lr_search_goes_past_the_edge_of_its_grid():
     quality = load("quality")
