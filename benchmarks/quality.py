@@ -23,12 +23,15 @@ resolved once from the original checkpoint and passed to every run as explicit i
 the original itself is then re-evaluated on that set).
 
 Hyperparameters are the configs' own unless ``--search`` is given. The search runs
-first, on a VALIDATION forget set distinct from every reported one: the forget request
-drawn with ``data.seed = --search-seed`` (its own original and Retrain), or for
-``class`` the class after ``--forget-class``. For every method with a learning rate it
-tries the config's lr times 1, 0.3, 3, 0.1 and 10 (and up to two more steps of 3 past
-the edge while the best sits on it), then walks the best lr by half steps of 3 while
-the gap falls. For NatMU it then alternates the deltas of ``SEARCH_DELTAS`` at the
+first, on VALIDATION forget sets distinct from every reported one: the forget request
+drawn with ``data.seed = --search-seed`` (its own original and Retrain, in
+``search/seed<N>``), or for ``class`` the class after ``--forget-class``. With
+``--search-seeds K`` it uses K such sets (seeds ``--search-seed`` onwards; for ``class``
+the K classes after ``--forget-class``) and scores every candidate by its gap averaged
+over them: one small validation set is a noisy judge. For every method with a learning
+rate it tries the config's lr times 1, 0.3, 3, 0.1 and 10 (and up to two more steps of 3
+past the edge while the best sits on it), then walks the best lr by half steps of 3
+while the gap falls. For NatMU it then alternates the deltas of ``SEARCH_DELTAS`` at the
 chosen lr and the lr walk at the chosen delta until neither moves (at most two rounds).
 Every step keeps the candidate with the lowest average gap to the validation Retrain.
 The reported seeds then run with the kept values; no reported number takes part in any
@@ -50,7 +53,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -248,22 +251,40 @@ def config_value(config: Path, *keys: str):
     return value
 
 
-def search(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, extra: list[str],
-           scenario: str, forget_class: int) -> tuple[dict, list[dict]]:
-    """Select each method's lr (and NatMU's delta) by average gap on a validation forget set.
+@dataclass(frozen=True)
+class ValidationSet:
+    """One validation forget request of the search: its seed (data and models), the folder
+    of its original and Retrain, and the class that ``--scenario class`` forgets."""
 
-    The lr grid grows past its edge while the best candidate sits there
-    (``lr_factor_beyond_edge``); the best lr then walks by half steps (``_walk_lr``).
-    NatMU alternates its delta grid with that walk.
+    seed: int
+    workdir: Path
+    forget_class: int
 
-    The validation forget set is the scenario's request drawn with ``seed`` (for
-    ``class``: ``forget_class``), with its own original and Retrain in ``workdir``.
-    Returns the selected parameters per method and one row per candidate run.
+
+def validation_sets(seed: int, count: int, forget_class: int, num_classes: int, out: Path) -> list[ValidationSet]:
+    """``count`` validation requests: seeds ``seed``, ``seed + 1``, ...; for ``class``, the
+    classes after ``forget_class`` in turn (never ``forget_class`` itself)."""
+    return [ValidationSet(seed + i, out / f"seed{seed + i}", (forget_class + 1 + i) % num_classes) for i in range(count)]
+
+
+def search(preset: QualityPreset, methods: list[str], validations: list[ValidationSet], extra: list[str],
+           scenario: str) -> tuple[dict, list[dict]]:
+    """Select each method's lr (and NatMU's delta) by average gap on validation forget sets.
+
+    A candidate's score is its average gap to Retrain, averaged over ``validations``
+    (each with its own original and Retrain). The lr grid grows past its edge while the
+    best candidate sits there (``lr_factor_beyond_edge``); the best lr then walks by half
+    steps (``_walk_lr``). NatMU alternates its delta grid with that walk.
+    Returns the selected parameters per method and one row per run.
     """
-    rows = run_seed(preset, [], seed, workdir, extra, scenario, forget_class)
-    if any(row["status"] != "ok" for row in rows):
-        raise RuntimeError(f"the validation original/Retrain failed: {rows[-1].get('error')}")
+    rows: list[dict] = []
+    for validation in validations:
+        runs = run_seed(preset, [], validation.seed, validation.workdir, extra, scenario, validation.forget_class)
+        rows.extend(runs)
+        if any(row["status"] != "ok" for row in runs):
+            raise RuntimeError(f"the validation original/Retrain of seed {validation.seed} failed: {runs[-1].get('error')}")
     selected: dict = {}
+    best_of = lambda method, grid: _best_candidate(preset, method, grid, validations, extra, scenario, rows)  # noqa: E731
     for method in methods:
         config = preset.config(method, scenario)
         lr = config_value(config, "model", "init_args", "lr")
@@ -272,21 +293,19 @@ def search(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, 
             continue
         factors = list(SEARCH_LR_FACTORS)
         while True:
-            grid = [{"lr": _round_lr(lr * factor)} for factor in factors]
-            index, best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+            index, best = best_of(method, [{"lr": _round_lr(lr * factor)} for factor in factors])
             beyond = lr_factor_beyond_edge(factors, factors[index])
             if beyond is None:
                 break
             factors.append(beyond)
-        best = _walk_lr(preset, method, best, seed, workdir, extra, scenario, forget_class, rows)
+        best = _walk_lr(best_of, method, best)
         if method == "natmu":
             config_delta = config_value(config, "data", "delta")
             for _ in range(SEARCH_NATMU_ROUNDS):
                 previous = best
                 deltas = [d for d in SEARCH_DELTAS if d != best.get("delta", config_delta)]
-                grid = [best] + [_with_delta(best, d, config_delta) for d in deltas]
-                _, best = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
-                best = _walk_lr(preset, method, best, seed, workdir, extra, scenario, forget_class, rows)
+                _, best = best_of(method, [best] + [_with_delta(best, d, config_delta) for d in deltas])
+                best = _walk_lr(best_of, method, best)
                 if best == previous:
                     break
         selected[method] = best
@@ -304,17 +323,16 @@ def _with_delta(params: dict, delta: float, config_delta: Optional[float]) -> di
     return others if delta == config_delta else {**others, "delta": delta}
 
 
-def _walk_lr(preset: QualityPreset, method: str, best: dict, seed: int, workdir: Path, extra: list[str],
-             scenario: str, forget_class: int, rows: list[dict]) -> dict:
+def _walk_lr(best_of: Callable[[str, list[dict]], tuple[int, dict]], method: str, best: dict) -> dict:
     """Move ``best``'s lr by half steps of 3 while that lowers the gap (at most ``SEARCH_LR_WALK_STEPS``).
 
-    The first step tries both directions; later steps go on in the direction taken, the
-    other side being known worse.
+    ``best_of(method, grid)`` scores a grid (``_best_candidate``). The first step tries
+    both directions; later steps go on in the direction taken, the other side being
+    known worse.
     """
     factors = [3 ** -0.5, 3 ** 0.5]
     for _ in range(SEARCH_LR_WALK_STEPS):
-        grid = [best] + [{**best, "lr": _round_lr(best["lr"] * f)} for f in factors]
-        index, step = _best_candidate(preset, method, grid, seed, workdir, extra, scenario, forget_class, rows)
+        index, step = best_of(method, [best] + [{**best, "lr": _round_lr(best["lr"] * f)} for f in factors])
         if index == 0:
             break
         factors = [factors[index - 1]]
@@ -337,28 +355,38 @@ def lr_factor_beyond_edge(factors: list[float], chosen: float) -> Optional[float
     return None
 
 
-def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], seed: int, workdir: Path,
-                    extra: list[str], scenario: str, forget_class: int, rows: list[dict]) -> tuple[int, dict]:
-    """Run each candidate not run yet in its own folder beside the validation checkpoints; keep the lowest gap.
+def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], validations: list[ValidationSet],
+                    extra: list[str], scenario: str, rows: list[dict]) -> tuple[int, dict]:
+    """Run each candidate of ``grid`` on every validation set where it has not run yet; keep the lowest mean gap.
 
-    Returns the best candidate's index in ``grid`` and the parameters it ran with: a
-    candidate whose lr is within 1% of a run's (the half-step walk and the grid of 0.3,
-    3, 10 land near each other) is that run.
+    Each run gets its own folder beside that validation set's checkpoints. Returns the
+    best candidate's index in ``grid`` and the parameters it ran with: a candidate whose
+    lr is within 1% of a run's (the half-step walk and the grid of 0.3, 3, 10 land near
+    each other) is that run. A candidate that fails on any validation set scores inf.
     """
     gaps, ran = [], []
     for params in grid:
-        done = [r for r in rows if r["method"] == method and _same_params(r["params"], params)]
-        if not done:
-            folder = workdir / f"{method}_{sum(r['method'] == method for r in rows)}"
-            _link_checkpoints(preset.config(method, scenario), workdir, folder)
-            row = {"method": method, "seed": seed, "scenario": scenario, "params": params}
-            done = [run_one(preset.config(method, scenario), row, folder, extra + scenario_overrides(scenario, forget_class))]
-            rows.extend(done)
-        row = done[0]
-        ran.append(row["params"])
-        gaps.append(row["avg_gap"] if row["status"] == "ok" and row.get("avg_gap") is not None else math.inf)
+        runs = [_validation_run(preset, method, params, validation, extra, scenario, rows) for validation in validations]
+        ran.append(runs[0]["params"])
+        ok = all(r["status"] == "ok" and r.get("avg_gap") is not None for r in runs)
+        gaps.append(statistics.fmean(r["avg_gap"] for r in runs) if ok else math.inf)
     index = int(np.argmin(gaps))
     return index, ran[index]
+
+
+def _validation_run(preset: QualityPreset, method: str, params: dict, validation: ValidationSet, extra: list[str],
+                    scenario: str, rows: list[dict]) -> dict:
+    """The row of ``method`` with ``params`` on ``validation``: one in ``rows``, or a new run added to them."""
+    mine = [r for r in rows if r["method"] == method and r["seed"] == validation.seed]
+    done = [r for r in mine if _same_params(r["params"], params)]
+    if done:
+        return done[0]
+    folder = validation.workdir / f"{method}_{len(mine)}"
+    _link_checkpoints(preset.config(method, scenario), validation.workdir, folder)
+    row = {"method": method, "seed": validation.seed, "scenario": scenario, "params": params}
+    rows.append(run_one(preset.config(method, scenario), row, folder,
+                        extra + scenario_overrides(scenario, validation.forget_class)))
+    return row
 
 
 def _same_params(a: dict, b: dict) -> bool:
@@ -451,7 +479,10 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser.add_argument("--forget-class", type=int, default=0, help="the class forgotten by --scenario class")
     parser.add_argument("--methods", default=None, help="comma-separated config names (default: every method config)")
     parser.add_argument("--search", action="store_true", help="select lr (and NatMU's delta) on a validation forget set first")
-    parser.add_argument("--search-seed", type=int, default=100, help="seed of the validation forget set and its models")
+    parser.add_argument("--search-seed", type=int, default=100, help="seed of the (first) validation forget set and its models")
+    parser.add_argument("--search-seeds", type=int, default=1,
+                        help="validation forget sets (seeds --search-seed, --search-seed + 1, ...); a candidate's "
+                             "score is its gap averaged over them")
     parser.add_argument("--data-root", type=Path, default=Path("data"), help="CIFAR-10 folder of the cifar10-vgg16 preset")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="CLI overrides passed to every run")
     args = parser.parse_args(argv)
@@ -460,9 +491,18 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     if args.search and args.scenario == "hardest10":
         parser.error("--search is not available for hardest10: a validation hardest set would overlap the reported "
                      "ones; select on random10 and pass the values with --extra")
-    if args.search and 0 <= args.search_seed < args.seeds:
-        parser.error(f"--search-seed {args.search_seed} is one of the reported seeds 0..{args.seeds - 1}")
+    if args.search_seeds < 1:
+        parser.error(f"--search-seeds must be >= 1, got {args.search_seeds}")
+    search_seeds = range(args.search_seed, args.search_seed + args.search_seeds)
+    if args.search and set(search_seeds) & set(range(args.seeds)):
+        parser.error(f"--search-seed {args.search_seed} with --search-seeds {args.search_seeds} (validation seeds "
+                     f"{search_seeds[0]}..{search_seeds[-1]}) overlaps the reported seeds 0..{args.seeds - 1}")
     preset = make_presets(args.data_root)[args.preset]
+    num_classes = config_value(preset.config("original", args.scenario), "model", "init_args", "backbone",
+                               "init_args", "num_classes") or 10
+    if args.search and args.scenario == "class" and args.search_seeds >= num_classes:
+        parser.error(f"--search-seeds {args.search_seeds}: the class scenario validates on the other classes, "
+                     f"at most {num_classes - 1}")
     methods = args.methods.split(",") if args.methods else preset.methods(args.scenario)
     out = args.out.resolve()
     if (out / "results.json").exists():
@@ -471,13 +511,14 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
 
     selection = None
     if args.search:
-        num_classes = config_value(preset.config("original", args.scenario), "model", "init_args", "backbone",
-                                   "init_args", "num_classes") or 10
-        validation_class = (args.forget_class + 1) % num_classes
-        selected, candidates = search(preset, methods, args.search_seed, out / "search", extra, args.scenario,
-                                      validation_class)
-        what = f"class {validation_class}" if args.scenario == "class" else f"data.seed = {args.search_seed}"
-        selection = {"validation": f"{what}, models trained with seed {args.search_seed}", "selected": selected}
+        validations = validation_sets(args.search_seed, args.search_seeds, args.forget_class, num_classes, out / "search")
+        selected, candidates = search(preset, methods, validations, extra, args.scenario)
+        seeds = ", ".join(str(v.seed) for v in validations)
+        what = (f"class {', '.join(str(v.forget_class) for v in validations)}" if args.scenario == "class"
+                else f"data.seed = {seeds}")
+        averaged = f"; gaps averaged over the {len(validations)} sets" if len(validations) > 1 else ""
+        plural = "s" if len(validations) > 1 else ""
+        selection = {"validation": f"{what}, models trained with seed{plural} {seeds}{averaged}", "selected": selected}
         write_rows(candidates, out, "search")
         atomic_write_json(out / "selection.json", selection)
 

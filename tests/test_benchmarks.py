@@ -94,7 +94,8 @@ def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
 
     monkeypatch.setattr(quality, "run_one", fake_run_one)
     preset = quality.make_presets(tmp_path)["digits"]
-    selected, rows = quality.search(preset, ["ft", "natmu"], 100, tmp_path, [], "random10", 0)
+    validations = quality.validation_sets(100, 1, 0, 10, tmp_path)
+    selected, rows = quality.search(preset, ["ft", "natmu"], validations, [], "random10")
     ft = [r["params"]["lr"] for r in rows if r["method"] == "ft"]
     # the grid, two steps past its edge, then the half-step walk down from 3e-2 (stopping above 1e-2, already run)
     assert ft == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2, 3e-2, 9e-2, 1.73e-2, 5.2e-2]
@@ -107,6 +108,33 @@ def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
     assert {"lr": 3e-3, "delta": 0.075} in natmu and {"lr": 5.2e-3, "delta": 0.075} in natmu
     assert selected["natmu"] == {"lr": 5.2e-3, "delta": 0.075}
     assert len({json.dumps(p, sort_keys=True) for p in natmu}) == len(natmu)
+
+
+def test_search_averages_the_gap_over_its_validation_sets(tmp_path, monkeypatch):
+    """Two validation sets whose synthetic optima differ: the search picks the lr best on average."""
+    quality = load("quality")
+    optimum = {100: 1e-3, 101: 1e-2}  # per validation seed; the average of the squared log-distances is lowest at 3e-3
+
+    def fake_run_one(config, row, workdir, extra):
+        row.update(status="ok", seconds=1.0)
+        if row["method"] in ("original", "retrain"):
+            assert Path(workdir).name == f"seed{row['seed']}"
+        else:  # each candidate runs beside its own validation set's checkpoints
+            assert Path(workdir).parent.name == f"seed{row['seed']}"
+            row["avg_gap"] = math.log(row["params"]["lr"] / optimum[row["seed"]]) ** 2
+        return row
+
+    monkeypatch.setattr(quality, "run_one", fake_run_one)
+    preset = quality.make_presets(tmp_path)["digits"]
+    validations = quality.validation_sets(100, 2, 0, 10, tmp_path / "search")
+    assert [(v.seed, v.workdir.name, v.forget_class) for v in validations] == [(100, "seed100", 1), (101, "seed101", 2)]
+    selected, rows = quality.search(preset, ["ft"], validations, [], "random10")
+    assert [(r["method"], r["seed"]) for r in rows[:4]] == [("original", 100), ("retrain", 100),
+                                                          ("original", 101), ("retrain", 101)]
+    ft = [r for r in rows if r["method"] == "ft"]
+    by_seed = {seed: [r["params"]["lr"] for r in ft if r["seed"] == seed] for seed in optimum}
+    assert by_seed[100] == by_seed[101] and len(set(by_seed[100])) == len(by_seed[100])  # each candidate once per set
+    assert selected["ft"] == {"lr": 3e-3}  # neither set's own optimum (1e-3 alone, 1e-2 alone)
 
 
 def test_speed_digits_preset_matches_the_quality_configs():
@@ -198,7 +226,10 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("argv, message", [
     (["--search", "--scenario", "hardest10"], "not available for hardest10"),
-    (["--search", "--seeds", "3", "--search-seed", "2"], "is one of the reported seeds"),
+    (["--search", "--seeds", "3", "--search-seed", "2"], "overlaps the reported seeds 0..2"),
+    (["--search", "--seeds", "3", "--search-seed", "-1", "--search-seeds", "2"], "overlaps the reported seeds"),
+    (["--search", "--search-seeds", "0"], "--search-seeds must be >= 1"),
+    (["--search", "--scenario", "class", "--search-seeds", "10"], "at most 9"),
     (["--seeds", "0"], "--seeds must be >= 1"),
 ])
 def test_quality_refuses_bad_arguments(tmp_path, capsys, argv, message):
