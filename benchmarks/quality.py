@@ -1,6 +1,6 @@
 """Quality benchmark: Original, Retrain and every method on the same forget set, over seeds.
 
-    python benchmarks/quality.py --preset digits --seeds 3 --out runs/quality [--scenario random10] [--search]
+    python benchmarks/quality.py --preset digits --seeds 3 --out runs/quality [--scenario random10] [--search [--search-seeds K]]
 
 For each seed ``s`` it runs, through the real CLI and the shipped configs of the preset
 (``configs/<preset folder>/``): the original model, Retrain (same initial weights), then
@@ -27,13 +27,13 @@ first, on VALIDATION forget sets distinct from every reported one: the forget re
 drawn with ``data.seed = --search-seed`` (its own original and Retrain, in
 ``search/seed<N>``), or for ``class`` the class after ``--forget-class``. With
 ``--search-seeds K`` it uses K such sets (seeds ``--search-seed`` onwards; for ``class``
-the K classes after ``--forget-class``) and scores every candidate by its gap averaged
+the K classes after ``--forget-class``, each with the next seed) and scores every candidate by its gap averaged
 over them: one small validation set is a noisy judge. For every method with a learning
 rate it tries the config's lr times 1, 0.3, 3, 0.1 and 10 (and up to two more steps of 3
 past the edge while the best sits on it), then walks the best lr by half steps of 3
 while the gap falls. For NatMU it then alternates the deltas of ``SEARCH_DELTAS`` at the
 chosen lr and the lr walk at the chosen delta until neither moves (at most two rounds).
-Every step keeps the candidate with the lowest average gap to the validation Retrain.
+Every step keeps the candidate with the lowest average gap to the validation Retrains.
 The reported seeds then run with the kept values; no reported number takes part in any
 choice. ``search.json`` holds every candidate.
 """
@@ -451,7 +451,7 @@ def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "rand
     if selection is None:
         lines += ["", "Hyperparameters: each config's own (no search)."]
     else:
-        lines += ["", f"Hyperparameters selected by average gap on the validation forget set ({selection['validation']}), "
+        lines += ["", f"Hyperparameters selected by average gap on validation forget sets ({selection['validation']}), "
                   "never on the reported sets (candidates in search.json):", ""]
         for method, params in selection["selected"].items():
             chosen = ", ".join(f"{k} = {v:g}" for k, v in params.items()) or "the config's own (nothing to search)"
@@ -478,7 +478,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser.add_argument("--scenario", choices=SCENARIOS, default="random10")
     parser.add_argument("--forget-class", type=int, default=0, help="the class forgotten by --scenario class")
     parser.add_argument("--methods", default=None, help="comma-separated config names (default: every method config)")
-    parser.add_argument("--search", action="store_true", help="select lr (and NatMU's delta) on a validation forget set first")
+    parser.add_argument("--search", action="store_true", help="select lr (and NatMU's delta) on validation forget sets first")
     parser.add_argument("--search-seed", type=int, default=100, help="seed of the (first) validation forget set and its models")
     parser.add_argument("--search-seeds", type=int, default=1,
                         help="validation forget sets (seeds --search-seed, --search-seed + 1, ...); a candidate's "
@@ -493,6 +493,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                      "ones; select on random10 and pass the values with --extra")
     if args.search_seeds < 1:
         parser.error(f"--search-seeds must be >= 1, got {args.search_seeds}")
+    if args.search_seeds > 1 and not args.search:
+        parser.error("--search-seeds needs --search")
     search_seeds = range(args.search_seed, args.search_seed + args.search_seeds)
     if args.search and set(search_seeds) & set(range(args.seeds)):
         parser.error(f"--search-seed {args.search_seed} with --search-seeds {args.search_seeds} (validation seeds "
