@@ -11,7 +11,7 @@ Sources are configured from YAML by jsonargparse, e.g.::
       class_path: natmu_lightning.data.sources.CIFAR10
       init_args:
         root: data
-        download: true
+        download: false  # true lets torchvision fetch missing files (needs internet)
 
 All sources are deterministic: repeated calls to :meth:`DataSource.load` return
 identical tensors.
