@@ -51,3 +51,33 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     for key in ("forget_acc", "retain_acc", "test_acc"):
         assert abs(a[key] - b[key]) <= 3.0, (key, a[key], b[key])
     assert abs(a["mia_entropy"] - b["mia_entropy"]) <= 15.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_process_fit_evaluates_the_checkpoint_it_saves(tmp_path):
+    """With Lightning's validation loop off, nothing else syncs the ranks' batch-norm buffers:
+    the evaluator's final numbers of a 2-process fit must still be those of its last.ckpt,
+    as a 1-process validate computes them, per sample and key for key."""
+    for name in ("original", "retrain"):
+        cli(["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "3", *QUIET], tmp_path)
+    natmu = ["--config", str(CONFIGS / "digits" / "natmu.yaml"), "--evaluator.save_outputs", "true", *QUIET]
+    cli(["fit", *natmu, "--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml"), "--data.batch_size", "32",
+         "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0"], tmp_path)
+    fitted = log_dir(tmp_path / "runs" / "digits" / "natmu")
+    cli(["validate", *natmu, "--ckpt_path", "runs/digits/natmu/checkpoints/last.ckpt",
+         "--trainer.default_root_dir", "validated"], tmp_path)
+    validated = log_dir(tmp_path / "validated")
+
+    a = json.loads((fitted / "unlearning_metrics.json").read_text())
+    b = json.loads((validated / "unlearning_metrics.json").read_text())
+    assert (a.pop("world_size"), b.pop("world_size")) == (2, 1)
+    assert (a.pop("stage"), b.pop("stage")) == ("fit", "validate")
+    for record in (a, b):
+        for key in ("epoch", "global_step", "effective_batch_size"):
+            record.pop(key)
+    assert a == b
+    outputs_a, outputs_b = np.load(fitted / "evaluation_outputs.npz"), np.load(validated / "evaluation_outputs.npz")
+    assert sorted(outputs_a.files) == sorted(outputs_b.files)
+    for key in outputs_a.files:
+        assert np.array_equal(outputs_a[key], outputs_b[key]), key

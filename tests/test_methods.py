@@ -74,13 +74,22 @@ def test_bad_checkpoints_named_clearly(tmp_path, original_state):
         NatMUModule(SmallCNN(), original_ckpt="")
 
 
-def test_reinit_classifier_changes_only_the_final_layer(original_state):
+def test_reinit_classifier_changes_only_the_final_weights_when_a_fit_starts(original_state):
     net, path = original_state
     torch.manual_seed(1)
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_classifier=True)
+    # Constructed: still the original model (the hybrid plan ranks classes with its head).
     for (name, a), b in zip(module.backbone.state_dict().items(), net.state_dict().values()):
-        assert torch.equal(a, b) != name.startswith("fc."), name
-    assert torch.all(module.backbone.fc.bias == 0)
+        assert torch.equal(a, b), name
+    module.setup("validate")
+    assert torch.equal(module.backbone.fc.weight, net.fc.weight)
+    module.setup("fit")
+    # Then the authors' init_linear: new Xavier-normal weights, the bias left alone.
+    for (name, a), b in zip(module.backbone.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b) != (name == "fc.weight"), name
+    assert torch.equal(module.backbone.fc.bias, net.fc.bias)
+    expected_std = math.sqrt(2.0) * math.sqrt(2.0 / sum(net.fc.weight.shape))
+    assert module.backbone.fc.weight.std().item() == pytest.approx(expected_std, rel=0.15)
 
 
 def test_lr_factor_schedules():

@@ -3,16 +3,19 @@
 Evaluation is exact under DDP by construction: each split is cut into fixed global
 batches of ``batch_size`` samples, batch ``b`` runs on rank ``b % world_size`` through
 the LightningModule itself (not the DDP wrapper, no distributed sampler, so no padded
-duplicates), and the logits are gathered back into the original order. Every sample
-is computed in the same batch whatever the world size, so every rank then holds the
-same outputs as a single device and computes the same metrics from them.
+duplicates), on the model's own device, and the logits are gathered back into the
+original order. Every sample is computed in the same batch whatever the world size, so
+every rank then holds the same outputs as a single device; the metrics (and the attacks'
+fits) are computed once, on rank 0, and broadcast. During ``fit`` rank 0's buffers
+(batch-norm statistics) are broadcast first, so an evaluation during a DDP fit is that of
+the weights and buffers the checkpoint holds.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,10 +25,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from natmu_lightning.checkpoints import load_weights
-from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, run_dir
 from natmu_lightning.metrics import functional as MF
-from natmu_lightning.predict import eval_mode
+from natmu_lightning.predict import eval_mode, model_inputs
 
 LOG_KEYS = {
     "forget_acc": "forget/acc",
@@ -42,6 +44,7 @@ LOG_KEYS = {
     "avg_gap": "gap/avg",
     "tug_of_war": "gap/tow",
 }
+T = TypeVar("T")
 ATTACKS = ("svc", "loss_cv")
 """Attacks beyond the entropy MIA (always computed): the SVC shadow protocol on
 confidence / entropy / m-entropy, and the cross-validated loss attack."""
@@ -113,7 +116,9 @@ class UnlearningEvaluator(Callback):
         self.reference_metrics: Optional[dict[str, float]] = None
         self.last_metrics: Optional[dict[str, Any]] = None
         self._reference_forget_probs: Optional[Tensor] = None
-        self._reference_cache: dict[bool, dict[str, float]] = {}  # keyed by "evaluates the full remaining set"
+        # keyed by (evaluates the full remaining set, attacks run): a final evaluation's
+        # reference numbers include its attacks even after per-epoch ones without them
+        self._reference_cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
         self._evaluated_step: Optional[int] = None
         self._last_was_final = False
 
@@ -132,8 +137,17 @@ class UnlearningEvaluator(Callback):
         if epoch % self.every_n_epochs == 0 or final:
             self._run(trainer, pl_module, "fit", log=True, final=final)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A run stopped between epochs' ends (max_steps, a callback's should_stop) is evaluated
+        # here, where the strategy still holds the module on its device and every rank is alive.
+        if self._evaluated_step != trainer.global_step or not self._last_was_final:
+            self._run(trainer, pl_module, "fit", log=False, final=True)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._evaluated_step != trainer.global_step or not self._last_was_final:  # stopped by max_steps
+        # Reached without on_train_end only when the fit loop had nothing left to do (fit
+        # --ckpt_path on a finished run). Lightning's teardown has moved the module back to the
+        # CPU by now: the evaluation runs there (the device is the module's).
+        if self._evaluated_step != trainer.global_step or not self._last_was_final:
             self._run(trainer, pl_module, "fit", log=False, final=True)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -166,28 +180,32 @@ class UnlearningEvaluator(Callback):
 
     def _reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> dict[str, float]:
         """The reference's metrics (computed once per kind of evaluation) and its forget-set outputs."""
-        key = final or self.remain_subset is None
+        attacks = self.attacks if (final or self.attacks_every_epoch) else ()
+        key = (final or self.remain_subset is None, attacks)
         if key not in self._reference_cache:
             reference = copy.deepcopy(_backbone(pl_module))
             load_weights(reference, self.reference_ckpt, "reference_ckpt")
             probs, labels = self._outputs(trainer, reference, final)
-            attacks = self.attacks if (final or self.attacks_every_epoch) else ()
-            self._reference_cache[key] = split_metrics(probs, labels, attacks, self.seed)
+            self._reference_cache[key] = on_rank_zero(trainer, lambda: split_metrics(probs, labels, attacks, self.seed))
             self._reference_forget_probs = probs["forget"]
             del reference
         return self._reference_cache[key]
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool, final: bool = True) -> None:
+        if stage == "fit":
+            sync_buffers_from_rank_zero(trainer, pl_module)
         probs, labels = self._outputs(trainer, pl_module, final)
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
-        metrics: dict[str, Any] = split_metrics(probs, labels, attacks, self.seed)
+        metrics: dict[str, Any] = on_rank_zero(trainer, lambda: split_metrics(probs, labels, attacks, self.seed))
         if self.reference_ckpt is not None:
             reference = self._reference(trainer, pl_module, final)
             self.reference_metrics = reference
-            metrics["kl_to_reference"] = MF.kl_divergence(self._reference_forget_probs, probs["forget"])
-            metrics["js_to_reference"] = MF.js_divergence(self._reference_forget_probs, probs["forget"])
-            metrics["avg_gap"] = MF.avg_gap(metrics, reference)
-            metrics["tug_of_war"] = MF.tug_of_war(metrics, reference)
+            metrics.update(on_rank_zero(trainer, lambda: {
+                "kl_to_reference": MF.kl_divergence(self._reference_forget_probs, probs["forget"]),
+                "js_to_reference": MF.js_divergence(self._reference_forget_probs, probs["forget"]),
+                "avg_gap": MF.avg_gap(metrics, reference),
+                "tug_of_war": MF.tug_of_war(metrics, reference),
+            }))
         if log:
             # Identical on every rank, so averaging across ranks changes nothing (and keeps
             # Lightning's distributed logging consistent for monitors such as gap/avg).
@@ -275,49 +293,88 @@ def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: p
     """Logits of ``model`` on every image, computed across ranks, in the input's order.
 
     Global batch ``b`` (images ``b * batch_size`` onwards) runs on rank
-    ``b % world_size``; the results are all-gathered with equal shapes (padded rows
-    carry position -1) and scattered back, so no sample is counted twice or missed.
-    Under DDP this is a collective: every rank must call it with the same images and
-    batch size (an empty input returns at once on every rank, without a gather).
+    ``b % world_size``, on the model's own device; the results are all-gathered with
+    equal shapes (padded rows carry position -1) and scattered back, so no sample is
+    counted twice or missed. Under DDP this is a collective: every rank must call it
+    with the same images and batch size (an empty input returns at once on every rank,
+    without a gather).
 
     Returns:
         (N, C) float32 logits on the CPU, the same on every rank.
     """
     world, rank = trainer.world_size, trainer.global_rank
-    device = trainer.strategy.root_device
     total = images.shape[0]
     if total == 0:  # the same on every rank: nothing to compute or gather
-        return torch.zeros(0, _num_classes(model, images, device))
+        return torch.zeros(0, _num_classes(model, images))
     starts = list(range(0, total, batch_size))[rank::world]
     outputs, positions = [], []
     with eval_mode(model):
         for start in starts:
             stop = min(start + batch_size, total)
-            outputs.append(model(to_unit_float(images[start:stop].to(device))).float())
-            positions.append(torch.arange(start, stop, device=device))
-    num_classes = outputs[0].shape[1] if outputs else _num_classes(model, images, device)
-    local = torch.cat(outputs) if outputs else torch.zeros(0, num_classes, device=device)
-    local_pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long, device=device)
+            outputs.append(model(model_inputs(model, images[start:stop])).float().cpu())
+            positions.append(torch.arange(start, stop))
+    num_classes = outputs[0].shape[1] if outputs else _num_classes(model, images)
+    local = torch.cat(outputs) if outputs else torch.zeros(0, num_classes)
+    local_pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
     if world == 1:
-        return local.cpu()
+        return local
     rows = math.ceil(math.ceil(total / batch_size) / world) * batch_size
-    padded = torch.zeros(rows, num_classes, device=device)
+    padded = torch.zeros(rows, num_classes)
     padded[: local.shape[0]] = local
-    padded_pos = torch.full((rows,), -1, dtype=torch.long, device=device)
+    padded_pos = torch.full((rows,), -1, dtype=torch.long)
     padded_pos[: local_pos.numel()] = local_pos
-    gathered = trainer.strategy.all_gather(padded).reshape(-1, num_classes).cpu()
-    gathered_pos = trainer.strategy.all_gather(padded_pos).reshape(-1).cpu()
+    gathered = _all_gather(trainer, padded).reshape(-1, num_classes)
+    gathered_pos = _all_gather(trainer, padded_pos).reshape(-1)
     valid = gathered_pos >= 0
     result = torch.empty(total, num_classes)
     result[gathered_pos[valid]] = gathered[valid]
     return result
 
 
-def _num_classes(model: nn.Module, images: Tensor, device: torch.device) -> int:
+def _collective_device(trainer: pl.Trainer) -> torch.device:
+    """The device collectives run on: the strategy's (NCCL needs CUDA tensors, gloo CPU ones),
+    which may differ from the model's after teardown. Never used for the model's inputs."""
+    return trainer.strategy.root_device
+
+
+def _all_gather(trainer: pl.Trainer, tensor: Tensor) -> Tensor:
+    return trainer.strategy.all_gather(tensor.to(_collective_device(trainer))).cpu()
+
+
+def sync_buffers_from_rank_zero(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics) before a fit's evaluation.
+
+    Under DDP the weights are the same on every rank but each rank's last training forward
+    updated its own batch-norm statistics; the checkpoint holds rank 0's. Broadcasting them
+    makes every evaluation during ``fit`` that of the checkpoint's weights and buffers, and
+    changes nothing DDP would not (its ``broadcast_buffers`` copies rank 0's buffers at the
+    next training forward). A no-op on one process.
+    """
+    if trainer.world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    device = _collective_device(trainer)
+    for buffer in pl_module.buffers():
+        shared = buffer.detach().to(device)
+        torch.distributed.broadcast(shared, src=0)
+        buffer.copy_(shared.to(buffer.device))
+
+
+def on_rank_zero(trainer: pl.Trainer, compute: Callable[[], T]) -> T:
+    """``compute()`` on global rank 0 only, its result broadcast to every rank.
+
+    The attacks fit models (logistic regression, SVC, cross-validated classifiers): they
+    run once, and every rank reports rank 0's numbers.
+    """
+    if trainer.world_size == 1:
+        return compute()
+    result = compute() if trainer.is_global_zero else None
+    return trainer.strategy.broadcast(result, src=0)
+
+
+def _num_classes(model: nn.Module, images: Tensor) -> int:
     """Output width for a rank that holds no batch (it must still join the gather)."""
-    probe = torch.zeros(1, *images.shape[1:], device=device)
     with eval_mode(model):
-        return int(model(probe).shape[1])
+        return int(model(model_inputs(model, torch.zeros(1, *images.shape[1:], dtype=torch.uint8))).shape[1])
 
 
 def _backbone(pl_module: pl.LightningModule) -> nn.Module:

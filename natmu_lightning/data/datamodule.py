@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -56,6 +57,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             it once).
         crop_padding: padding of the random crop on remaining images (0 disables).
         horizontal_flip: random horizontal flips on remaining images.
+        pin_memory: pin batches in page-locked memory; ``None`` pins exactly when training on CUDA.
 
     Example:
         >>> dm = ForgetRemainDataModule(stream="remain")
@@ -79,6 +81,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         redraw_plan_every_epoch: bool = False,
         crop_padding: int = 4,
         horizontal_flip: bool = True,
+        pin_memory: Optional[bool] = None,
     ) -> None:
         super().__init__()
         self.source = source if source is not None else Digits()
@@ -102,6 +105,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise ValueError(f"k must lie in [1, {hybrids.NUM_MASKS}], got {k}")
         self.requested_stream = stream
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.pin_memory = pin_memory
         self.seed, self.k = seed, k
         self.delta, self.delta_end = delta, delta_end
         self.redraw_plan_every_epoch = redraw_plan_every_epoch
@@ -193,18 +197,15 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise ValueError("planning hybrids needs the original model: attach the datamodule to a Trainer with the module")
         return module
 
-    def _device(self) -> torch.device:
-        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-
     def _original_losses(self, images: Tensor, targets: Tensor) -> Tensor:
-        logits = predict_logits(self._model(), images, self.eval_batch_size, self._device())
+        logits = predict_logits(self._model(), images, self.eval_batch_size)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
 
     def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
         data = self._loaded()
         if self._forget_probs is None:
             images = data.train.images[self.forget_indices]
-            logits = predict_logits(self._model(), images, self.eval_batch_size, self._device())
+            logits = predict_logits(self._model(), images, self.eval_batch_size)
             if logits.shape[1] != self.num_classes:
                 raise ValueError(
                     f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}"
@@ -290,7 +291,15 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pins_memory(),
         )
+
+    def _pins_memory(self) -> bool:
+        """``pin_memory``, or by default: pinned batches exactly when training on CUDA (then
+        Lightning copies them with ``non_blocking=True``). Batches stay uint8 until the device."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """(uint8 images, labels) of each split the evaluator reports.
@@ -325,7 +334,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Mix hybrids and augment remaining images on the batch's device; images -> float."""
         if not isinstance(batch, dict) or "mask_id" not in batch:
-            return {**batch, "image": to_unit_float(batch["image"])} if isinstance(batch, dict) else batch
+            return {**batch, "image": self._float_images(batch["image"])} if isinstance(batch, dict) else batch
         images, mask_id = batch["image"], batch["mask_id"]
         is_hybrid = mask_id >= 0
         out = images.clone()
@@ -338,7 +347,17 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             weights = masks[mask_id[is_hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
             out[is_hybrid] = hybrids.mix(images[is_hybrid], batch["partner"][is_hybrid], weights)
         unmixed = {key: value for key, value in batch.items() if key != "partner"}
-        return {**unmixed, "image": to_unit_float(out)}
+        return {**unmixed, "image": self._float_images(out)}
+
+    def _float_images(self, images: Tensor) -> Tensor:
+        """uint8 -> float32 in [0, 1], then the dtype the trainer's precision feeds the model.
+
+        Lightning converts a batch's floats for ``16-true`` / ``bf16-true`` / ``64-true``
+        BEFORE the transfer hooks, when the images are still uint8; so the cast happens here,
+        after mixing and augmentation (``*-mixed`` precisions keep float32 inputs).
+        """
+        floats = to_unit_float(images)
+        return self.trainer.precision_plugin.convert_input(floats) if self.trainer is not None else floats
 
     def _augment_generator(self, batch: Batch, epoch: int) -> torch.Generator:
         """A generator seeded by (seed, epoch, batch content): augmentation is reproducible

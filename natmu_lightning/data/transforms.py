@@ -6,12 +6,9 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from natmu_lightning.predict import to_unit_float
 
-def to_unit_float(images: Tensor) -> Tensor:
-    """uint8 images in [0, 255] -> float32 in [0, 1] (models normalise internally)."""
-    if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images, got {images.dtype}")
-    return images.float().div_(255.0)
+__all__ = ["random_crop_flip", "to_unit_float"]
 
 
 def random_crop_flip(

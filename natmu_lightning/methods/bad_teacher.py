@@ -146,7 +146,7 @@ class BadTeacherModule(UnlearningModule):
         loss = bad_teacher_loss(
             self(images), competent, incompetent, is_forget, self.hparams.temperature, self.hparams.kl_reduction
         )
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         n = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from natmu_lightning.checkpoints import final_linear, load_weights
+from natmu_lightning.predict import eval_mode, model_inputs
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["cosine", "step", "constant"]
@@ -34,8 +35,9 @@ class BackboneModule(pl.LightningModule):
             ``milestones[0]`` and x0.01 at ``milestones[1]`` of the steps) or ``"constant"``.
         warmup_epochs: linear warm-up length in epochs (may be fractional).
         milestones: fractions of the run for the ``"step"`` schedule.
-        reinit_classifier: re-initialise the final linear layer (Xavier normal, gain
-            sqrt 2, zero bias) after loading weights (NatMU's full-class recipe).
+        reinit_classifier: re-initialise the final linear layer's weights (Xavier normal,
+            gain sqrt 2; the bias is kept) when a fit starts, after the datamodule planned
+            NatMU's hybrids with the original head (NatMU's full-class recipe).
     """
 
     train_stream: str = "remain"
@@ -74,32 +76,43 @@ class BackboneModule(pl.LightningModule):
         if original_ckpt is not None:
             load_weights(self.backbone, original_ckpt, "original_ckpt")
         if reinit_classifier:
-            reinit_linear(final_linear(self.backbone))
+            final_linear(self.backbone)  # fail now on a backbone without a classifier
+        self._classifier_reinitialised = False
 
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone(images)
 
     # ------------------------------------------------------------------ checks
     def setup(self, stage: str) -> None:
-        """Check the backbone fits the data before any expensive work."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        """Check the run can work before any expensive work; then, for ``fit``, re-initialise
+        the classifier if asked.
+
+        Lightning calls this after the datamodule's ``setup`` (which plans NatMU's hybrids
+        with the original model) and before the strategy moves the module to its device:
+        the probe runs wherever the weights are (see :mod:`natmu_lightning.predict`).
+        """
+        trainer = self._trainer
+        if trainer is not None:
+            check_trainer_options(trainer, self.backbone, stage)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         shape = getattr(datamodule, "image_shape", None)
         num_classes = getattr(datamodule, "num_classes", None)
-        if shape is None or num_classes is None:
-            return
-        probe = torch.zeros(2, *shape, device=self.device)
-        was_training = self.backbone.training
-        self.backbone.eval()
+        if shape is not None and num_classes is not None:
+            self._probe(tuple(shape), int(num_classes))
+        if stage == "fit" and self.hparams.get("reinit_classifier") and not self._classifier_reinitialised:
+            reinit_linear(final_linear(self.backbone))
+            self._classifier_reinitialised = True
+
+    def _probe(self, shape: tuple[int, ...], num_classes: int) -> None:
+        probe = model_inputs(self.backbone, torch.zeros(2, *shape, dtype=torch.uint8))
         try:
-            with torch.no_grad():
+            with eval_mode(self.backbone):
                 out = self.backbone(probe)
         except RuntimeError as error:
             raise ValueError(
-                f"the backbone {type(self.backbone).__name__} cannot take images of shape {tuple(shape)} "
+                f"the backbone {type(self.backbone).__name__} cannot take images of shape {shape} "
                 f"(channels, height, width): {error}"
             ) from error
-        finally:
-            self.backbone.train(was_training)
         if out.ndim != 2 or out.shape[1] != num_classes:
             raise ValueError(
                 f"the backbone outputs {tuple(out.shape[1:])} per image but the dataset has {num_classes} classes; "
@@ -110,7 +123,7 @@ class BackboneModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = unpack(batch)
         loss = nn.functional.cross_entropy(self(images), targets)
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
         return loss
 
@@ -179,10 +192,47 @@ def lr_factor_fn(schedule: str, total_steps: int, warmup_steps: int, milestones:
 
 
 def reinit_linear(layer: nn.Linear) -> None:
-    """Xavier-normal (gain sqrt 2) weights and zero bias, as the NatMU authors' full-class recipe."""
+    """Xavier-normal weights (gain sqrt 2), bias untouched: the NatMU authors' full-class recipe.
+
+    Their ``init_linear`` (``class-wise/utils/train.py``) applies
+    ``xavier_normal_(m.weight, gain=calculate_gain("relu"))`` to every ``nn.Linear`` and
+    leaves the bias alone; ``class-wise/natmu.py`` calls it after ``get_dataloader`` has
+    built the natural hybrids with the original model. We re-initialise the final linear
+    layer only (the classifier); for the authors' ResNet-18, whose only linear layer is
+    the classifier, the two are the same.
+    """
     nn.init.xavier_normal_(layer.weight, gain=math.sqrt(2.0))
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
+
+
+SUPPORTED_PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")
+"""Lightning precisions every method honours: inputs are made float32 and then cast to the
+precision's input dtype (see ``ForgetRemainDataModule``); evaluation runs in the weights' dtype
+and the metrics in float32 or float64."""
+
+
+def check_trainer_options(trainer: pl.Trainer, backbone: nn.Module, stage: str) -> None:
+    """Refuse trainer options the module cannot honour, before any work.
+
+    ``16-true`` evaluates but does not train: float16 weights without loss scaling turn
+    the first AdamW step into NaN (its ``eps=1e-8`` is 0 in float16; seen on digits).
+
+    Raises:
+        ValueError: an unsupported ``precision``, or ``sync_batchnorm`` with a backbone that
+            has no batch-norm layer (it would silently do nothing).
+    """
+    precision = str(trainer.precision)
+    if precision not in SUPPORTED_PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not supported; use one of {SUPPORTED_PRECISIONS}")
+    if stage == "fit" and precision == "16-true":
+        raise ValueError(
+            "precision '16-true' cannot train these modules (float16 weights without loss scaling: AdamW's "
+            "first step gives NaN); use '16-mixed' on a GPU, or 'bf16-mixed' / 'bf16-true'"
+        )
+    syncs_batchnorm = getattr(trainer.strategy, "_layer_sync", None) is not None
+    if syncs_batchnorm and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+        raise ValueError(
+            f"sync_batchnorm=True but the backbone {type(backbone).__name__} has no BatchNorm layer to synchronise"
+        )
 
 
 def unpack(batch: Any) -> tuple[Tensor, Tensor]:
@@ -193,10 +243,14 @@ def unpack(batch: Any) -> tuple[Tensor, Tensor]:
     return images, targets
 
 
-def check_finite(loss: Tensor, step: int) -> None:
-    """Stop with a clear message when the loss is NaN or infinite."""
+def check_finite(loss: Tensor, module: pl.LightningModule) -> None:
+    """Stop with a clear message when the loss is NaN or infinite.
+
+    The step is read only when failing: a compiled training step (``torch.compile``) would
+    otherwise guard on it and recompile at every step.
+    """
     if not torch.isfinite(loss).all():
         raise FloatingPointError(
-            f"the training loss became {loss.item()} at step {step}; try a smaller learning rate "
+            f"the training loss became {loss.item()} at step {module.global_step}; try a smaller learning rate "
             "(the last good checkpoint is kept)"
         )

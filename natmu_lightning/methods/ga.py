@@ -62,7 +62,7 @@ class GAModule(UnlearningModule):
         images, targets = unpack(batch)
         forget_ce = nn.functional.cross_entropy(self(images), targets)
         loss = -forget_ce
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         n = targets.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_ce", forget_ce, batch_size=n)

@@ -124,7 +124,7 @@ class L1SparseModule(UnlearningModule):
         weight = self.current_l1_weight()
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         loss, ce, l1 = l1_sparse_loss(self(images), targets, params, weight)
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         n = targets.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/ce", ce, batch_size=n)

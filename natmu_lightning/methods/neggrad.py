@@ -105,7 +105,7 @@ class NegGradPlusModule(UnlearningModule):
         is_forget = forget_flags(batch, type(self).__name__)
         images, targets = batch["image"], batch["target"]
         loss = neggrad_plus_loss(self(images), targets, is_forget, float(self.hparams.alpha))
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         n = targets.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)

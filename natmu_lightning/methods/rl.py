@@ -115,7 +115,7 @@ class RLModule(UnlearningModule):
         logits = self(images)
         labels = self.training_targets(targets, is_forget, logits.shape[1])
         loss = nn.functional.cross_entropy(logits, labels)
-        check_finite(loss, self.global_step)
+        check_finite(loss, self)
         n = targets.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)

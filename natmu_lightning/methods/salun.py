@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from natmu_lightning.data.transforms import to_unit_float
+from natmu_lightning.predict import model_inputs
 from natmu_lightning.methods.base import OptimizerName, ScheduleName
 from natmu_lightning.methods.rl import RLModule
 
@@ -22,19 +22,17 @@ def forget_gradients(
     images: Tensor,
     targets: Tensor,
     batch_size: int,
-    device: torch.device,
 ) -> list[Tensor]:
     """Gradient of the mean cross-entropy over the whole forget set, one tensor per parameter.
 
     The model runs in eval mode (batch-norm running statistics, no dropout) on
-    un-augmented images: uint8 ``images`` become floats in [0, 1] (in the parameters'
-    floating dtype) batch by batch. The
+    un-augmented images: uint8 ``images`` become floats in [0, 1] on the model's device,
+    in its floating dtype (:func:`~natmu_lightning.predict.model_inputs`), batch by batch. The
     parameters' ``.grad`` fields are left untouched. A parameter the forward does not
     use gets a zero gradient.
     """
     params = [p for _, p in named_params]
     totals = [torch.zeros_like(p) for p in params]
-    dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
     n = targets.numel()
     if n == 0:
         raise ValueError("SalUn needs at least one forgetting sample to compute weight saliency")
@@ -42,8 +40,8 @@ def forget_gradients(
     model.eval()
     try:
         for start in range(0, n, batch_size):
-            x = to_unit_float(images[start : start + batch_size].to(device)).to(dtype)
-            y = targets[start : start + batch_size].to(device)
+            x = model_inputs(model, images[start : start + batch_size])
+            y = targets[start : start + batch_size].to(x.device)
             loss = nn.functional.cross_entropy(model(x), y, reduction="sum") / n
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for total, grad in zip(totals, grads):
@@ -199,7 +197,7 @@ class SalUnModule(RLModule):
         images, targets = datamodule.evaluation_splits()["forget"]
         named = self._trainable()
         grads = forget_gradients(
-            self.backbone, named, images, targets, int(getattr(datamodule, "eval_batch_size", 512)), self.device
+            self.backbone, named, images, targets, int(getattr(datamodule, "eval_batch_size", 512))
         )
         masks = saliency_masks(grads, float(self.hparams.saliency_fraction))
         return {name: mask for (name, _), mask in zip(named, masks)}
@@ -211,11 +209,11 @@ class SalUnModule(RLModule):
             missing = sorted({name for name, _ in named} ^ set(self._loaded_saliency))
             if missing:
                 raise ValueError(f"the checkpoint's saliency mask does not fit this backbone (e.g. {missing[:3]})")
-            saliency = {name: self._loaded_saliency[name].to(self.device) for name, _ in named}
+            saliency = {name: self._loaded_saliency[name].to(p.device) for name, p in named}
         else:
             saliency = self.compute_saliency()
             cpu = self.trainer.strategy.broadcast({k: v.cpu() for k, v in saliency.items()}, src=0)
-            saliency = {name: cpu[name].to(self.device) for name, _ in named}
+            saliency = {name: cpu[name].to(p.device) for name, p in named}
         self.saliency = saliency
         self._originals = {name: p.detach().clone() for name, p in named}
         rank_zero_info(

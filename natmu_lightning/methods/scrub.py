@@ -149,7 +149,7 @@ class SCRUBModule(UnlearningModule):
         optimizer = self.optimizers()
         counts = self.step_counts.setdefault(self.current_epoch, {"max": 0, "min": 0})
         temperature = self.hparams.temperature
-        any_forget, any_remain = self._any_rank(bool(is_forget.any()), bool(remain.any()))
+        any_forget, any_remain = self._any_rank(images.device, bool(is_forget.any()), bool(remain.any()))
 
         if self.in_max_phase() and any_forget:
             forget_rows = images[is_forget]
@@ -160,7 +160,7 @@ class SCRUBModule(UnlearningModule):
                 self.log("train/max_kl", divergence.detach(), batch_size=forget_rows.shape[0])
             else:
                 loss = self._zero_loss(images)
-            check_finite(loss, self.global_step)
+            check_finite(loss, self)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -179,7 +179,7 @@ class SCRUBModule(UnlearningModule):
                 self.log("train/min_kl", divergence.detach(), batch_size=n)
             else:
                 loss = self._zero_loss(images)
-            check_finite(loss, self.global_step)
+            check_finite(loss, self)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -189,15 +189,15 @@ class SCRUBModule(UnlearningModule):
         if scheduler is not None:
             scheduler.step()
 
-    def _any_rank(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag OR-ed over all processes (the flags themselves on one device).
+    def _any_rank(self, device: torch.device, *flags: bool) -> tuple[bool, ...]:
+        """Each flag OR-ed over all processes (the flags on the batch's ``device``).
 
         Under DDP every rank must take the same optimizer steps, or the gradient
         all-reduce of one rank waits forever for the others.
         """
         if self.trainer.world_size <= 1:
             return flags
-        local = torch.tensor([float(f) for f in flags], device=self.device)
+        local = torch.tensor([float(f) for f in flags], device=device)
         gathered = self.all_gather(local).reshape(-1, len(flags))
         return tuple(bool(v) for v in gathered.amax(0) > 0)
 

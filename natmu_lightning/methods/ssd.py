@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from natmu_lightning.data.transforms import to_unit_float
+from natmu_lightning.predict import model_inputs
 from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
 
 BatchWeighting = Literal["size", "uniform"]
@@ -21,7 +21,6 @@ def diagonal_importance(
     images: Tensor,
     targets: Tensor,
     batch_size: int = 128,
-    device: Optional[torch.device] = None,
     weighting: BatchWeighting = "size",
 ) -> dict[str, Tensor]:
     """Per-parameter importance: the squared gradient of each batch's mean cross-entropy,
@@ -45,29 +44,26 @@ def diagonal_importance(
         images: (N, C, H, W) uint8 images (N >= 1).
         targets: (N,) labels.
         batch_size: images per gradient.
-        device: where to compute (default: the model's first parameter's device).
         weighting: ``"size"`` (default) or ``"uniform"`` (the authors' exact estimator).
 
     Returns:
         ``{name: importance}`` for every parameter that requires a gradient (float32,
-        on ``device``); parameters the loss does not reach get zeros.
+        on the model's device); parameters the loss does not reach get zeros.
     """
     if images.shape[0] == 0:
         raise ValueError("cannot compute importances on an empty set of images")
     if weighting not in ("size", "uniform"):
         raise ValueError(f"weighting must be 'size' or 'uniform', got {weighting!r}")
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if device is None:
-        device = named[0][1].device if named else torch.device("cpu")
-    importance = {name: torch.zeros_like(p, dtype=torch.float32, device=device) for name, p in named}
+    importance = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in named}
     num_batches = 0
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
             for start in range(0, images.shape[0], batch_size):
-                batch = to_unit_float(images[start : start + batch_size].to(device))
-                labels = targets[start : start + batch_size].to(device)
+                batch = model_inputs(model, images[start : start + batch_size])
+                labels = targets[start : start + batch_size].to(batch.device)
                 loss = F.cross_entropy(model(batch), labels)
                 grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
                 weight = float(batch.shape[0]) if weighting == "size" else 1.0
@@ -213,14 +209,13 @@ class SSDModule(UnlearningModule):
             raise ValueError("SSD needs a non-empty forget set")
         batch, weighting = self.hparams.importance_batch_size, self.hparams.batch_weighting
         forget_importance = diagonal_importance(
-            self.backbone, forget_images, forget_targets, batch, self.device, weighting
+            self.backbone, forget_images, forget_targets, batch, weighting
         )
         full_importance = diagonal_importance(
             self.backbone,
             torch.cat([remain_images, forget_images]),
             torch.cat([remain_targets, forget_targets]),
             batch,
-            self.device,
             weighting,
         )
         self.selected = dampen_parameters(
