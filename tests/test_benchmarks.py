@@ -273,3 +273,37 @@ def test_quality_cifar10_small_preset_runs_on_a_tiny_subset(tmp_path):
     examples = np.load(Path(rows[2]["log_dir"]) / "hybrid_examples.npz")
     assert examples["hybrid"].shape[2] == 3  # rows x k x C x H x W
     assert (tmp_path / "c" / "hybrids.png").stat().st_size > 1000
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_cleanly(tmp_path, monkeypatch, capsys):
+    gpu_check = load("gpu_check")
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    result = gpu_check.main(["--out", str(tmp_path / "g")])
+    assert result == {"cuda": False, "message": "CUDA is not available on this machine: nothing to check"}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gpu_check_dry_run_on_cpu_runs_every_phase(tmp_path, monkeypatch):
+    """The GPU check's logic at toy sizes on the CPU: every phase completes and reports."""
+    sys.path.insert(0, str(BENCHMARKS.parent))
+    from tests.fake_data import make_fake_cifar10_npz
+
+    npz = make_fake_cifar10_npz(tmp_path / "cifar10_jpeg.npz", train_per_class=30, test_per_class=10)
+    monkeypatch.setenv("NATMU_CACHE", str(tmp_path / "cache"))
+    gpu_check = load("gpu_check")
+    result = gpu_check.main(["--out", str(tmp_path / "g"), "--cifar10-npz", str(npz), "--cpu-dry-run"])
+    for phase in ("digits", "bf16", "ddp", "vgg16"):
+        assert "error" not in result[phase], result[phase].get("traceback")
+    digits = result["digits"]
+    assert digits["forget_set_identical"] and digits["hybrid_plan_identical"] and digits["reference_identical"]
+    assert digits["max_metric_difference"] == 0.0  # CPU against CPU: the same numbers
+    assert digits["rerun_after_teardown_equals_cpu_validate"] is True
+    assert result["ddp"]["processes"] == 2 and result["ddp"]["reference_identical"]
+    assert set(result["bf16"]) >= {"natmu_32-true", "natmu_bf16-mixed", "max_metric_difference"}
+    vgg = result["vgg16"]
+    assert vgg["32-true"]["natmu_step_over_ft_step"] > 0 and vgg["stream"]["loader_images_per_s"] > 0
+    assert 0 < vgg["evaluation"]["eval_fraction_32_true"]
+    assert json.loads((tmp_path / "g" / "gpu_check.json").read_text())["vgg16"]["batch_size"] == 8

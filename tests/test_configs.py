@@ -494,8 +494,9 @@ def test_trainer_fragment_composes(fragment: Path, capsys: pytest.CaptureFixture
         main(["fit", "--config", str(CONFIG_DIR / "digits" / "natmu.yaml"), "--config", str(fragment), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    for key, value in load_yaml(fragment)["trainer"].items():
-        assert printed["trainer"][key] == value, key
+    for section in ("trainer", "data"):
+        for key, value in load_yaml(fragment).get(section, {}).items():
+            assert printed[section][key] == value, (section, key)
 
 
 def test_fragments_exist() -> None:
