@@ -11,6 +11,8 @@ the others still run):
   hybrid plan are identical, the largest metric difference, and whether a re-run of the
   finished GPU fit (``fit --ckpt_path last``: evaluated in ``on_fit_end`` after teardown
   moved the module to the CPU) equals a CPU ``validate`` of its checkpoint.
+* ``methods``: NatMU and every baseline's ``configs/digits/<method>.yaml`` for one epoch in
+  ``16-mixed`` on the GPU (``bf16-mixed`` in the CPU dry run), from the digits checkpoints.
 * ``bf16``: ``configs/cifar10_small`` on one GPU (the offline CIFAR-10 JPEG copy): Original,
   Retrain, then NatMU in ``32-true`` and in ``bf16-mixed``.
 * ``ddp``: with two or more visible GPUs, the digits NatMU fit on all of them
@@ -54,6 +56,7 @@ CONFIGS = REPO / "configs"
 GPU = ["--config", str(CONFIGS / "trainer" / "gpu.yaml")]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference")
+METHODS = ("natmu", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd", "bad_teacher")
 
 
 @contextlib.contextmanager
@@ -129,6 +132,26 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
         {k: v for k, v in rerun.items() if k not in run_fields} == {k: v for k, v in validated.items() if k not in run_fields}
     )
     out["rerun_vs_gpu_fit_max_difference"] = max_difference(rerun, gpu)
+    return out
+
+
+def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, Any]:
+    """NatMU and every baseline's digits config for one epoch in ``precision`` (from the digits
+    phase's checkpoints): each either finishes with finite metrics or reports its error."""
+    checkpoints = ["--model.init_args.original_ckpt", str(work / "digits/runs/digits/original.ckpt"),
+                   "--evaluator.reference_ckpt", str(work / "digits/runs/digits/retrain.ckpt")]
+    out: dict[str, Any] = {"precision": precision}
+    for method in METHODS:
+        with working_dir(work / "methods" / method):
+            try:
+                seconds = cli(["fit", "--config", str(CONFIGS / "digits" / f"{method}.yaml"), *device, *checkpoints,
+                               "--trainer.max_epochs", "1", "--trainer.precision", precision])
+                metrics = record(work / "methods" / method / "runs" / "digits" / method)
+                finite = all(isinstance(metrics.get(k), float) and math.isfinite(metrics[k]) for k in METRICS)
+                out[method] = {"ok": finite, "seconds": seconds, **pick(metrics)}
+            except Exception as error:
+                out[method] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]}
+    out["all_ok"] = all(out[m]["ok"] for m in METHODS)
     return out
 
 
@@ -303,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     parser.add_argument("--cifar10-npz", type=Path, default=Path(os.environ.get("NATMU_CIFAR10_NPZ", "data/cifar10_jpeg.npz")))
-    parser.add_argument("--phases", default="digits,bf16,ddp,vgg16")
+    parser.add_argument("--phases", default="digits,methods,bf16,ddp,vgg16")
     parser.add_argument("--cpu-dry-run", action="store_true", help="every phase on the CPU at toy sizes (tests the script)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu_dry_run:
@@ -311,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
     phases = args.phases.split(",")
-    unknown = set(phases) - {"digits", "bf16", "ddp", "vgg16"}
+    unknown = set(phases) - {"digits", "methods", "bf16", "ddp", "vgg16"}
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}")
     npz = args.cifar10_npz.resolve()
@@ -329,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if "digits" in phases:
         run_phase("digits", results, lambda: phase_digits(work, device, epochs))
+    if "methods" in phases:  # 16-mixed on a GPU; on a CPU Lightning would swap in bf16-mixed
+        run_phase("methods", results, lambda: phase_methods(work, device, "bf16-mixed" if dry else "16-mixed"))
     data = ["--data.source.init_args.source.init_args.path", str(npz)]
     if dry:  # the toy npz of the dry run holds fewer images per class than the preset's subset
         data += ["--data.source.init_args.train_per_class", "20", "--data.source.init_args.test_per_class", "5"]

@@ -295,8 +295,9 @@ def test_gpu_check_dry_run_on_cpu_runs_every_phase(tmp_path, monkeypatch):
     monkeypatch.setenv("NATMU_CACHE", str(tmp_path / "cache"))
     gpu_check = load("gpu_check")
     result = gpu_check.main(["--out", str(tmp_path / "g"), "--cifar10-npz", str(npz), "--cpu-dry-run"])
-    for phase in ("digits", "bf16", "ddp", "vgg16"):
+    for phase in ("digits", "methods", "bf16", "ddp", "vgg16"):
         assert "error" not in result[phase], result[phase].get("traceback")
+    assert result["methods"]["all_ok"], result["methods"]
     digits = result["digits"]
     assert digits["forget_set_identical"] and digits["hybrid_plan_identical"] and digits["reference_identical"]
     assert digits["max_metric_difference"] == 0.0  # CPU against CPU: the same numbers
