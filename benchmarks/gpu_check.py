@@ -152,6 +152,16 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
             except Exception as error:
                 out[method] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]}
     out["all_ok"] = all(out[m]["ok"] for m in METHODS)
+    # A diverging run must stop with the loss check's message (deferred on a GPU: read at the
+    # next step's start or the epoch's end) before a checkpoint of it is written.
+    with working_dir(work / "methods" / "diverging"):
+        try:
+            cli(["fit", "--config", str(CONFIGS / "digits" / "natmu.yaml"), *device, *checkpoints,
+                 "--trainer.max_epochs", "1", "--model.init_args.lr", "1e12"])
+            out["diverging_run"] = "not stopped"
+        except FloatingPointError as error:
+            saved = list((work / "methods" / "diverging").rglob("*.ckpt"))
+            out["diverging_run"] = {"stopped": str(error)[:200], "checkpoints_written": len(saved)}
     return out
 
 
@@ -250,7 +260,20 @@ def stream_rates(datamodule: ForgetRemainDataModule, batches: int, device: torch
         return count / (time.perf_counter() - start)
 
     run(False)  # warm-up: workers started, pages touched
-    return {"loader_images_per_s": run(False), "loader_to_device_images_per_s": run(True)}
+    rates = {"loader_images_per_s": run(False), "loader_to_device_images_per_s": run(True)}
+    if device.type == "cuda":  # the transfer hooks must not make the host wait for the GPU
+        batch = next(iter(loader))
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            prepared = datamodule.on_before_batch_transfer(batch, 0)
+            moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()}
+            datamodule.on_after_batch_transfer(moved, 0)
+            rates["transfer_hooks_synchronise"] = False
+        except RuntimeError as error:
+            rates["transfer_hooks_synchronise"] = f"{error}"[:500]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return rates
 
 
 def phase_vgg16(work: Path, npz: Path, dry_run: bool) -> dict[str, Any]:

@@ -298,6 +298,8 @@ def test_gpu_check_dry_run_on_cpu_runs_every_phase(tmp_path, monkeypatch):
     for phase in ("digits", "methods", "bf16", "ddp", "vgg16"):
         assert "error" not in result[phase], result[phase].get("traceback")
     assert result["methods"]["all_ok"], result["methods"]
+    assert result["methods"]["diverging_run"]["checkpoints_written"] == 0
+    assert "the training loss became" in result["methods"]["diverging_run"]["stopped"]
     digits = result["digits"]
     assert digits["forget_set_identical"] and digits["hybrid_plan_identical"] and digits["reference_identical"]
     assert digits["max_metric_difference"] == 0.0  # CPU against CPU: the same numbers

@@ -20,6 +20,10 @@ from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
 
+#: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
+PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED = "plain_rows", "hybrid_rows", "augment_seed"
+TRANSFER_KEYS = (PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED)
+
 Stream = Literal["full", "remain", "hybrid", "forget", "both"]
 STREAMS = ("full", "remain", "hybrid", "forget", "both")
 
@@ -331,22 +335,39 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return hybrids.linear_delta_schedule(float(self.delta), self.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
         return hybrids.delta_for_epoch(self.delta, epoch)
 
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """On the CPU, before the copy: everything the per-batch work needs to know about the
+        batch (which rows to augment, which to mix, the augmentation seed), so that on a GPU
+        :meth:`on_after_batch_transfer` never reads the device and never waits for it."""
+        if not isinstance(batch, dict) or "mask_id" not in batch:
+            return batch
+        hybrid = batch["mask_id"].cpu() >= 0
+        rows = {PLAIN_ROWS: torch.nonzero(~hybrid).flatten(), HYBRID_ROWS: torch.nonzero(hybrid).flatten()}
+        if self._pins_memory():  # a pageable host-to-device copy would synchronise the stream
+            rows = {key: value.pin_memory() for key, value in rows.items()}
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return {**batch, **rows, AUGMENT_SEED: self._augment_seed(batch["index"].cpu(), epoch)}
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Mix hybrids and augment remaining images on the batch's device; images -> float."""
+        """Mix hybrids and augment remaining images on the batch's device; images -> float.
+
+        Rows are selected by index tensors prepared on the CPU (no boolean masks, no ``.any()``),
+        so nothing here synchronises with an accelerator."""
         if not isinstance(batch, dict) or "mask_id" not in batch:
             return {**batch, "image": self._float_images(batch["image"])} if isinstance(batch, dict) else batch
-        images, mask_id = batch["image"], batch["mask_id"]
-        is_hybrid = mask_id >= 0
+        if AUGMENT_SEED not in batch:  # called directly, without the transfer hooks' first half
+            batch = self.on_before_batch_transfer(batch, dataloader_idx)
+        images, plain, hybrid = batch["image"], batch[PLAIN_ROWS], batch[HYBRID_ROWS]
         out = images.clone()
-        plain = ~is_hybrid
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if plain.any():
-            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip, self._augment_generator(batch, epoch))
-        if is_hybrid.any():
+        if plain.numel():
+            generator = torch.Generator().manual_seed(batch[AUGMENT_SEED])
+            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip, generator)
+        if hybrid.numel():
             masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
-            weights = masks[mask_id[is_hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
-            out[is_hybrid] = hybrids.mix(images[is_hybrid], batch["partner"][is_hybrid], weights)
-        unmixed = {key: value for key, value in batch.items() if key != "partner"}
+            weights = masks[batch["mask_id"][hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
+            out[hybrid] = hybrids.mix(images[hybrid], batch["partner"][hybrid], weights)
+        unmixed = {key: value for key, value in batch.items() if key not in ("partner", *TRANSFER_KEYS)}
         return {**unmixed, "image": self._float_images(out)}
 
     def _float_images(self, images: Tensor) -> Tensor:
@@ -359,12 +380,12 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         floats = to_unit_float(images)
         return self.trainer.precision_plugin.convert_input(floats) if self.trainer is not None else floats
 
-    def _augment_generator(self, batch: Batch, epoch: int) -> torch.Generator:
-        """A generator seeded by (seed, epoch, batch content): augmentation is reproducible
-        on resume and independent of the number of data-loader workers."""
-        first = int(batch["index"][0]) if batch["index"].numel() else 0
-        key = (self.seed * 1_000_003 + epoch) * 1_000_003 + first * 7919 + batch["index"].numel()
-        return torch.Generator().manual_seed(key % (2**63))
+    def _augment_seed(self, index: Tensor, epoch: int) -> int:
+        """A seed from (seed, epoch, batch content): augmentation is reproducible on resume
+        and independent of the number of data-loader workers."""
+        first = int(index[0]) if index.numel() else 0
+        key = (self.seed * 1_000_003 + epoch) * 1_000_003 + first * 7919 + index.numel()
+        return key % (2**63)
 
     def _masks(self, height: int, width: int, delta: float, device: torch.device) -> Tensor:
         key = (height, width, delta, str(device))

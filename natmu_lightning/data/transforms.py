@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from natmu_lightning.predict import to_unit_float
 
-__all__ = ["random_crop_flip", "to_unit_float"]
+__all__ = ["random_crop_flip", "to_device", "to_unit_float"]
 
 
 def random_crop_flip(
@@ -38,13 +38,21 @@ def random_crop_flip(
     device = images.device
     if padding > 0:
         padded = F.pad(images, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator).to(device)
+        offsets = to_device(torch.randint(0, 2 * padding + 1, (2, batch), generator=generator), device)
         rows = offsets[0, :, None] + torch.arange(height, device=device)  # (B, H)
         cols = offsets[1, :, None] + torch.arange(width, device=device)  # (B, W)
         batch_index = torch.arange(batch, device=device)[:, None, None]
         # Advanced indexing yields (B, H, W, C); move channels back.
         images = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if horizontal_flip:
-        flip = (torch.rand(batch, generator=generator) < 0.5).to(device)
+        flip = to_device(torch.rand(batch, generator=generator) < 0.5, device)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images.contiguous()
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a small CPU tensor to ``device`` without synchronising a CUDA stream (a copy from
+    pageable memory would wait for every queued kernel; a pinned one does not)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -78,6 +78,7 @@ class BackboneModule(pl.LightningModule):
         if reinit_classifier:
             final_linear(self.backbone)  # fail now on a backbone without a classifier
         self._classifier_reinitialised = False
+        self.finite_checks = DeferredFiniteChecks()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.backbone(images)
@@ -118,6 +119,18 @@ class BackboneModule(pl.LightningModule):
                 f"the backbone outputs {tuple(out.shape[1:])} per image but the dataset has {num_classes} classes; "
                 "set the backbone's num_classes to match"
             )
+
+    # ------------------------------------------------------------------ deferred loss checks
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.finite_checks.flush()
+
+    def on_train_epoch_end(self) -> None:
+        # Module hooks run before monitoring callbacks: a non-finite loss stops the run before
+        # ModelCheckpoint saves the epoch.
+        self.finite_checks.flush()
+
+    def on_train_end(self) -> None:
+        self.finite_checks.flush()
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -246,11 +259,46 @@ def unpack(batch: Any) -> tuple[Tensor, Tensor]:
 def check_finite(loss: Tensor, module: pl.LightningModule) -> None:
     """Stop with a clear message when the loss is NaN or infinite.
 
-    The step is read only when failing: a compiled training step (``torch.compile``) would
-    otherwise guard on it and recompile at every step.
+    On the CPU the check is immediate. On an accelerator reading the loss would make the
+    host wait for the device at every step, so the loss is copied to pinned memory without
+    blocking and checked at the next step's start, and at the epoch's end before
+    ``ModelCheckpoint`` runs (see :class:`DeferredFiniteChecks`). The step is read only when
+    failing: a compiled training step would otherwise recompile at every step.
     """
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(
-            f"the training loss became {loss.item()} at step {module.global_step}; try a smaller learning rate "
-            "(the last good checkpoint is kept)"
-        )
+    if loss.device.type == "cpu":
+        if not torch.isfinite(loss).all():
+            raise nonfinite_loss_error(loss.detach().flatten()[0].item(), module.global_step)
+        return
+    checks = getattr(module, "finite_checks", None)
+    if not isinstance(checks, DeferredFiniteChecks):  # a module outside the BackboneModule family
+        checks = module.finite_checks = DeferredFiniteChecks()
+    checks.add(loss, module.global_step)
+
+
+def nonfinite_loss_error(value: float, step: int) -> FloatingPointError:
+    return FloatingPointError(
+        f"the training loss became {value} at step {step}; try a smaller learning rate "
+        "(the last good checkpoint is kept)"
+    )
+
+
+class DeferredFiniteChecks:
+    """Losses copied to the host without blocking, checked once their copy has landed."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Tensor, torch.cuda.Event, int]] = []
+
+    def add(self, loss: Tensor, step: int) -> None:
+        host = torch.empty(loss.numel(), dtype=torch.float32, pin_memory=True)
+        host.copy_(loss.detach().float().flatten(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((host, event, step))
+
+    def flush(self) -> None:
+        """Wait for the queued copies only (not for the work queued after them) and check."""
+        pending, self.pending = self.pending, []
+        for host, event, step in pending:
+            event.synchronize()
+            if not torch.isfinite(host).all():
+                raise nonfinite_loss_error(float(host[0]), step)
