@@ -276,7 +276,27 @@ def stream_rates(datamodule: ForgetRemainDataModule, batches: int, device: torch
     return rates
 
 
-def phase_vgg16(work: Path, npz: Path, dry_run: bool) -> dict[str, Any]:
+def transfer_hook_seconds(datamodule: ForgetRemainDataModule, batches: int, device: torch.device) -> float:
+    """Main-thread seconds per batch of what Lightning does between the loader and the step:
+    ``on_before_batch_transfer``, the copy, ``on_after_batch_transfer`` (batches prefetched)."""
+    loaded = []
+    for i, batch in enumerate(datamodule.train_dataloader()):
+        loaded.append(batch)
+        if i + 1 == batches:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for batch in loaded:
+        prepared = datamodule.on_before_batch_transfer(batch, 0)
+        moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()}
+        datamodule.on_after_batch_transfer(moved, 0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / max(len(loaded), 1)
+
+
+def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True) -> dict[str, Any]:
     accelerator = "cpu" if dry_run else "gpu"
     device = torch.device("cpu" if dry_run else "cuda")
     batch = 8 if dry_run else 128
@@ -298,14 +318,18 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool) -> dict[str, Any]:
         return cls(VGG16BN(num_classes=10), original_ckpt=str(original), lr=1e-3, weight_decay=2e-3)
 
     out: dict[str, Any] = {"batch_size": batch, "timed_steps": steps - warmup, "num_workers": workers}
-    natmu_dm = datamodule("hybrid")
+    natmu_dm, ft_dm = datamodule("hybrid"), datamodule("remain")
     for precision in ("32-true", "bf16-mixed"):
         natmu_step, _ = timed_fit(module(NatMUModule), natmu_dm, accelerator, steps, warmup, precision, root)
-        ft_step, _ = timed_fit(module(FTModule), datamodule("remain"), accelerator, steps, warmup, precision, root)
+        ft_step, _ = timed_fit(module(FTModule), ft_dm, accelerator, steps, warmup, precision, root)
         out[precision] = {"natmu_seconds_per_step": natmu_step, "ft_seconds_per_step": ft_step,
                           "natmu_step_over_ft_step": natmu_step / ft_step,
                           "model_images_per_s": batch / natmu_step}
     out["stream"] = stream_rates(natmu_dm, 4 if dry_run else 150, device)
+    out["stream"]["main_thread_ms_per_batch"] = {
+        "natmu": 1000 * transfer_hook_seconds(natmu_dm, 4 if dry_run else 100, device),
+        "ft": 1000 * transfer_hook_seconds(ft_dm, 4 if dry_run else 100, device),
+    }
     model_rate = out["bf16-mixed"]["model_images_per_s"]
     out["stream"]["loader_to_device_over_bf16_model_rate"] = out["stream"]["loader_to_device_images_per_s"] / model_rate
 
@@ -322,7 +346,7 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool) -> dict[str, Any]:
     epoch_seconds = math.ceil(rows / batch) * out["32-true"]["natmu_seconds_per_step"]
     out["evaluation"] = {"seconds": seconds, "natmu_epoch_seconds_32_true": epoch_seconds,
                          "eval_fraction_32_true": seconds["during_training"] / epoch_seconds}
-    if not dry_run:  # inductor needs a C++/Triton toolchain: measured on the GPU machine only
+    if not dry_run and compile_step:  # inductor needs a C++/Triton toolchain: measured on the GPU machine only
         try:
             compiled_step, compiled_fit = timed_fit(module(NatMUModule), natmu_dm, accelerator, steps, warmup,
                                                     "bf16-mixed", root, compiled=True)
@@ -350,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     parser.add_argument("--cifar10-npz", type=Path, default=Path(os.environ.get("NATMU_CIFAR10_NPZ", "data/cifar10_jpeg.npz")))
     parser.add_argument("--phases", default="digits,methods,bf16,ddp,vgg16")
+    parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile timing")
     parser.add_argument("--cpu-dry-run", action="store_true", help="every phase on the CPU at toy sizes (tests the script)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu_dry_run:
@@ -385,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "ddp" in phases:
         run_phase("ddp", results, lambda: phase_ddp(work, device, epochs, dry))
     if "vgg16" in phases:
-        run_phase("vgg16", results, lambda: phase_vgg16(work, npz, dry))
+        run_phase("vgg16", results, lambda: phase_vgg16(work, npz, dry, not args.skip_compile))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, default=str))

@@ -483,3 +483,31 @@ def test_odd_sizes_and_explicit_indices(tmp_path, trained):
     record = read_json(trainer)
     assert_matches_reference(record, reference_metrics(model, dm))
     assert not math.isnan(record["mia_entropy"])
+
+
+class _Ranks:
+    """Just what on_rank_zero reads of a trainer: world size, rank, and a broadcast."""
+
+    def __init__(self, world_size: int, rank: int, rank_zero_value=None) -> None:
+        self.world_size, self.is_global_zero = world_size, rank == 0
+        self.strategy = self
+        self.rank_zero_value = rank_zero_value
+
+    def broadcast(self, obj, src=0):
+        assert src == 0
+        return obj if self.is_global_zero else self.rank_zero_value
+
+
+def test_attacks_are_computed_on_rank_zero_only_and_shared():
+    calls = []
+
+    def attack():
+        calls.append(1)
+        return {"mia_svc_entropy": 41.0}
+
+    assert E.on_rank_zero(_Ranks(1, 0), attack) == {"mia_svc_entropy": 41.0}
+    assert E.on_rank_zero(_Ranks(2, 0), attack) == {"mia_svc_entropy": 41.0}
+    assert len(calls) == 2
+    # another rank never fits: it takes rank 0's result from the broadcast
+    assert E.on_rank_zero(_Ranks(2, 1, rank_zero_value={"mia_svc_entropy": 41.0}), attack) == {"mia_svc_entropy": 41.0}
+    assert len(calls) == 2
