@@ -187,6 +187,7 @@ def test_quality_benchmark_scenarios(tmp_path, scenario):
         assert len(forget) == round(0.1 * 1257)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch):
     yaml = pytest.importorskip("yaml")
@@ -253,6 +254,7 @@ def test_quality_presets_find_their_configs(tmp_path):
     assert vgg.data_args == ("--data.source.init_args.root", str(tmp_path.resolve()))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quality_cifar10_small_preset_runs_on_a_tiny_subset(tmp_path):
     quality = load("quality")

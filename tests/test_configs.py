@@ -90,7 +90,7 @@ EXPECTED = [
 #: pixels) about 3 s; ResNet-18 on the 700-image CIFAR-100 fake (a random request needs
 #: 6 images per class for NatMU's 4 hybrids per forgetting sample) about 7 s a run, 35 s
 #: for the setting's five files. On a loaded machine expect two to three times as long.
-SLOW_SETTINGS = {"cifar100_resnet18"}
+SLOW_SETTINGS = {"cifar100_resnet18", "tinyimagenet_resnet34"}  # ResNet-18/34 at 32-64 px: seconds per run
 #: Single files deselected by default.
 SLOW_FILES: set[str] = set()
 

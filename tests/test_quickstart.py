@@ -12,6 +12,7 @@ import torch
 from natmu_lightning import quickstart
 
 
+@pytest.mark.slow  # about a minute: three trainings (the README's first command, run by CI's slow suite)
 def test_quickstart_end_to_end_and_cache(tmp_path, capsys):
     cache = tmp_path / "cache"
     summary = quickstart.main(["--out", str(tmp_path / "run1"), "--cache-dir", str(cache), "--no-progress"])

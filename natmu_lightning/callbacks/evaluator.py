@@ -311,10 +311,10 @@ def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: p
     with eval_mode(model):
         for start in starts:
             stop = min(start + batch_size, total)
-            outputs.append(model(model_inputs(model, images[start:stop])).float().cpu())
+            outputs.append(model(model_inputs(model, images[start:stop])).float())
             positions.append(torch.arange(start, stop))
     num_classes = outputs[0].shape[1] if outputs else _num_classes(model, images)
-    local = torch.cat(outputs) if outputs else torch.zeros(0, num_classes)
+    local = torch.cat(outputs).cpu() if outputs else torch.zeros(0, num_classes)  # one copy back, not one per batch
     local_pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
     if world == 1:
         return local
