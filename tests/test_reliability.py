@@ -82,3 +82,27 @@ def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path, monkeypatc
     assert (tmp_path / "runs/digits/original.ckpt").is_file() and (tmp_path / "runs/digits/original-v1.ckpt").is_file()
     versions = sorted(p.name for p in (tmp_path / "runs/digits/original/lightning_logs").iterdir())
     assert versions == ["version_0", "version_1"]
+
+
+def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path, monkeypatch):
+    """A module built in Python (as the quickstart builds NatMU) records its class path, so the
+    CLI can merge its checkpoint's hyperparameters into a config; load_from_checkpoint still works."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", lr=3e-3)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=64))
+    trainer.save_checkpoint("natmu.ckpt", weights_only=False)
+
+    cli = main(["validate", "--config", str(Path(__file__).resolve().parents[1] / "configs/digits/natmu.yaml"),
+                "--model.init_args.original_ckpt", "original.pt", "--evaluator.reference_ckpt", "original.pt",
+                "--ckpt_path", "natmu.ckpt", "--trainer.enable_progress_bar", "false"])
+    assert type(cli.model) is NatMUModule and cli.model.hparams.lr == 3e-3  # merged from the checkpoint
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(cli.model.state_dict()[name], tensor), name
+    assert sorted(tmp_path.rglob("unlearning_metrics.json"))
+
+    reloaded = NatMUModule.load_from_checkpoint("natmu.ckpt", backbone=SmallCNN(num_classes=10))
+    assert reloaded.hparams.lr == 3e-3

@@ -72,6 +72,10 @@ class BackboneModule(pl.LightningModule):
         if weight_decay < 0 or warmup_epochs < 0 or momentum < 0:
             raise ValueError("weight_decay, warmup_epochs and momentum must be >= 0")
         self.save_hyperparameters(ignore=["backbone"])
+        # LightningCLI records the class path of the modules it builds; one built in Python
+        # records it here, so `natmu-lightning validate --ckpt_path` can merge its checkpoint's
+        # hyperparameters into a config (the config supplies the backbone, never saved here).
+        self.hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
         self.backbone = backbone
         if original_ckpt is not None:
             load_weights(self.backbone, original_ckpt, "original_ckpt")
