@@ -53,9 +53,19 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_weights(model: nn.Module, path: Union[str, Path], what: str = "checkpoint") -> None:
-    """Load ``path`` into ``model`` strictly, with an error that names what does not fit."""
+    """Load ``path`` into ``model`` strictly, with an error that names what does not fit.
+
+    A checkpoint of a user's own LightningModule keeps the network under one attribute
+    (``net.``, ``encoder.``, ...) beside other state: when exactly one top-level prefix holds
+    tensors whose names and shapes are exactly the model's, those are loaded. Two such
+    prefixes (a network and its EMA copy, say) are ambiguous and refused; the error lists
+    the prefixes the file holds.
+    """
     state = read_state_dict(path, what)
     expected = model.state_dict()
+    fitting = [prefix for prefix in top_level_prefixes(state) if _fits(_under(state, prefix), expected)]
+    if not _fits(state, expected) and len(fitting) == 1:
+        state = _under(state, fitting[0])
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [
@@ -71,11 +81,38 @@ def load_weights(model: nn.Module, path: Union[str, Path], what: str = "checkpoi
             details.append(f"unexpected {len(unexpected)} tensors (e.g. {unexpected[:3]})")
         if mismatched:
             details.append(f"shape mismatch in {len(mismatched)} tensors (e.g. {mismatched[:2]})")
+        prefixes = ", ".join(f"{prefix} ({count} tensors)" for prefix, count in top_level_prefixes(state).items())
+        example = ", ".join(f"{key} {tuple(value.shape)}" for key, value in list(expected.items())[:2])
+        if len(fitting) > 1:
+            details.append(f"the model's tensors are under several prefixes, {fitting}: keep one network per file")
         raise ValueError(
             f"{what} {str(path)!r} does not fit the {type(model).__name__} backbone: " + "; ".join(details)
+            + f". The file's keys start with: {prefixes}; the backbone expects e.g. {example}"
             + " (another architecture or class count?)"
         )
     model.load_state_dict(state, strict=True)
+
+
+def top_level_prefixes(state: dict[str, Tensor]) -> dict[str, int]:
+    """``{"net.": 62, ...}``: each key's first component and how many tensors it holds.
+
+    Example:
+        >>> top_level_prefixes({"net.fc.weight": torch.zeros(1), "net.fc.bias": torch.zeros(1), "step": torch.zeros(1)})
+        {'net.': 2, 'step': 1}
+    """
+    counts: dict[str, int] = {}
+    for key in state:
+        head, dot, _ = key.partition(".")
+        counts[head + dot] = counts.get(head + dot, 0) + 1
+    return counts
+
+
+def _under(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return strip_prefixes({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+
+
+def _fits(state: dict[str, Tensor], expected: dict[str, Tensor]) -> bool:
+    return state.keys() == expected.keys() and all(state[k].shape == expected[k].shape for k in expected)
 
 
 def final_linear(model: nn.Module) -> nn.Linear:

@@ -40,6 +40,25 @@ def test_strips_wrapper_prefixes(original_state, tmp_path, prefix):
     assert same_weights(module.backbone, net)
 
 
+def test_finds_the_network_under_one_attribute_of_a_users_module(original_state, tmp_path):
+    """A user's own LightningModule: the network under ``encoder.`` beside other state."""
+    net, _ = original_state
+    user = {f"encoder.{k}": v for k, v in net.state_dict().items()}
+    user["criterion.weight"] = torch.ones(10)
+    path = tmp_path / "user.ckpt"
+    torch.save({"state_dict": user, "epoch": 3}, path)
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path))
+    assert same_weights(module.backbone, net)
+
+    # the network and its EMA copy: ambiguous, refused with the prefixes named
+    user.update({f"ema.{k}": v + 1 for k, v in net.state_dict().items()})
+    torch.save({"state_dict": user}, path)
+    with pytest.raises(ValueError, match=r"under several prefixes, \['encoder\.', 'ema\.'\]") as raised:
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path))
+    n = len(net.state_dict())
+    assert f"encoder. ({n} tensors), criterion. (1 tensors), ema. ({n} tensors)" in str(raised.value)
+
+
 def test_loads_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = ClassifierModule(SmallCNN(num_classes=10))
@@ -66,8 +85,9 @@ def test_bad_checkpoints_named_clearly(tmp_path, original_state):
         NatMUModule(SmallCNN(), original_ckpt=str(text))
     other_arch = tmp_path / "resnet.pt"
     torch.save(ResNet18(num_classes=10, in_channels=1, mean=(0.3,), std=(0.4,)).state_dict(), other_arch)
-    with pytest.raises(ValueError, match="does not fit the SmallCNN backbone"):
+    with pytest.raises(ValueError, match="does not fit the SmallCNN backbone") as raised:
         NatMUModule(SmallCNN(), original_ckpt=str(other_arch))
+    assert "The file's keys start with: conv1. (1 tensors), bn1. (5 tensors)" in str(raised.value)
     with pytest.raises(ValueError, match="shape mismatch"):
         NatMUModule(SmallCNN(num_classes=7), original_ckpt=str(good))
     with pytest.raises(ValueError, match="original_ckpt"):
