@@ -200,8 +200,15 @@ def test_hardest_request_uses_the_attached_original_model(tmp_path):
     from natmu_lightning.predict import predict_logits
 
     torch.manual_seed(0)
-    module = ClassifierModule(SmallCNN(num_classes=10))
+    untrained = ClassifierModule(SmallCNN(num_classes=10))
     dm = ForgetRemainDataModule(forget=HardestForget(0.05), stream="remain")
+    attach(dm, tmp_path, module=untrained)
+    with pytest.raises(ValueError, match="ClassifierModule being set up has no original_ckpt"):
+        dm.setup("fit")
+    assert dm.forget_indices is None  # nothing resolved, nothing saved
+
+    torch.save(SmallCNN(num_classes=10).state_dict(), tmp_path / "original.pt")
+    module = ClassifierModule(SmallCNN(num_classes=10), original_ckpt=str(tmp_path / "original.pt"))
     attach(dm, tmp_path, module=module)
     dm.setup("fit")
     data = dm.data.train

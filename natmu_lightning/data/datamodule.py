@@ -202,7 +202,17 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         return module
 
     def _original_losses(self, images: Tensor, targets: Tensor) -> Tensor:
-        logits = predict_logits(self._model(), images, self.eval_batch_size)
+        """Per-sample losses of the attached module, which must hold the original weights:
+        setup runs before any training step, so a module loaded from ``original_ckpt`` does."""
+        module = self._model()
+        if not (getattr(module, "hparams", None) or {}).get("original_ckpt"):
+            raise ValueError(
+                f"HardestForget ranks samples by the ORIGINAL model's loss, but the {type(module).__name__} "
+                "being set up has no original_ckpt (it would rank them with untrained weights): resolve it in "
+                "a run whose module loads the original weights (e.g. NatMUModule with original_ckpt), then "
+                "pass the saved forget_indices.npy to other runs through IndexForget"
+            )
+        logits = predict_logits(module, images, self.eval_batch_size)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
 
     def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
