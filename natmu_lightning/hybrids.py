@@ -1,6 +1,6 @@
 """The NatMU method's math: gradual masks, the pairing plan and the mixing.
 
-Pure torch, no Lightning. See DESIGN.md §2 for the definitions restated here.
+Pure torch, no Lightning. See docs/design.md §2 for the definitions restated here.
 
 A *hybrid* mixes a forgetting image ``x_f`` with a real remaining image ``x_r`` of
 another class ``c`` and is labelled ``c``. For every forgetting sample the original
@@ -20,7 +20,7 @@ NUM_MASKS = 4
 
 
 def triangle_profile(length: int) -> Tensor:
-    """The triangle ``t(i)`` of DESIGN.md §2.2 along a side of ``length`` pixels.
+    """The triangle ``t(i)`` of docs/design.md §2.2 along a side of ``length`` pixels.
 
     ``b = length / 2``; ``t(i) = i / b`` for ``i < b`` and ``(length - 1 - i) / b``
     otherwise. For odd lengths ``b`` is fractional, which keeps the profile symmetric
@@ -51,7 +51,7 @@ def gradual_masks(height: int, width: int, delta: float = 0.0) -> Tensor:
     vertical band), ``M3(r, c) = u(r)`` (top and bottom borders),
     ``M4(r, c) = u(c)`` (left and right borders), with ``u = max(t) - t``; each then
     shifted by ``delta`` and clipped to ``[0, 1]``. For even sides ``max(t)`` is
-    ``(b - 1) / b`` exactly as in DESIGN.md; for odd sides it is the centre value.
+    ``(b - 1) / b`` exactly as in docs/design.md; for odd sides it is the centre value.
 
     Args:
         height: image height in pixels.
@@ -133,7 +133,7 @@ def build_hybrid_plan(
     """Pair every forgetting sample with ``k`` remaining images of other classes.
 
     The rule (documented choice where the authors' code can loop forever, see
-    DESIGN.md §2.1):
+    docs/design.md §2.1):
 
     1. Each forgetting sample ranks the other classes by the original model's
        probability, descending (ties broken by class id); its own class is never a

@@ -49,7 +49,7 @@ class QuickstartConfig:
     forget_ratio: float = 0.1
     batch_size: int = 64
     crop_padding: int = 1
-    classifier_epochs: int = 100  # the paper's length (DESIGN.md, "Original and Retrain models")
+    classifier_epochs: int = 100  # the paper's length (docs/design.md, "Original and Retrain models")
     classifier_lr: float = 0.05
     unlearn_epochs: int = 5
     unlearn_lr: float = 1e-3

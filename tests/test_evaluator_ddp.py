@@ -1,4 +1,4 @@
-"""Multi-process evaluation is exact (DESIGN.md section 4).
+"""Multi-process evaluation is exact (docs/design.md section 4).
 
 Two CPU processes (gloo, spawn) must give the very same numbers as one process on the
 same weights: the same logits bit for bit, so the same accuracies and the attack on

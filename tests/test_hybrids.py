@@ -1,4 +1,4 @@
-"""Masks, pairing plan and mixing against DESIGN.md §2, written out independently."""
+"""Masks, pairing plan and mixing against docs/design.md §2, written out independently."""
 
 import math
 
@@ -9,7 +9,7 @@ from natmu_lightning import hybrids
 
 
 def reference_masks(height: int, width: int, delta: float) -> torch.Tensor:
-    """DESIGN.md §2.2 spelled out with plain Python loops."""
+    """docs/design.md §2.2 spelled out with plain Python loops."""
 
     def t(i: int, length: int) -> float:
         b = length / 2
@@ -38,7 +38,7 @@ def test_masks_match_formula(height, width, delta):
 
 
 def test_even_side_uses_design_complement():
-    # For even L the complement is (b - 1) / b - t(i) exactly as DESIGN.md states.
+    # For even L the complement is (b - 1) / b - t(i) exactly as docs/design.md states.
     length, b = 32, 16
     t = hybrids.triangle_profile(length)
     masks = hybrids.gradual_masks(length, length, 0.0)

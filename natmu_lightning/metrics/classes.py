@@ -2,7 +2,7 @@
 
 Sums are kept as sums (never per-rank ratios) and sample-level features as 1-D float
 ``cat`` states, the only list states torchmetrics gathers with uneven sizes across
-ranks (DESIGN.md §4). Drop them into your own LightningModule; the
+ranks (docs/design.md §4). Drop them into your own LightningModule; the
 :class:`~natmu_lightning.callbacks.UnlearningEvaluator` instead gathers the outputs
 themselves in order and calls the functional forms, which keeps its numbers bitwise
 identical to one device.

@@ -1,4 +1,4 @@
-"""Pure functions that judge an unlearned model (DESIGN.md section 3).
+"""Pure functions that judge an unlearned model (docs/design.md section 3).
 
 Everything here works on plain tensors: no Lightning, no state. Probabilities are
 ``(N, C)`` float tensors of softmax outputs, labels are ``(N,)`` integer tensors.
@@ -166,7 +166,7 @@ def m_entropy(probs: Tensor, labels: Tensor) -> Tensor:
     arguments clamped to at least ``1e-30`` (so a confident wrong prediction gives
     a large finite value, not ``inf``). Note that several public implementations
     get this wrong (for instance using ``log p_c`` instead of ``log(1 - p_c)`` or
-    indexing ``p[:, labels]``); this is the formula of DESIGN.md section 3.
+    indexing ``p[:, labels]``); this is the formula of docs/design.md section 3.
 
     Args:
         probs: ``(N, C)`` probabilities.
