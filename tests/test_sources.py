@@ -378,6 +378,19 @@ def test_cifar10_jpeg(tmp_path):
     assert torch.equal(data.test.images, _decode_reference(npz, "test"))
 
 
+def test_cifar10_jpeg_default_path_is_the_environment_then_the_repository_data_folder(tmp_path, monkeypatch):
+    npz = make_fake_cifar10_npz(tmp_path / "elsewhere.npz", train_per_class=3, test_per_class=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NATMU_CIFAR10_NPZ", str(npz))
+    assert len(CIFAR10JPEG(cache_dir=str(tmp_path / "cache")).load().train) == 30
+    monkeypatch.delenv("NATMU_CIFAR10_NPZ")
+    with pytest.raises(FileNotFoundError, match=r"data/cifar10_jpeg\.npz .*NATMU_CIFAR10_NPZ"):
+        CIFAR10JPEG(cache_dir=str(tmp_path / "cache")).load()
+    (tmp_path / "data").mkdir()
+    make_fake_cifar10_npz(tmp_path / "data" / "cifar10_jpeg.npz", train_per_class=2, test_per_class=1)
+    assert len(CIFAR10JPEG(cache_dir=str(tmp_path / "cache")).load().train) == 20
+
+
 def test_cifar10_jpeg_cache_reused(tmp_path, monkeypatch):
     npz = make_fake_cifar10_npz(tmp_path / "c.npz")
     cache = tmp_path / "cache"

@@ -657,6 +657,10 @@ def _file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return f"{size}-{h.hexdigest()[:16]}"
 
 
+CIFAR10_NPZ_ENV = "NATMU_CIFAR10_NPZ"
+DEFAULT_CIFAR10_NPZ = "data/cifar10_jpeg.npz"
+
+
 class CIFAR10JPEG(DataSource):
     """CIFAR-10 from the offline ``cifar10_jpeg.npz`` file (JPEG bytes, no pickles).
 
@@ -669,7 +673,8 @@ class CIFAR10JPEG(DataSource):
     by class: draw any split from a seeded permutation, never by position.
 
     Args:
-        path: The npz file. Relative paths are resolved against the working directory.
+        path: The npz file (relative paths resolve against the working directory); by
+            default ``$NATMU_CIFAR10_NPZ`` if set, else ``data/cifar10_jpeg.npz``.
         cache_dir: Folder of the decoded cache; default ``$NATMU_CACHE`` if set, else
             ``~/.cache/natmu-lightning``.
 
@@ -677,21 +682,24 @@ class CIFAR10JPEG(DataSource):
         FileNotFoundError: From :meth:`load`, if ``path`` does not exist.
     """
 
-    def __init__(
-        self, path: str = "../shared/data/cifar10_jpeg.npz", cache_dir: Optional[str] = None
-    ) -> None:
-        self.path = str(path)
+    def __init__(self, path: Optional[str] = None, cache_dir: Optional[str] = None) -> None:
+        self.path = None if path is None else str(path)
         self.cache_dir = cache_dir
+
+    def resolved_path(self) -> Path:
+        """``path``, else ``$NATMU_CIFAR10_NPZ``, else ``data/cifar10_jpeg.npz`` (the working
+        directory's ``data/`` folder, ignored by git in a checkout of this repository)."""
+        return Path(self.path or os.environ.get(CIFAR10_NPZ_ENV) or DEFAULT_CIFAR10_NPZ).expanduser()
 
     def _cache_folder(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def load(self) -> SourceData:
-        path = Path(self.path).expanduser()
+        path = self.resolved_path()
         if not path.is_file():
             raise FileNotFoundError(
                 f"CIFAR-10 JPEG file not found: {path} (resolved: {path.resolve()}); "
-                "set path to the location of cifar10_jpeg.npz"
+                f"set path (--data.source...path) or ${CIFAR10_NPZ_ENV} to the location of cifar10_jpeg.npz"
             )
         stem = f"{path.stem}-{_file_fingerprint(path)}"
         with np.load(path, allow_pickle=False) as z:
