@@ -266,8 +266,10 @@ def check_finite(loss: Tensor, module: pl.LightningModule) -> None:
     On the CPU the check is immediate. On an accelerator reading the loss would make the
     host wait for the device at every step, so the loss is copied to pinned memory without
     blocking and checked at the next step's start, and at the epoch's end before
-    ``ModelCheckpoint`` runs (see :class:`DeferredFiniteChecks`). The step is read only when
-    failing: a compiled training step would otherwise recompile at every step.
+    ``ModelCheckpoint`` runs (see :class:`DeferredFiniteChecks`). A ``ModelCheckpoint`` that
+    saves every n training steps runs before the next step's check, so it may still write the
+    step whose loss turned non-finite; the run stops one step later. The step is read only
+    when failing: a compiled training step would otherwise recompile at every step.
     """
     if loss.device.type == "cpu":
         if not torch.isfinite(loss).all():
