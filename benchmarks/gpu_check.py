@@ -79,14 +79,14 @@ def cli(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def log_dir(run_root: Path) -> Path:
+    """The newest ``lightning_logs/version_N`` under ``run_root``."""
+    return sorted((run_root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+
+
 def record(run_root: Path) -> dict[str, Any]:
     """The newest unlearning_metrics.json under ``run_root``."""
-    versions = sorted((run_root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
-
-
-def log_dir(run_root: Path) -> Path:
-    return sorted((run_root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    return json.loads((log_dir(run_root) / "unlearning_metrics.json").read_text())
 
 
 def pick(metrics: dict[str, Any]) -> dict[str, Any]:
