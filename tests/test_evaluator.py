@@ -110,7 +110,7 @@ def sk_mia(member: torch.Tensor, nonmember: torch.Tensor, target: torch.Tensor) 
     x_m, x_n, x_t = sk_entropy(member), sk_entropy(nonmember), sk_entropy(target)
     x = np.concatenate([x_m, x_n]).reshape(-1, 1)
     y = np.concatenate([np.ones(len(x_m)), np.zeros(len(x_n))])
-    clf = LogisticRegression(class_weight="balanced", tol=1e-12, max_iter=10000).fit(x, y)
+    clf = LogisticRegression(C=2.0, class_weight="balanced", tol=1e-12, max_iter=10000).fit(x, y)
     pred = clf.predict(x_t.reshape(-1, 1))
     borderline = int((np.abs(clf.decision_function(x_t.reshape(-1, 1))) < 1e-6).sum())
     return 100.0 * float(pred.mean()), borderline

@@ -56,11 +56,11 @@ def np_balanced_objective(w: float, b: float, x: np.ndarray, y: np.ndarray, C: f
     return 0.5 * w * w + C * float((s * (np.logaddexp(0.0, z) - y * z)).sum())
 
 
-def sk_balanced(x: np.ndarray, y: np.ndarray, tight: bool) -> LogisticRegression:
+def sk_balanced(x: np.ndarray, y: np.ndarray, tight: bool, C: float = 1.0) -> LogisticRegression:
     kwargs = dict(tol=1e-12, max_iter=100_000) if tight else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of the tight fit
-        return LogisticRegression(class_weight="balanced", **kwargs).fit(x.reshape(-1, 1), y)
+        return LogisticRegression(C=C, class_weight="balanced", **kwargs).fit(x.reshape(-1, 1), y)
 
 
 def softmax_probs(g: torch.Generator, n: int, c: int, temperature: float) -> torch.Tensor:
@@ -231,12 +231,47 @@ def test_mia_entropy_matches_sklearn_pipeline(seed):
     y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     x_t = np_entropy(targets.numpy()).reshape(-1, 1)
     got = F.mia_entropy(members, nonmembers, targets)
-    for tight in (False, True):  # sklearn with all defaults, and fully converged
-        expected = 100.0 * sk_balanced(x, y, tight).predict(x_t).mean()
+    for tight in (False, True):  # sklearn at C = 2 with its other defaults, and fully converged
+        expected = 100.0 * sk_balanced(x, y, tight, C=2.0).predict(x_t).mean()
         assert got == pytest.approx(expected, abs=1e-9)
-    w, b = F.fit_balanced_logistic_1d(torch.tensor(x), torch.tensor(y, dtype=torch.long))
-    sk = sk_balanced(x, y, tight=True)
+    w, b = F.fit_balanced_logistic_1d(torch.tensor(x), torch.tensor(y, dtype=torch.long), C=F.MIA_ENTROPY_C)
+    sk = sk_balanced(x, y, tight=True, C=2.0)
     assert abs(w - sk.coef_[0, 0]) < 1e-6 and abs(b - sk.intercept_[0]) < 1e-6
+
+
+def multinomial_two_class_fit(x: np.ndarray, y: np.ndarray, C: float = 1.0) -> tuple[float, float]:
+    """The authors' ``LogisticRegression(class_weight="balanced", multi_class="multinomial")``
+    re-stated (scikit-learn 1.9 no longer has ``multi_class``): one coefficient and one free
+    intercept per class, penalty ``(w_0**2 + w_1**2) / (2 C)``, balanced softmax log-loss.
+    Returns the binary-equivalent ``(w_1 - w_0, b_1 - b_0)``."""
+    from scipy.optimize import minimize
+
+    n, n1 = len(y), int(y.sum())
+    s = np.where(y == 1, n / (2.0 * n1), n / (2.0 * (n - n1)))
+
+    def objective(theta):
+        w0, w1, b0, b1 = theta
+        logits = np.stack([w0 * x + b0, w1 * x + b1], axis=1)
+        log_norm = np.logaddexp(logits[:, 0], logits[:, 1])
+        loss = (s * (log_norm - logits[np.arange(n), y.astype(int)])).sum()
+        return loss + (w0 * w0 + w1 * w1) / (2.0 * C)
+
+    theta = minimize(objective, np.zeros(4), method="BFGS", options={"gtol": 1e-10, "maxiter": 10_000}).x
+    return theta[1] - theta[0], theta[3] - theta[2]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mia_entropy_C_equals_the_authors_two_class_multinomial_fit(seed):
+    """The authors' multinomial fit at C = 1 IS the binary fit at C = 2 (and not at C = 1)."""
+    members, nonmembers, _ = random_mia_problem(seed)
+    x = np.concatenate([np_entropy(members.numpy()), np_entropy(nonmembers.numpy())])
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    w_multi, b_multi = multinomial_two_class_fit(x, y, C=1.0)
+    w, b = F.fit_balanced_logistic_1d(torch.tensor(x), torch.tensor(y, dtype=torch.long), C=F.MIA_ENTROPY_C)
+    assert F.MIA_ENTROPY_C == 2.0
+    assert w == pytest.approx(w_multi, rel=1e-5, abs=1e-6) and b == pytest.approx(b_multi, rel=1e-5, abs=1e-6)
+    w_c1, _ = F.fit_balanced_logistic_1d(torch.tensor(x), torch.tensor(y, dtype=torch.long), C=1.0)
+    assert abs(w_c1 - w_multi) > 1e-3
 
 
 def test_mia_entropy_near_separable_and_float32():
@@ -246,12 +281,12 @@ def test_mia_entropy_near_separable_and_float32():
     targets = torch.cat([softmax_probs(g, 30, 10, 12.0), softmax_probs(g, 30, 10, 2.0)])
     x = np.concatenate([np_entropy(members.numpy()), np_entropy(nonmembers.numpy())])
     y = np.concatenate([np.ones(400), np.zeros(60)])
-    expected = 100.0 * sk_balanced(x, y, tight=True).predict(np_entropy(targets.numpy()).reshape(-1, 1)).mean()
+    expected = 100.0 * sk_balanced(x, y, tight=True, C=2.0).predict(np_entropy(targets.numpy()).reshape(-1, 1)).mean()
     assert F.mia_entropy(members, nonmembers, targets) == pytest.approx(expected, abs=1e-9)
     # float32 inputs are promoted to float64 before the entropy
     got32 = F.mia_entropy(members.float(), nonmembers.float(), targets.float())
     x32 = np.concatenate([np_entropy(members.float().numpy()), np_entropy(nonmembers.float().numpy())])
-    exp32 = 100.0 * sk_balanced(x32, y, tight=True).predict(np_entropy(targets.float().numpy()).reshape(-1, 1)).mean()
+    exp32 = 100.0 * sk_balanced(x32, y, tight=True, C=2.0).predict(np_entropy(targets.float().numpy()).reshape(-1, 1)).mean()
     assert got32 == pytest.approx(exp32, abs=1e-9)
 
 

@@ -89,7 +89,8 @@ class EntropyMIA(Metric):
         if target.numel() == 0:
             return torch.tensor(float("nan"), dtype=torch.float64)
         w, b = MF.fit_balanced_logistic_1d(torch.cat([member, nonmember]),
-                                           torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]))
+                                           torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]),
+                                           C=MF.MIA_ENTROPY_C)
         return 100.0 * ((target * w + b) > 0).to(torch.float64).mean()
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "entropy",
     "m_entropy",
     "fit_balanced_logistic_1d",
+    "MIA_ENTROPY_C",
     "mia_entropy",
     "kl_divergence",
     "kl_divergence_rows",
@@ -348,16 +349,32 @@ def fit_balanced_logistic_1d(
     return float(w), float(c - w * mu)
 
 
+MIA_ENTROPY_C = 2.0
+"""The binary ``C`` equal to the authors' two-class multinomial logistic regression.
+
+The NatMU authors (``sample-wise/utils/mia.py`` of https://github.com/ZhengbaoHe/NatMU,
+after SCRUB's notebooks) fit ``LogisticRegression(class_weight="balanced",
+multi_class="multinomial")`` with the default ``C = 1``. With two classes the multinomial
+model has one coefficient per class, ``w_0`` and ``w_1``, each penalised by
+``(w_0**2 + w_1**2) / (2 C)``; its decision depends only on ``d = w_1 - w_0``, and for a given
+``d`` the penalty is smallest at ``w_1 = -w_0 = d / 2``, where it is ``d**2 / (4 C) =
+d**2 / (2 (2 C))``. The intercepts are free and the data term is the binary log-loss of
+``d x + (b_1 - b_0)``. So the fit is the binary ``LogisticRegression(C=2 C,
+class_weight="balanced")``: C = 2.
+"""
+
+
 def mia_entropy(member_probs: Tensor, nonmember_probs: Tensor, target_probs: Tensor) -> float:
     """The NatMU paper's entropy membership-inference attack ("MIA"), in percent.
 
     Feature: the Shannon entropy (float64) of each softmax row. A logistic
-    regression with balanced class weights, exactly scikit-learn's
-    ``LogisticRegression(class_weight="balanced")`` with its defaults (L2 on the
-    coefficient, C = 1, free intercept; see :func:`fit_balanced_logistic_1d`), is fit
-    on members (label 1) against non-members (label 0); the result is the percentage
-    of target rows predicted member (``w * x + b > 0``). In the paper members are
-    D_r, non-members D_t and the target D_f; the value to match is Retrain's.
+    regression with balanced class weights is fit on members (label 1) against
+    non-members (label 0), exactly as the authors' two-class multinomial fit: the
+    binary scikit-learn ``LogisticRegression(C=2.0, class_weight="balanced")`` (L2 on
+    the coefficient, free intercept; :data:`MIA_ENTROPY_C` derives the C,
+    :func:`fit_balanced_logistic_1d` solves it). The result is the percentage of target
+    rows predicted member (``w * x + b > 0``). In the paper members are D_r,
+    non-members D_t and the target D_f; the value to match is Retrain's.
 
     Args:
         member_probs: ``(N_m, C)`` probabilities of members (e.g. D_r), ``N_m >= 1``.
@@ -392,7 +409,7 @@ def mia_entropy(member_probs: Tensor, nonmember_probs: Tensor, target_probs: Ten
         return float("nan")
     x = torch.cat([x_m, x_n])
     y = torch.cat([torch.ones_like(x_m), torch.zeros_like(x_n)])
-    w, b = fit_balanced_logistic_1d(x, y)
+    w, b = fit_balanced_logistic_1d(x, y, C=MIA_ENTROPY_C)
     # same arithmetic as sklearn's decision_function: x @ coef + intercept
     predicted_member = (x_t * w + b) > 0
     return 100.0 * int(predicted_member.sum()) / x_t.numel()
