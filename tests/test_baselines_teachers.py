@@ -377,11 +377,11 @@ def test_diagonal_importance_is_the_mean_squared_batch_gradient():
         model.zero_grad()
         F.cross_entropy(model(to_unit_float(images[start:start + 2])), targets[start:start + 2]).backward()
         squares.append(model[1].weight.grad.pow(2))
-    uniform = diagonal_importance(model, images, targets, batch_size=2, weighting="uniform")
+    uniform = diagonal_importance(model, images, targets, batch_size=2)  # the default
     assert torch.allclose(uniform["1.weight"], sum(squares) / 3)  # the SSD authors' estimator
-    sized = diagonal_importance(model, images, targets, batch_size=2)
+    sized = diagonal_importance(model, images, targets, batch_size=2, weighting="size")
     assert torch.allclose(sized["1.weight"], (2 * squares[0] + 2 * squares[1] + squares[2]) / 5)
-    full_batches = diagonal_importance(model, images[:4], targets[:4], batch_size=2)
+    full_batches = diagonal_importance(model, images[:4], targets[:4], batch_size=2, weighting="size")
     assert torch.allclose(full_batches["1.weight"], (squares[0] + squares[1]) / 2)
     per_sample = diagonal_importance(model, images, targets, batch_size=1)
     assert torch.allclose(per_sample["1.weight"], diagonal_importance(model, images, targets, 1, weighting="uniform")["1.weight"])

@@ -21,7 +21,7 @@ def diagonal_importance(
     images: Tensor,
     targets: Tensor,
     batch_size: int = 128,
-    weighting: BatchWeighting = "size",
+    weighting: BatchWeighting = "uniform",
 ) -> dict[str, Tensor]:
     """Per-parameter importance: the squared gradient of each batch's mean cross-entropy,
     averaged over batches (the SSD authors' ``ParameterPerturber.calc_importance``).
@@ -44,7 +44,7 @@ def diagonal_importance(
         images: (N, C, H, W) uint8 images (N >= 1).
         targets: (N,) labels.
         batch_size: images per gradient.
-        weighting: ``"size"`` (default) or ``"uniform"`` (the authors' exact estimator).
+        weighting: ``"uniform"`` (default, the authors' exact estimator) or ``"size"``.
 
     Returns:
         ``{name: importance}`` for every parameter that requires a gradient (float32,
@@ -137,12 +137,12 @@ class SSDModule(UnlearningModule):
     and upper bound 1 (``lower_bound = 1`` in their code), importance batches of 128
     (their ``-b`` default and forget loader). Their importances are squared gradients
     of batch-mean losses, not per-sample ones; ``importance_batch_size = 1`` gives the
-    per-sample empirical Fisher. One deliberate default differs: batches are averaged
-    weighted by size (``batch_weighting = "size"``), which equals the authors'
-    unweighted average whenever the set size is a multiple of the batch size and
-    keeps a tiny final batch from dominating otherwise (see
-    :func:`diagonal_importance`); ``batch_weighting = "uniform"`` is their exact
-    estimator.
+    per-sample empirical Fisher. Batches are averaged uniformly, as theirs
+    (``batch_weighting = "uniform"``; their forget loader keeps a short last batch);
+    ``batch_weighting = "size"`` weighs each batch by its size instead, which equals theirs
+    whenever the set size is a multiple of the batch size and keeps a tiny final batch
+    from dominating otherwise (see :func:`diagonal_importance`; ``configs/digits/ssd.yaml``
+    needs it).
 
     Args:
         backbone: the architecture of the model to unlearn.
@@ -150,7 +150,7 @@ class SSDModule(UnlearningModule):
         selection_alpha: selection threshold ``alpha`` (> 0).
         dampening_lambda: dampening constant ``lambda`` (>= 0).
         importance_batch_size: images per gradient when computing importances (>= 1).
-        batch_weighting: ``"size"`` or ``"uniform"`` (the authors'), see above.
+        batch_weighting: ``"uniform"`` (the authors') or ``"size"``, see above.
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest (the
         optimizer is never stepped).
 
@@ -169,7 +169,7 @@ class SSDModule(UnlearningModule):
         selection_alpha: float = 10.0,
         dampening_lambda: float = 1.0,
         importance_batch_size: int = 128,
-        batch_weighting: BatchWeighting = "size",
+        batch_weighting: BatchWeighting = "uniform",
         optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
