@@ -160,22 +160,78 @@ def test_random_other_labels_never_the_true_one_and_uniform() -> None:
         random_other_labels(targets, 1)
 
 
-def test_rl_relabels_exactly_the_forget_rows_in_training(original: str, tmp_path: Path) -> None:
-    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-3)
+def spy_on_labels(module: RLModule) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Record (epoch, index, target, is_forget, trained label) of every training row."""
     seen = []
     plain = module.training_targets
 
-    def spy(targets, is_forget, num_classes):
-        labels = plain(targets, is_forget, num_classes)
-        seen.append((targets.clone(), is_forget.clone(), labels.clone()))
+    def spy(batch, is_forget, num_classes):
+        labels = plain(batch, is_forget, num_classes)
+        seen.append((module.current_epoch, batch["index"].clone(), batch["target"].clone(), is_forget.clone(),
+                     labels.clone()))
         return labels
 
     module.training_targets = spy
+    return seen
+
+
+def labels_by_epoch(seen) -> dict[int, dict[int, int]]:
+    """{epoch: {forgetting sample's training index: its trained label}}."""
+    out: dict[int, dict[int, int]] = {}
+    for epoch, index, _, is_forget, labels in seen:
+        out.setdefault(epoch, {}).update(zip(index[is_forget].tolist(), labels[is_forget].tolist()))
+    return out
+
+
+def test_rl_relabels_exactly_the_forget_rows_in_training(original: str, tmp_path: Path) -> None:
+    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-3)
+    seen = spy_on_labels(module)
     fit(module, tmp_path, max_steps=6)
-    targets, is_forget, labels = (torch.cat(parts) for parts in zip(*seen))
+    _, _, targets, is_forget, labels = (torch.cat(parts) if i else parts for i, parts in enumerate(zip(*seen)))
     assert is_forget.any() and (~is_forget).any()
     assert torch.equal(labels[~is_forget], targets[~is_forget])
     assert (labels[is_forget] != targets[is_forget]).all()
+
+
+def test_rl_keeps_one_seeded_wrong_label_per_forgetting_sample(original: str, tmp_path: Path) -> None:
+    """The NatMU authors draw one wrong label per forgetting sample, once (their
+    get_random_idx_of_retainData): the same label in every epoch, never the true class,
+    and the same table in a second run with the same seed; per_batch redraws it."""
+    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4)
+    seen = spy_on_labels(module)
+    dm = fit(module, tmp_path, max_epochs=3)
+    epochs = labels_by_epoch(seen)
+    forget = set(dm.forget_indices.tolist())
+    assert sorted(epochs) == [0, 1, 2] and all(set(labels) == forget for labels in epochs.values())
+    assert epochs[0] == epochs[1] == epochs[2]
+    targets = dm.train_targets
+    assert all(label != int(targets[index]) for index, label in epochs[0].items())
+    # every wrong class is used (130 samples, 9 choices each): a draw, not a fixed shift
+    shifts = {(label - int(targets[index])) % 10 for index, label in epochs[0].items()}
+    assert shifts == set(range(1, 10))
+
+    again = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4)
+    seen_again = spy_on_labels(again)
+    fit(again, tmp_path, max_steps=3)
+    first = labels_by_epoch(seen_again)[0]
+    assert first and all(epochs[0][index] == label for index, label in first.items())
+
+    redrawn = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4, relabel="per_batch")
+    seen_redrawn = spy_on_labels(redrawn)
+    fit(redrawn, tmp_path, max_epochs=2)
+    per_batch = labels_by_epoch(seen_redrawn)
+    assert per_batch[0] != per_batch[1]
+    assert all(label != int(targets[index]) for labels in per_batch.values() for index, label in labels.items())
+
+
+def test_rl_fixed_labels_need_the_forget_set(original: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="relabel must be 'fixed' or 'per_batch'"):
+        RLModule(SmallCNN(num_classes=10), original_ckpt=original, relabel="once")
+    plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(4, 1, 8, 8), torch.arange(4)))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="relabel='per_batch'"):
+        trainer.fit(RLModule(SmallCNN(num_classes=10), original_ckpt=original), train_dataloaders=plain)
 
 
 # ------------------------------------------------------------------------------ GA

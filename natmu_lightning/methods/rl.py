@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
+
+Relabel = Literal["fixed", "per_batch"]
 
 
 def random_other_labels(targets: Tensor, num_classes: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -29,6 +31,36 @@ def random_other_labels(targets: Tensor, num_classes: int, generator: Optional[t
     return (targets + shift) % num_classes
 
 
+def fixed_wrong_labels(targets: Tensor, forget_indices: Tensor, num_classes: int, seed: int) -> Tensor:
+    """One wrong label per forgetting sample, drawn once from ``seed``: a table over the training set.
+
+    The NatMU authors' relabelling (``get_random_idx_of_retainData`` in
+    ``sample-wise/utils/generate_patch_data.py`` of https://github.com/ZhengbaoHe/NatMU, used by
+    their ``amnesiac.py`` and ``salun.py``): for each forgetting sample a class drawn uniformly
+    among the classes other than its own, once, kept for the whole run. The draw is
+    :func:`random_other_labels` over the forget set in increasing training-index order (so it
+    does not depend on the order a request lists the samples in).
+
+    Args:
+        targets: (N,) labels of the whole training set.
+        forget_indices: training-set indices of the forgetting samples.
+        num_classes: number of classes (>= 2).
+        seed: seed of the draw.
+
+    Returns:
+        (N,) long: the wrong label of each forgetting sample, the true label elsewhere.
+
+    Example:
+        >>> table = fixed_wrong_labels(torch.tensor([0, 1, 2, 0]), torch.tensor([3, 1]), 3, seed=0)
+        >>> table[[0, 2]].tolist(), bool(table[1] != 1), bool(table[3] != 0)
+        ([0, 2], True, True)
+    """
+    order = torch.sort(forget_indices.long().cpu()).values
+    table = targets.long().cpu().clone()
+    table[order] = random_other_labels(table[order], num_classes, torch.Generator().manual_seed(int(seed)))
+    return table
+
+
 def forget_flags(batch: Any, method: str) -> Tensor:
     """The bool ``is_forget`` flags of a ``"both"``-stream batch, or a clear error."""
     if not isinstance(batch, dict) or "is_forget" not in batch:
@@ -47,19 +79,20 @@ class RLModule(UnlearningModule):
     (``sample-wise/amnesiac.py`` of https://github.com/ZhengbaoHe/NatMU).
 
     The module trains on one shuffled stream over the remaining AND forgetting samples
-    (``train_stream = "both"``). In every batch each forgetting row gets a fresh label
-    drawn uniformly from the classes other than its true one
-    (:func:`random_other_labels`, on the batch's device, from the global RNG that
-    ``seed_everything`` seeds); remaining rows keep their labels; the loss is the
-    cross-entropy over all rows. The class count is the backbone's output width.
+    (``train_stream = "both"``); remaining rows keep their labels, forgetting rows are
+    trained on a wrong label, and the loss is the cross-entropy over all rows.
 
-    Differences from the reference code, on purpose: the NatMU authors draw one wrong
-    label per forgetting sample once and keep it for the run (their
-    ``get_random_idx_of_retainData``); SalUn's code draws ``randint(0, C)`` (per batch
-    for CIFAR-10, once per epoch otherwise), which can return the true label. Redrawing a wrong label per batch is the
-    Amnesiac idea without either quirk. The NatMU authors also train RL without
-    augmentation; set the datamodule's ``crop_padding: 0`` (and ``horizontal_flip:
-    false``) to match.
+    ``relabel = "fixed"`` (default, the NatMU authors' ``amnesiac.py``): each forgetting
+    sample gets ONE wrong label, drawn once when the fit starts from the datamodule's
+    ``seed`` (:func:`fixed_wrong_labels`) and kept for every epoch: the model is taught
+    a consistent wrong answer, which is what relabelling is measured for ("reinforcing
+    incorrect information"). The table is rebuilt identically on every rank and on
+    resume. ``relabel = "per_batch"`` redraws a wrong label for every row of every batch
+    (:func:`random_other_labels`, on the batch's device, from the global RNG that
+    ``seed_everything`` seeds); SalUn's own code draws ``randint(0, C)`` per batch for
+    CIFAR-10, which can return the true label, and neither form here does. The NatMU
+    authors also train RL without augmentation; set the datamodule's ``crop_padding: 0``
+    (and ``horizontal_flip: false``) to match.
 
     Recipes of the NatMU paper (its authors' ``scripts/*/amn.sh``: AdamW, 5 epochs,
     per-step cosine to zero, no warm-up; batch 128, 256 for TinyImageNet):
@@ -77,11 +110,15 @@ class RLModule(UnlearningModule):
     Args:
         backbone: the architecture of the model to unlearn.
         original_ckpt: the trained model to unlearn (required).
+        relabel: ``"fixed"`` (one wrong label per forgetting sample for the run) or
+            ``"per_batch"`` (a new one in every batch), see above.
         reinit_classifier: re-initialise the final linear layer first.
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
-        ValueError: ``original_ckpt`` missing (and the base class's checks).
+        ValueError: ``original_ckpt`` missing, an unknown ``relabel`` (and the base
+            class's checks); at fit, ``"fixed"`` with a datamodule that does not expose
+            the forget set.
     """
 
     train_stream = "both"
@@ -99,24 +136,59 @@ class RLModule(UnlearningModule):
         warmup_epochs: float = 0.0,
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
+        relabel: Relabel = "fixed",
     ) -> None:
+        check_relabel(relabel)
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,
         )
+        self.wrong_labels: Optional[Tensor]
+        self.register_buffer("wrong_labels", None, persistent=False)
 
-    def training_targets(self, targets: Tensor, is_forget: Tensor, num_classes: int) -> Tensor:
-        """The labels a batch is trained on: a random wrong class on forgetting rows."""
-        return torch.where(is_forget, random_other_labels(targets, num_classes), targets)
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.get("relabel", "fixed") == "fixed":
+            # A non-persistent buffer: the strategy moves it with the module, checkpoints omit it
+            # (a resumed run draws the same table again).
+            self.wrong_labels = self._fixed_label_table()
+
+    def _fixed_label_table(self) -> Tensor:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        needed = ("forget_indices", "train_targets", "num_classes", "seed")
+        if datamodule is None or any(getattr(datamodule, name, None) is None for name in needed):
+            raise ValueError(
+                f"{type(self).__name__}(relabel='fixed') draws one wrong label per forgetting sample from the "
+                f"datamodule's forget set and seed: train it with a ForgetRemainDataModule (a datamodule with "
+                f"{', '.join(needed)}), or pass relabel='per_batch'"
+            )
+        return fixed_wrong_labels(datamodule.train_targets, datamodule.forget_indices, int(datamodule.num_classes),
+                                  int(datamodule.seed))
+
+    def training_targets(self, batch: Any, is_forget: Tensor, num_classes: int) -> Tensor:
+        """The labels a batch is trained on: its forgetting rows' wrong labels (see ``relabel``)."""
+        targets = batch["target"]
+        if self.hparams.get("relabel", "fixed") == "fixed":
+            if self.wrong_labels is None:
+                raise RuntimeError("the fixed wrong labels are drawn in setup('fit'); train the module with a Trainer")
+            wrong = self.wrong_labels[batch["index"]]
+        else:
+            wrong = random_other_labels(targets, num_classes)
+        return torch.where(is_forget, wrong, targets)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         is_forget = forget_flags(batch, type(self).__name__)
         images, targets = batch["image"], batch["target"]
         logits = self(images)
-        labels = self.training_targets(targets, is_forget, logits.shape[1])
+        labels = self.training_targets(batch, is_forget, logits.shape[1])
         loss = nn.functional.cross_entropy(logits, labels)
         check_finite(loss, self)
         n = targets.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)
         return loss
+
+
+def check_relabel(relabel: str) -> None:
+    if relabel not in ("fixed", "per_batch"):
+        raise ValueError(f"relabel must be 'fixed' or 'per_batch', got {relabel!r}")

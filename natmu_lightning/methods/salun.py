@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.predict import model_inputs
 from natmu_lightning.methods.base import OptimizerName, ScheduleName
-from natmu_lightning.methods.rl import RLModule
+from natmu_lightning.methods.rl import Relabel, RLModule
 
 CHECKPOINT_KEY = "salun_saliency_mask"
 
@@ -99,8 +99,9 @@ class SalUnModule(RLModule):
        its later batches see slightly moved weights; here every batch sees the original
        weights.
     2. Random-label training (:class:`~natmu_lightning.methods.rl.RLModule`: the
-       ``"both"`` stream, each forgetting row relabelled with a random wrong class per
-       batch) that updates only the masked weights.
+       ``"both"`` stream, each forgetting sample trained on one wrong class drawn once
+       from the seed, as the NatMU authors' ``salun.py``; ``relabel="per_batch"`` redraws
+       it per batch) that updates only the masked weights.
 
     Unmasked weights stay EXACTLY at their original values: their gradients are zeroed
     before each optimizer step (``on_before_optimizer_step``, so gradient clipping and
@@ -139,6 +140,7 @@ class SalUnModule(RLModule):
         saliency_fraction: fraction of all weights that may change, in (0, 1].
         reinit_classifier: re-initialise the final linear layer first (the snapshot
             is then taken of the re-initialised weights).
+        relabel: ``"fixed"`` or ``"per_batch"`` wrong labels (see ``RLModule``).
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
@@ -159,6 +161,7 @@ class SalUnModule(RLModule):
         warmup_epochs: float = 0.0,
         milestones: Sequence[float] = (0.6, 0.8),
         reinit_classifier: bool = False,
+        relabel: Relabel = "fixed",
     ) -> None:
         if not (
             isinstance(saliency_fraction, (int, float))
@@ -168,7 +171,7 @@ class SalUnModule(RLModule):
             raise ValueError(f"saliency_fraction must lie in (0, 1], got {saliency_fraction!r}")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            lr_schedule, warmup_epochs, milestones, reinit_classifier, relabel,
         )
         self.saliency: Optional[dict[str, Tensor]] = None  # parameter name -> bool mask
         self._originals: Optional[dict[str, Tensor]] = None
