@@ -8,6 +8,8 @@ Each method then gets one invariant a wrong implementation would break.
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import json
 import math
 import os
@@ -24,6 +26,7 @@ from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.checkpoints import read_state_dict
 from natmu_lightning.cli import main
 from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.methods.ft import FTModule
 from natmu_lightning.methods.ga import GAModule
 from natmu_lightning.methods.l1_sparse import L1SparseModule, l1_weight
@@ -251,22 +254,58 @@ def test_ga_raises_the_forget_loss(original: str, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ NegGrad+
 def test_neggrad_plus_loss_matches_the_formula(original: str) -> None:
+    """A paired batch: the remaining rows and the forget rows go through the model in two
+    forward passes (train mode, so each with its own batch-norm statistics), as train_negrad."""
     torch.manual_seed(0)
-    module = NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=0.8).eval()
-    batch = {"image": torch.rand(6, 1, 8, 8), "target": torch.tensor([0, 1, 2, 3, 4, 5]),
-             "index": torch.arange(6), "mask_id": torch.full((6,), -1),
-             "is_forget": torch.tensor([False, True, False, False, True, False])}
+    module = NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=0.8).train()
+    reference = copy.deepcopy(module.backbone)
+    batch = {"image": torch.rand(6, 1, 8, 8), "target": torch.tensor([0, 1, 2, 3, 4, 5]), "num_remain": 4}
     with torch.no_grad(), warnings.catch_warnings():  # self.log without a trainer warns
         warnings.simplefilter("ignore")
         loss = module.training_step(batch, 0)
-        logits = module(batch["image"])
-    f = batch["is_forget"]
+        remain_logits, forget_logits = reference(batch["image"][:4]), reference(batch["image"][4:])
     ce = nn.functional.cross_entropy
-    expected = 0.8 * ce(logits[~f], batch["target"][~f]) - 0.2 * ce(logits[f], batch["target"][f])
+    expected = 0.8 * ce(remain_logits, batch["target"][:4]) - 0.2 * ce(forget_logits, batch["target"][4:])
     assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-7)
-    # A batch without forgetting rows is plain fine-tuning, scaled by alpha.
-    none = torch.zeros(6, dtype=torch.bool)
-    assert torch.allclose(neggrad_plus_loss(logits, batch["target"], none, 0.8), 0.8 * ce(logits, batch["target"]))
+    with pytest.raises(ValueError, match="'paired' stream"):
+        module.training_step({"image": batch["image"], "target": batch["target"]}, 0)
+
+
+def neggrad_as_the_authors(original: str, dm: ForgetRemainDataModule, epochs: int, batch_size: int,
+                           forget_batch_size: int, alpha: float, lr: float, seed: int = 0) -> tuple[nn.Module, int]:
+    """train_negrad re-stated (SCRUB's thirdparty/repdistiller/helper/loops.py): per epoch
+    ``zip(retain_loader, cycle(forget_loader))``, loss ``alpha * CE(retain) - (1 - alpha) *
+    CE(forget)``, plain SGD, train mode. The batch order is the datamodule's documented one
+    (per epoch a seeded permutation of the remaining set, then one of the forget set)."""
+    model = SmallCNN(num_classes=10)
+    model.load_state_dict(original_state(original))
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
+    images, targets = dm._loaded().train.images, dm.train_targets
+    steps = 0
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        retain_loader = dm.remain_indices[torch.randperm(dm.remain_indices.numel(), generator=generator)].split(batch_size)
+        forget_loader = dm.forget_indices[torch.randperm(dm.forget_indices.numel(), generator=generator)].split(forget_batch_size)
+        for retain, delete in zip(retain_loader, itertools.cycle(forget_loader)):
+            output, del_output = model(to_unit_float(images[retain])), model(to_unit_float(images[delete]))
+            loss = alpha * nn.functional.cross_entropy(output, targets[retain]) - (1 - alpha) * nn.functional.cross_entropy(del_output, targets[delete])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    return model, steps
+
+
+def test_neggrad_plus_pairs_every_remaining_batch_with_a_cycled_forget_batch(original: str, tmp_path: Path) -> None:
+    module = NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=0.9, forget_batch_size=32,
+                               optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, lr_schedule="constant")
+    dm = fit(module, tmp_path, max_epochs=2, batch_size=100)
+    assert dm.stream == "paired"
+    reference, steps = neggrad_as_the_authors(original, dm, 2, 100, 32, alpha=0.9, lr=0.01)
+    assert steps == 2 * math.ceil(dm.remain_indices.numel() / 100)  # more steps than forget batches: cycled
+    for (name, ours), theirs in zip(module.backbone.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5), name
 
 
 # ------------------------------------------------------------------------------ l1-sparse

@@ -85,10 +85,9 @@ def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name)
     assert type(cli.model) is expected
     if name == "ssd":
         assert cli.model.dampened and record["global_step"] == 0
-    if name == "scrub":  # max_phase_epochs 2 > 1 epoch: every batch had a max and a min step
-        counts = cli.model.step_counts[0]
-        assert counts["min"] == 3 and 1 <= counts["max"] <= 3
-        assert record["global_step"] == counts["min"] + counts["max"]
+    if name == "scrub":  # epoch 0: the forget pass (130 images, one batch of 512), then 2 min steps
+        assert cli.model.step_counts[0] == {"max": 1, "min": 2}
+        assert record["global_step"] == 3
 
 
 @pytest.mark.parametrize("override,match", [
@@ -272,64 +271,106 @@ def test_distill_kl_is_repdistiller_kd():
     assert torch.allclose(distill_kl(s, t, temperature), expected, atol=1e-6)
 
 
-class BatchCensus(Callback):
-    """Per epoch: batches holding forgetting rows and batches holding remaining rows."""
+class PhaseRecord(Callback):
+    """Per rank: the phase of every batch, the step counts and a weight checksum."""
 
-    def __init__(self):
-        self.forget, self.remain = {}, {}
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        epoch = trainer.current_epoch
-        self.forget[epoch] = self.forget.get(epoch, 0) + int(batch["is_forget"].any())
-        self.remain[epoch] = self.remain.get(epoch, 0) + int((~batch["is_forget"]).any())
-
-
-def test_scrub_alternates_max_and_min_steps_as_configured(original_ckpt, tmp_path):
-    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=2)
-    assert [module.in_max_phase(e) for e in range(3)] == [True, True, False]
-    census = BatchCensus()
-    # batch 16 over 10% forgetting rows: some batches hold none, so max steps are conditional.
-    trainer = quick_trainer(tmp_path, max_epochs=3, limit_train_batches=8, callbacks=[census])
-    trainer.fit(module, datamodule=datamodule(batch_size=16))
-    assert sorted(module.step_counts) == [0, 1, 2]
-    for epoch in range(3):
-        counts = module.step_counts[epoch]
-        assert counts["min"] == census.remain[epoch] == 8
-        assert counts["max"] == (census.forget[epoch] if epoch < 2 else 0)
-    assert 0 < census.forget[0] < 8 or 0 < census.forget[1] < 8
-    assert trainer.global_step == sum(c["max"] + c["min"] for c in module.step_counts.values())
-
-
-class RankRecord(Callback):
-    """Writes, per rank, which batches held forgetting rows, the step counts and a weight checksum."""
-
-    def __init__(self, folder):
-        self.folder, self.flags = str(folder), []
+    def __init__(self, folder=None):
+        self.folder, self.phases = folder, []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.flags.append(bool(batch["is_forget"].any()))
+        self.phases.append((trainer.current_epoch, batch["phase"], int(batch["target"].numel())))
 
     def on_train_end(self, trainer, pl_module):
+        if self.folder is None:
+            return
         checksum = float(sum(p.double().sum() for p in pl_module.backbone.parameters()))
-        record = {"flags": self.flags, "counts": pl_module.step_counts[0], "global_step": trainer.global_step,
+        record = {"phases": self.phases, "counts": pl_module.step_counts[0], "global_step": trainer.global_step,
                   "checksum": checksum}
         (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+def scrub_as_the_authors(original_ckpt, dm, epochs, msteps, batch_size, forget_batch_size, lr, seed=0):
+    """SCRUB's loop re-stated from large_scale_unlearning.ipynb and repdistiller's train_distill:
+    for epoch in 1..sgda_epochs: if epoch <= msteps: max pass over forget_loader; min pass over
+    retain_loader; one SGD optimizer; student in train mode, teacher in eval mode. The batch
+    order is the datamodule's documented one (per epoch, a seeded permutation of the remaining
+    set, then one of the forget set)."""
+    student, teacher = SmallCNN(), SmallCNN()
+    state = read_state_dict(original_ckpt, "original_ckpt")
+    student.load_state_dict(state)
+    teacher.load_state_dict(state)
+    teacher.eval()
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    targets = dm.train_targets
+    images = dm._loaded().train.images
+    remain, forget = dm.remain_indices, dm.forget_indices
+    steps = {"max": 0, "min": 0}
+    for epoch in range(1, epochs + 1):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch - 1)
+        retain_order = remain[torch.randperm(remain.numel(), generator=generator)]
+        forget_order = forget[torch.randperm(forget.numel(), generator=generator)]
+        passes = [("minimize", retain_order.split(batch_size))]
+        if epoch <= msteps:
+            passes.insert(0, ("maximize", forget_order.split(forget_batch_size)))
+        for mode, loader in passes:
+            student.train()
+            for index in loader:
+                x, y = to_unit_float(images[index]), targets[index]
+                logit_s = student(x)
+                with torch.no_grad():
+                    logit_t = teacher(x)
+                loss_div = distill_kl(logit_s, logit_t, 4.0)
+                if mode == "maximize":
+                    loss = -loss_div
+                    steps["max"] += 1
+                else:
+                    loss = 0.99 * F.cross_entropy(logit_s, y) + 0.001 * loss_div
+                    steps["min"] += 1
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return student, steps
+
+
+def test_scrub_follows_the_authors_schedule_and_loop(original_ckpt, tmp_path):
+    """Per epoch one max pass over the forget set in its own batches (first msteps epochs), then
+    one min pass over the remaining set: the step counts and the final weights of the authors'
+    loop on digits (3 epochs, msteps 2, batches of 128 remaining and 64 forget)."""
+    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=2, forget_batch_size=64, lr=0.01)
+    assert [module.in_max_phase(e) for e in range(3)] == [True, True, False]
+    record = PhaseRecord()
+    dm = datamodule(batch_size=128)
+    trainer = quick_trainer(tmp_path, max_epochs=3, callbacks=[record])
+    trainer.fit(module, datamodule=dm)
+    num_forget, num_remain = dm.forget_indices.numel(), dm.remain_indices.numel()
+    max_steps, min_steps = math.ceil(num_forget / 64), math.ceil(num_remain / 128)
+    assert module.step_counts == {0: {"max": max_steps, "min": min_steps}, 1: {"max": max_steps, "min": min_steps},
+                                  2: {"max": 0, "min": min_steps}}
+    for epoch in range(3):  # all max steps first, then all min steps
+        phases = [phase for e, phase, _ in record.phases if e == epoch]
+        assert phases == ["forget"] * (max_steps if epoch < 2 else 0) + ["remain"] * min_steps
+    assert trainer.global_step == 2 * max_steps + 3 * min_steps
+
+    reference, steps = scrub_as_the_authors(original_ckpt, dm, 3, 2, 128, 64, lr=0.01)
+    assert steps == {"max": 2 * max_steps, "min": 3 * min_steps}
+    for (name, ours), theirs in zip(module.backbone.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5), name
+
+
 @pytest.mark.timeout(300)
-def test_scrub_steps_stay_in_step_across_two_processes(original_ckpt, tmp_path):
-    """Under DDP a rank whose batch lacks forgetting rows must still join the max step."""
-    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=1)
+def test_scrub_phases_stay_aligned_across_two_processes(original_ckpt, tmp_path):
+    """Under DDP each phase is split across the ranks on its own: both ranks take their max
+    steps first and their min steps after, at the same steps, and end with the same weights."""
+    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=1, forget_batch_size=8)
     strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=60))
-    trainer = quick_trainer(tmp_path, devices=2, strategy=strategy, limit_train_batches=6,
-                            callbacks=[RankRecord(tmp_path)])
+    trainer = quick_trainer(tmp_path, devices=2, strategy=strategy, limit_train_batches=12,
+                            callbacks=[PhaseRecord(tmp_path)])
     trainer.fit(module, datamodule=datamodule(batch_size=8))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["flags"] != ranks[1]["flags"]  # some batch had forgetting rows on one rank only
-    either = sum(a or b for a, b in zip(ranks[0]["flags"], ranks[1]["flags"]))
+    max_per_rank = math.ceil(math.ceil(130 / 8) / 2)  # 17 forget batches, padded to 18
     for record in ranks:
-        assert record["counts"] == {"max": either, "min": 6}
-        assert record["global_step"] == either + 6
+        assert [phase for _, phase, _ in record["phases"]] == ["forget"] * max_per_rank + ["remain"] * (12 - max_per_rank)
+        assert record["counts"] == {"max": max_per_rank, "min": 12 - max_per_rank}
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
 
 
@@ -340,7 +381,11 @@ def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_se
         module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, lr=0.05, momentum=0.0,
                              weight_decay=0.0, max_phase_epochs=max_phase_epochs)
         dm = datamodule()
+        state = module.backbone.state_dict()
+        buffers = {name: b.clone() for name, b in module.backbone.named_buffers() if name in state}
         quick_trainer(tmp_path, limit_train_batches=4).fit(module, datamodule=dm)
+        # Every forward pass in train mode moves the batch-norm statistics; compare the weights only.
+        module.backbone.load_state_dict({**module.backbone.state_dict(), **buffers})
         images, _ = dm.evaluation_splits()["forget"]
         module.eval()
         with torch.no_grad():

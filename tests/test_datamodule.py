@@ -8,6 +8,7 @@ import torch
 from natmu_lightning import hybrids
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.data import Digits, ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
+from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
 from natmu_lightning.methods import ClassifierModule
 from tests.test_hybrids import check_plan
 
@@ -178,6 +179,41 @@ def test_forget_and_both_streams_flag_forgetting_samples():
     only.setup("fit")
     index = torch.cat([b["index"] for b in only.train_dataloader()])
     assert torch.equal(index.sort().values, only.forget_indices)
+
+
+def test_batch_layouts_cover_each_set_once_per_pass_and_split_phases_across_ranks():
+    scrub = ForgetThenRemainLayout(num_remain=10, num_forget=5, batch_size=4, forget_batch_size=2, seed=1, forget_epochs=1)
+    phases = scrub.global_batches(0)
+    forget, remain = ([rows for rows, _ in phase] for phase in phases)
+    assert [len(rows) for rows in forget] == [2, 2, 1] and [len(rows) for rows in remain] == [4, 4, 2]
+    assert sorted(torch.cat(forget).tolist()) == list(range(10, 15)) and sorted(torch.cat(remain).tolist()) == list(range(10))
+    assert {extra["phase"] for _, extra in phases[0]} == {"forget"} and {extra["phase"] for _, extra in phases[1]} == {"remain"}
+    assert scrub.global_batches(1)[0] == [] and not torch.equal(remain[0], scrub.global_batches(1)[1][0][0])
+    # Two ranks: each phase padded to an even count with its own first batch, then split.
+    ranks = [scrub.batches(0, rank, 2) for rank in (0, 1)]
+    assert [[extra["phase"] for _, extra in batches] for batches in ranks] == [["forget"] * 2 + ["remain"] * 2] * 2
+    assert torch.equal(ranks[1][1][0], forget[0]) and torch.equal(ranks[1][3][0], remain[0])  # the padding
+
+    paired = PairedLayout(num_remain=10, num_forget=3, batch_size=3, forget_batch_size=2, seed=1)
+    [batches] = paired.global_batches(0)
+    assert [extra["num_remain"] for _, extra in batches] == [3, 3, 3, 1]
+    forget_parts = [rows[extra["num_remain"]:] for rows, extra in batches]
+    assert [len(rows) for rows in forget_parts] == [2, 1, 2, 1]  # itertools.cycle over the epoch's 2 forget batches
+    assert torch.equal(forget_parts[0], forget_parts[2]) and torch.equal(forget_parts[1], forget_parts[3])
+    with pytest.raises(ValueError, match="at least one forgetting sample"):
+        PairedLayout(num_remain=4, num_forget=0, batch_size=2, forget_batch_size=2, seed=0).global_batches(0)
+
+
+def test_layout_streams_reach_the_module_as_whole_batches(tmp_path):
+    dm = ForgetRemainDataModule(stream="paired", batch_size=100)
+    attach(dm, tmp_path)
+    dm.setup("fit")
+    assert dm.trainer.reload_dataloaders_every_n_epochs == 1
+    batches = [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
+    assert len(batches) == 12 and all(b["image"].dtype == torch.float32 for b in batches)
+    for batch in batches:
+        n = batch["num_remain"]
+        assert not batch["is_forget"][:n].any() and batch["is_forget"][n:].all()
 
 
 def test_shuffle_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):

@@ -15,7 +15,18 @@ from torch.utils.data import DataLoader
 from natmu_lightning import hybrids
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
-from natmu_lightning.data.streams import Batch, EpochShuffleSampler, EvalSplit, TrainStream, collate_batch
+from natmu_lightning.data.streams import (
+    Batch,
+    BatchLayout,
+    EpochShuffleSampler,
+    EvalSplit,
+    ForgetThenRemainLayout,
+    LayoutBatches,
+    LayoutSampler,
+    PairedLayout,
+    TrainStream,
+    collate_batch,
+)
 from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
@@ -24,8 +35,10 @@ from natmu_lightning.predict import predict_logits
 PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED = "plain_rows", "hybrid_rows", "augment_seed"
 TRANSFER_KEYS = (PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED)
 
-Stream = Literal["full", "remain", "hybrid", "forget", "both"]
-STREAMS = ("full", "remain", "hybrid", "forget", "both")
+Stream = Literal["full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired"]
+STREAMS = ("full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired")
+#: Streams made of whole batches laid out per epoch (see :class:`~natmu_lightning.data.streams.BatchLayout`).
+LAYOUT_STREAMS = ("forget_then_remain", "paired")
 
 
 class ForgetRemainDataModule(pl.LightningDataModule):
@@ -35,9 +48,16 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     ``full`` (the original model: every training sample), ``remain`` (Retrain and
     fine-tuning baselines: the remaining samples only), ``hybrid`` (NatMU: the
     remaining samples plus ``k`` hybrids per forgetting sample), ``forget`` (the
-    forget set only, e.g. gradient ascent) or ``both`` (remaining and forgetting
-    samples, flagged by the batch's ``is_forget``). By default the stream is the
-    module's ``train_stream`` attribute. Shuffling depends only on ``(seed, epoch)``.
+    forget set only, e.g. gradient ascent), ``both`` (remaining and forgetting
+    samples in one shuffled stream, flagged by the batch's ``is_forget``),
+    ``forget_then_remain`` (SCRUB: a pass over the forget set, then one over the
+    remaining set, in separate batches marked by the batch's ``phase``) or ``paired``
+    (NegGrad+: every remaining batch followed by a cycled forget batch, the batch's
+    ``num_remain`` leading rows being the remaining ones). By default the stream is the
+    module's ``train_stream`` attribute; for the last two, the module's
+    ``forget_batch_size`` (default: ``batch_size``) sizes the forget batches and
+    ``forget_pass_epochs`` (``forget_then_remain`` only; default: every epoch) says how
+    many leading epochs hold the forget pass. Shuffling depends only on ``(seed, epoch)``.
 
     Hybrids are planned at ``setup("fit")`` from the seed and the original model's
     predictions (the module must still hold the original weights then, as
@@ -173,6 +193,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 if self.redraw_plan_every_epoch and self.trainer is not None:
                     # The plan lives in the train dataloader, so it must be rebuilt each epoch.
                     self.trainer.reload_dataloaders_every_n_epochs = 1
+            if self.stream in LAYOUT_STREAMS and self.trainer is not None:
+                # An epoch's layout (and so its length) is fixed when its loader is built.
+                self.trainer.reload_dataloaders_every_n_epochs = 1
 
     def _resolve_stream(self) -> str:
         if self.requested_stream is not None:
@@ -274,7 +297,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             indices = torch.arange(data.train.targets.numel())
         elif self.stream == "forget":
             indices = self.forget_indices
-        elif self.stream == "both":
+        elif self.stream in ("both", *LAYOUT_STREAMS):
             indices = torch.cat([self.remain_indices, self.forget_indices])
         else:
             indices = self.remain_indices
@@ -287,7 +310,23 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         forget_mask = torch.zeros(data.train.targets.numel(), dtype=torch.bool)
         forget_mask[self.forget_indices] = True
         stream = TrainStream(data.train.images, data.train.targets, indices, plan, forget_mask)
+        if self.stream in LAYOUT_STREAMS:
+            trainer = self.trainer
+            rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            batches = LayoutBatches(stream, self._layout(), rank, world_size)
+            epoch = trainer.current_epoch if trainer is not None else 0
+            return self._loader(batches, None, sampler=LayoutSampler(batches, epoch))
         return self._loader(stream, self.batch_size, sampler=EpochShuffleSampler(len(stream), self.seed))
+
+    def _layout(self) -> BatchLayout:
+        """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        forget_batch_size = getattr(module, "forget_batch_size", None) or self.batch_size
+        sizes = (self.remain_indices.numel(), self.forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
+        if self.stream == "paired":
+            return PairedLayout(*sizes)
+        forget_epochs = getattr(module, "forget_pass_epochs", None)
+        return ForgetThenRemainLayout(*sizes, forget_epochs=2**31 if forget_epochs is None else int(forget_epochs))
 
     def val_dataloader(self) -> DataLoader:
         """The test split: Lightning's own validation loop reports ``val/acc`` on it."""
@@ -297,7 +336,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         test = self._loaded().test
         return self._loader(EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size)
 
-    def _loader(self, dataset, batch_size: int, sampler: Optional[EpochShuffleSampler] = None) -> DataLoader:
+    def _loader(self, dataset, batch_size: Optional[int], sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -10,7 +10,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 Batch = dict[str, Tensor]
 
@@ -121,3 +121,139 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+# ---------------------------------------------------------------------- whole-batch layouts
+#: Extra batch keys a layout adds: plain Python values, known on the host before the step.
+PHASE, NUM_REMAIN = "phase", "num_remain"
+
+
+def _shuffled(count: int, generator: torch.Generator) -> Tensor:
+    return torch.randperm(count, generator=generator)
+
+
+def _chunks(positions: Tensor, size: int) -> list[Tensor]:
+    """Consecutive batches of ``size`` (the last one shorter), like a DataLoader without drop_last."""
+    return list(positions.split(size)) if positions.numel() else []
+
+
+def _for_rank(batches: list, rank: int, world_size: int) -> list:
+    """Every ``world_size``-th batch from ``rank``, after padding the list to a multiple of
+    ``world_size`` with its own first batches (as ``DistributedSampler`` pads samples), so
+    that all ranks take the same number of batches of each kind."""
+    if not batches:
+        return []
+    padded = batches + batches[: (-len(batches)) % world_size]
+    return padded[rank::world_size]
+
+
+class BatchLayout:
+    """Which rows of a :class:`TrainStream` form each batch of an epoch, as a function of
+    ``(seed, epoch)`` only: the stream's plain rows are the remaining samples at positions
+    ``0 .. num_remain - 1`` followed by the forgetting samples.
+
+    Per epoch the generator ``manual_seed(seed * 1_000_003 + epoch)`` draws a permutation of
+    the remaining set, then (if the epoch uses it) one of the forget set. Subclasses
+    implement :meth:`global_batches`; :meth:`batches` gives one rank's share.
+    """
+
+    def __init__(self, num_remain: int, num_forget: int, batch_size: int, forget_batch_size: int, seed: int) -> None:
+        if batch_size < 1 or forget_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {forget_batch_size}")
+        self.num_remain, self.num_forget = num_remain, num_forget
+        self.batch_size, self.forget_batch_size, self.seed = batch_size, forget_batch_size, seed
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
+    def _remain_batches(self, generator: torch.Generator) -> list[Tensor]:
+        return _chunks(_shuffled(self.num_remain, generator), self.batch_size)
+
+    def _forget_batches(self, generator: torch.Generator) -> list[Tensor]:
+        return _chunks(self.num_remain + _shuffled(self.num_forget, generator), self.forget_batch_size)
+
+    def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
+        """Phases of the epoch, each a list of (stream positions, extra batch keys)."""
+        raise NotImplementedError
+
+    def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> list[tuple[Tensor, dict]]:
+        """This rank's batches of ``epoch``: each phase is split across the ranks on its own,
+        so every rank is in the same phase at the same step."""
+        return [batch for phase in self.global_batches(epoch) for batch in _for_rank(phase, rank, world_size)]
+
+
+class ForgetThenRemainLayout(BatchLayout):
+    """SCRUB's epoch: one pass over the forget set in batches of ``forget_batch_size``
+    (only in the first ``forget_epochs`` epochs), then one pass over the remaining set in
+    batches of ``batch_size``; each set shuffled per epoch. Batches carry ``phase``:
+    ``"forget"`` or ``"remain"``."""
+
+    def __init__(self, num_remain: int, num_forget: int, batch_size: int, forget_batch_size: int, seed: int,
+                 forget_epochs: int) -> None:
+        super().__init__(num_remain, num_forget, batch_size, forget_batch_size, seed)
+        self.forget_epochs = forget_epochs
+
+    def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
+        generator = self._generator(epoch)
+        remain = self._remain_batches(generator)
+        forget = self._forget_batches(generator) if epoch < self.forget_epochs else []
+        return [[(rows, {PHASE: "forget"}) for rows in forget], [(rows, {PHASE: "remain"}) for rows in remain]]
+
+
+class PairedLayout(BatchLayout):
+    """NegGrad+'s epoch, ``zip(retain_loader, cycle(forget_loader))``: every remaining batch
+    (``batch_size``) followed by a forget batch (``forget_batch_size``), the forget batches
+    taken in turn and started over when exhausted (``itertools.cycle`` repeats the first
+    pass's batches in the same order). Batches carry ``num_remain``, the number of leading
+    remaining rows."""
+
+    def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
+        generator = self._generator(epoch)
+        remain = self._remain_batches(generator)
+        forget = self._forget_batches(generator)
+        if not forget:
+            raise ValueError("a paired stream needs at least one forgetting sample")
+        return [[(torch.cat([rows, forget[i % len(forget)]]), {NUM_REMAIN: rows.numel()})
+                 for i, rows in enumerate(remain)]]
+
+
+class LayoutBatches(Dataset):
+    """Whole batches of a :class:`TrainStream` laid out by a :class:`BatchLayout`; the key of
+    an item is ``(epoch, batch number on this rank)`` (use with ``batch_size=None``)."""
+
+    def __init__(self, stream: TrainStream, layout: BatchLayout, rank: int = 0, world_size: int = 1) -> None:
+        self.stream, self.layout, self.rank, self.world_size = stream, layout, rank, world_size
+        self._epoch: Optional[int] = None
+        self._batches: list[tuple[Tensor, dict]] = []
+
+    def epoch_batches(self, epoch: int) -> list[tuple[Tensor, dict]]:
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self.layout.batches(epoch, self.rank, self.world_size)
+        return self._batches
+
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
+        epoch, number = key
+        rows, extra = self.epoch_batches(epoch)[number]
+        return {**self.stream.__getitems__(rows.tolist()), **extra}
+
+
+class LayoutSampler(DistributedSampler):
+    """Yields the ``(epoch, batch number)`` keys of one rank's batches of the current epoch.
+
+    A ``DistributedSampler`` subclass so that Lightning keeps it under DDP (the layout
+    already gives each rank its share, phase by phase) instead of swapping in its own,
+    which would shuffle the batches across phases.
+    """
+
+    def __init__(self, dataset: LayoutBatches, epoch: int = 0) -> None:  # noqa: D107 (no super().__init__: no process group needed)
+        self.dataset, self.epoch = dataset, epoch
+        self.num_replicas, self.rank = dataset.world_size, dataset.rank
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset.epoch_batches(self.epoch))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, number) for number in range(len(self))])

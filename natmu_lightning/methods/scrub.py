@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
-from natmu_lightning.methods.teachers import FrozenTeachers, images_and_forget_flags, move_teachers
+from natmu_lightning.data.streams import PHASE
+from natmu_lightning.methods.teachers import FrozenTeachers, move_teachers
 
 
 def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -52,25 +52,17 @@ class SCRUBModule(UnlearningModule):
     ``args.gamma`` (its ``args.beta`` weighs a further distillation loss and is 0 for
     plain SCRUB, so it is left out here).
 
-    Schedule. The paper's epoch is a full max pass over the forget set followed by a
-    full min pass over the remaining set; the max pass happens only in the first
-    ``msteps`` epochs. Here one shuffled ``"both"`` stream carries both kinds of rows,
-    flagged by ``is_forget``, and each batch takes (manual optimisation, one
-    optimizer, two steps):
-
-    1. during the first ``max_phase_epochs`` epochs only, and only if the batch holds
-       forgetting rows: one max step on the batch's forgetting rows;
-    2. if the batch holds remaining rows: one min step on its remaining rows (a fresh
-       forward pass, after the max step's update).
-
-    So epochs ``0 .. max_phase_epochs - 1`` interleave max and min steps instead of
-    doing all max steps first, and later epochs only do min steps, as in the paper.
-    The max steps use the forgetting rows that fall into each batch (about
-    ``batch_size x |D_f| / |D|`` of them, so more, smaller max steps per epoch than the
-    authors' separate forget loader). The learning-rate schedule advances once per
-    batch (``trainer.global_step`` counts both steps). Under DDP a step is taken on
-    every rank when any rank's batch holds the step's rows; a rank without them
-    contributes a zero gradient (so that all ranks step together).
+    Schedule, as the authors' loop (``for epoch in 1..sgda_epochs: if epoch <= msteps:
+    train_distill(forget_loader, "maximize"); train_distill(retain_loader, "minimize")``):
+    the datamodule's ``"forget_then_remain"`` stream gives, per epoch, one pass of max
+    steps over the forget set in its own batches of ``forget_batch_size`` (only in the
+    first ``max_phase_epochs`` epochs), then one pass of min steps over the remaining
+    set in batches of the datamodule's ``batch_size``; each batch carries its ``phase``.
+    One optimizer (SGD with momentum by default) takes every step, as theirs. The
+    learning-rate schedule advances per step; Lightning sizes it from the first epoch's
+    length, which includes the forget pass (the authors' constant rate makes this moot).
+    Under DDP each phase's batches are split across the ranks on their own, so all ranks
+    are in the same phase at every step.
 
     Defaults are the authors' (large-scale notebook and ``scrub.py`` usage): SGD,
     momentum 0.9, lr 5e-4, weight decay 5e-4, ``alpha = 0.001``, ``gamma = 0.99``,
@@ -80,8 +72,9 @@ class SCRUBModule(UnlearningModule):
     decay (x0.1 after epochs 3, 5, 9) never fires within 3 epochs, hence the
     ``"constant"`` schedule. Their SGDA smoothing (``smoothing = 0``) and gradient
     clipping (``clip``, unused in ``train_distill``) are not implemented. The
-    authors' loaders use no augmentation (retain batches 256, forget batches 512 in
-    the large-scale notebook).
+    authors' loaders use no augmentation (set the datamodule's ``crop_padding: 0`` and
+    ``horizontal_flip: false``) and, in the large-scale notebook, batches of 256
+    (remaining; the datamodule's ``batch_size``) and 512 (forget; ``forget_batch_size``).
 
     Args:
         backbone: the architecture of the model to unlearn.
@@ -91,14 +84,15 @@ class SCRUBModule(UnlearningModule):
         temperature: distillation temperature ``T`` (> 0).
         max_phase_epochs: how many leading epochs include max steps (the authors'
             ``msteps``; >= 0, 0 disables forgetting steps).
+        forget_batch_size: batch size of the max steps' pass over the forget set (>= 1).
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
         ValueError: ``original_ckpt`` missing, ``temperature`` not positive,
-            negative ``alpha``, ``gamma`` or ``max_phase_epochs``.
+            negative ``alpha``, ``gamma`` or ``max_phase_epochs``, ``forget_batch_size`` < 1.
     """
 
-    train_stream = "both"
+    train_stream = "forget_then_remain"
 
     def __init__(
         self,
@@ -108,6 +102,7 @@ class SCRUBModule(UnlearningModule):
         gamma: float = 0.99,
         temperature: float = 4.0,
         max_phase_epochs: int = 2,
+        forget_batch_size: int = 512,
         optimizer: OptimizerName = "sgd",
         lr: float = 5e-4,
         weight_decay: float = 5e-4,
@@ -124,11 +119,12 @@ class SCRUBModule(UnlearningModule):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if isinstance(max_phase_epochs, bool) or not isinstance(max_phase_epochs, int) or max_phase_epochs < 0:
             raise ValueError(f"max_phase_epochs must be an integer >= 0, got {max_phase_epochs!r}")
+        if isinstance(forget_batch_size, bool) or not isinstance(forget_batch_size, int) or forget_batch_size < 1:
+            raise ValueError(f"forget_batch_size must be an integer >= 1, got {forget_batch_size!r}")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones,
         )
-        self.automatic_optimization = False
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)
@@ -137,79 +133,43 @@ class SCRUBModule(UnlearningModule):
     def on_fit_start(self) -> None:
         move_teachers(self.teachers, self.backbone)
 
+    @property
+    def forget_batch_size(self) -> int:
+        """The size of the forget pass's batches (read by the datamodule)."""
+        return int(self.hparams.forget_batch_size)
+
+    @property
+    def forget_pass_epochs(self) -> int:
+        """How many leading epochs hold the forget pass (read by the datamodule)."""
+        return int(self.hparams.max_phase_epochs)
+
     def in_max_phase(self, epoch: Optional[int] = None) -> bool:
         """Whether ``epoch`` (default: the current one) takes max steps."""
         epoch = self.current_epoch if epoch is None else epoch
         return epoch < self.hparams.max_phase_epochs
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        images, is_forget = images_and_forget_flags(batch, type(self).__name__)
-        targets = batch["target"]
-        remain = ~is_forget
-        optimizer = self.optimizers()
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        phase = batch.get(PHASE) if isinstance(batch, dict) else None
+        if phase not in ("forget", "remain"):
+            raise ValueError(
+                "SCRUBModule trains on batches marked with their phase, 'forget' or 'remain' (the "
+                "ForgetRemainDataModule's 'forget_then_remain' stream); got a batch without one"
+            )
+        images, targets = batch["image"], batch["target"]
         counts = self.step_counts.setdefault(self.current_epoch, {"max": 0, "min": 0})
         temperature = self.hparams.temperature
-        any_forget, any_remain = self._any_rank(images.device, bool(is_forget.any()), bool(remain.any()))
-
-        if self.in_max_phase() and any_forget:
-            forget_rows = images[is_forget]
-            if forget_rows.shape[0] > 0:
-                teacher = self.teachers.logits("original", forget_rows)
-                divergence = distill_kl(self(forget_rows), teacher, temperature)
-                loss = -divergence
-                self.log("train/max_kl", divergence.detach(), batch_size=forget_rows.shape[0])
-            else:
-                loss = self._zero_loss(images)
-            check_finite(loss, self)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
+        teacher = self.teachers.logits("original", images)
+        logits = self(images)
+        divergence = distill_kl(logits, teacher, temperature)
+        n = targets.numel()
+        if phase == "forget":
+            loss = -divergence
+            self.log("train/max_kl", divergence.detach(), batch_size=n)
             counts["max"] += 1
-
-        if any_remain:
-            remain_rows = images[remain]
-            if remain_rows.shape[0] > 0:
-                teacher = self.teachers.logits("original", remain_rows)
-                logits = self(remain_rows)
-                cross_entropy = F.cross_entropy(logits, targets[remain])
-                divergence = distill_kl(logits, teacher, temperature)
-                loss = self.hparams.gamma * cross_entropy + self.hparams.alpha * divergence
-                n = remain_rows.shape[0]
-                self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
-                self.log("train/min_kl", divergence.detach(), batch_size=n)
-            else:
-                loss = self._zero_loss(images)
-            check_finite(loss, self)
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
+        else:
+            loss = self.hparams.gamma * F.cross_entropy(logits, targets) + self.hparams.alpha * divergence
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
+            self.log("train/min_kl", divergence.detach(), batch_size=n)
             counts["min"] += 1
-
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-
-    def _any_rank(self, device: torch.device, *flags: bool) -> tuple[bool, ...]:
-        """Each flag OR-ed over all processes (the flags on the batch's ``device``).
-
-        Under DDP every rank must take the same optimizer steps, or the gradient
-        all-reduce of one rank waits forever for the others.
-        """
-        if self.trainer.world_size <= 1:
-            return flags
-        local = torch.tensor([float(f) for f in flags], device=device)
-        gathered = self.all_gather(local).reshape(-1, len(flags))
-        return tuple(bool(v) for v in gathered.amax(0) > 0)
-
-    def _zero_loss(self, images: Tensor) -> Tensor:
-        """A zero loss reaching every parameter, for a rank whose batch lacks the step's rows.
-
-        The student runs in eval mode on one image so that batch-norm statistics are
-        neither used nor updated; DDP then averages a zero gradient from this rank.
-        """
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
-            return self(images[:1]).sum() * 0.0
-        finally:
-            self.backbone.train(was_training)
+        check_finite(loss, self)
+        return loss
