@@ -30,7 +30,7 @@ from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.methods.ft import FTModule
 from natmu_lightning.methods.ga import GAModule
 from natmu_lightning.methods.l1_sparse import L1SparseModule, l1_weight
-from natmu_lightning.methods.neggrad import NegGradPlusModule, neggrad_plus_loss
+from natmu_lightning.methods.neggrad import NegGradPlusModule
 from natmu_lightning.methods.rl import RLModule, random_other_labels
 from natmu_lightning.methods.salun import SalUnModule, saliency_masks
 from natmu_lightning.predict import predict_logits
