@@ -130,11 +130,13 @@ def reference_metrics(model, dm: ForgetRemainDataModule, batch_size: int = 512) 
         "retain_acc": sk_acc(probs["remain"], labels["remain"]),
         "test_acc": sk_acc(probs["test"], labels["test"]),
     }
-    out["mia_entropy"], out["_borderline"] = sk_mia(probs["remain"], probs["test"], probs["forget"])
+    # non-members: the whole test set, the forgotten classes' test samples included (the authors)
+    whole_test = torch.cat([probs["test"], probs["forget_test"]]) if "forget_test" in probs else probs["test"]
+    out["mia_entropy"], out["_borderline"] = sk_mia(probs["remain"], whole_test, probs["forget"])
     out["_n_forget"] = probs["forget"].shape[0]
     # the package's attack on the independently computed outputs: the same feature set
     # must give the very same number
-    out["_mia_same_features"] = MF.mia_entropy(probs["remain"], probs["test"], probs["forget"])
+    out["_mia_same_features"] = MF.mia_entropy(probs["remain"], whole_test, probs["forget"])
     if "forget_test" in probs:
         out["forget_test_acc"] = sk_acc(probs["forget_test"], labels["forget_test"])
     return out
@@ -143,7 +145,7 @@ def reference_metrics(model, dm: ForgetRemainDataModule, batch_size: int = 512) 
 def assert_matches_reference(record: dict, ref: dict) -> None:
     for key in ("forget_acc", "retain_acc", "test_acc") + (("forget_test_acc",) if "forget_test_acc" in ref else ()):
         assert record[key] == pytest.approx(ref[key], abs=1e-9), key
-    # exactly the attack on the right splits (members = remain, non-members = test, target = forget)
+    # exactly the attack on the right splits (members = remain, non-members = the whole test set, target = forget)
     assert record["mia_entropy"] == ref["_mia_same_features"]
     # and sklearn agrees, up to targets on the decision boundary (none, usually)
     assert abs(record["mia_entropy"] - ref["mia_entropy"]) <= 100.0 * ref["_borderline"] / ref["_n_forget"] + 1e-9
@@ -220,7 +222,8 @@ def test_split_metrics_matches_sklearn(seed, class_wise):
     assert got["test_acc"] == pytest.approx(sk_acc(probs["test"], labels["test"]), abs=1e-9)
     if class_wise:
         assert got["forget_test_acc"] == pytest.approx(sk_acc(probs["forget_test"], labels["forget_test"]), abs=1e-9)
-    mia, borderline = sk_mia(probs["remain"], probs["test"], probs["forget"])
+    whole_test = torch.cat([probs["test"], probs["forget_test"]]) if class_wise else probs["test"]
+    mia, borderline = sk_mia(probs["remain"], whole_test, probs["forget"])
     assert borderline == 0, "test data puts a target on the boundary; pick another seed"
     assert got["mia_entropy"] == pytest.approx(mia, abs=1e-9)
     assert 0.0 < got["mia_entropy"] < 100.0  # the attack is not degenerate here
@@ -433,6 +436,52 @@ def test_bad_reference_fails_at_setup(tmp_path, problem, stage):
         getattr(trainer, stage)(model, datamodule=make_dm())
     assert str(path) in str(info.value)
     assert counter.steps == 0 and trainer.global_step == 0 and not evaluated
+
+
+def test_class_wise_loss_attack_tells_members_from_test_samples_of_the_same_classes():
+    """Full class: the loss attack's non-members are the forgotten class's test samples. A
+    Retrain-like model is as unsure on the forgotten class's training and test samples (50,
+    nothing to tell apart), while against the other classes' confident test samples the
+    attack would score ~100 for telling classes apart, not members."""
+    g = torch.Generator().manual_seed(3)
+    probs = {"remain": _random_probs(g, 120, 4, 6.0), "test": _random_probs(g, 80, 4, 6.0),
+             "forget": _random_probs(g, 60, 4, 0.3), "forget_test": _random_probs(g, 60, 4, 0.3)}
+    labels = {k: v.argmax(1) for k, v in probs.items()}
+    for name in ("forget", "forget_test"):
+        labels[name] = torch.full((probs[name].shape[0],), 3)
+    got = E.split_metrics(probs, labels, attacks=("loss_cv",), seed=0)
+
+    def loss(name):
+        return -torch.log(probs[name].double().gather(1, labels[name][:, None])).flatten()
+
+    assert got["mia_loss_cv"] == MF.loss_mia_cv(loss("forget"), loss("forget_test"), n_splits=5, seed=0)
+    assert got["mia_loss_cv"] < 70
+    assert MF.loss_mia_cv(loss("forget"), loss("test"), n_splits=5, seed=0) > 95
+
+
+def test_subclass_request_reports_the_forgotten_subclass_test_images_apart(tmp_path):
+    """Sub-class (CIFAR-20 rocket): test accuracy leaves the forgotten fine class's test images
+    out and forget_test_acc reports them (the authors' retainDL_inTestSet / forgetDL_inTestSet)."""
+    from natmu_lightning.data import SubclassForget
+    from natmu_lightning.data.sources import DataSource, ImageSplit, SourceData
+
+    class FineSynthetic(DataSource):
+        def load(self):
+            base = SyntheticImages(num_classes=4, train_per_class=12, test_per_class=8, height=8, width=8).load()
+            fine = lambda split: split.targets * 2 + torch.arange(split.targets.numel()) % 2  # noqa: E731
+            return SourceData(ImageSplit(base.train.images, base.train.targets // 2, fine(base.train)),
+                              ImageSplit(base.test.images, base.test.targets // 2, fine(base.test)),
+                              ["c0", "c1"], ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"])
+
+    dm = ForgetRemainDataModule(source=FineSynthetic(), forget=SubclassForget("f5"), stream="remain")
+    dm.setup("fit")
+    data = dm._loaded()
+    inside = data.test.fine_targets == 5
+    splits = dm.evaluation_splits()
+    assert torch.equal(splits["forget_test"][1], data.test.targets[inside])
+    assert splits["test"][1].numel() == int((~inside).sum()) > 0
+    assert torch.equal(splits["forget_test"][0], data.test.images[inside])
+    assert torch.equal(dm.forget_indices, torch.nonzero(data.train.fine_targets == 5).flatten())
 
 
 def test_class_forget_reports_forget_test_accuracy(tmp_path, trained):

@@ -58,7 +58,9 @@ class UnlearningEvaluator(Callback):
     ``evaluation_splits()`` (:class:`~natmu_lightning.data.ForgetRemainDataModule`).
 
     Every evaluation computes forget / remaining / test accuracy (``forget_test_acc``
-    too for full-class requests) and the paper's entropy MIA (``mia_entropy``). With
+    too for full-class and sub-class requests, whose ``test_acc`` leaves the forgotten
+    kind's test samples out) and the paper's entropy MIA (``mia_entropy``; see
+    :func:`split_metrics` for each attack's members and non-members). With
     ``reference_ckpt`` (Retrain, same backbone) it adds ``kl_to_reference`` (mean
     ``KL(p_ref || p)`` on the forget set, the paper's naturalness measure),
     ``js_to_reference`` (true Jensen-Shannon), ``avg_gap`` (mean |difference| over test,
@@ -244,13 +246,23 @@ class UnlearningEvaluator(Callback):
 def split_metrics(
     probs: dict[str, Tensor], labels: dict[str, Tensor], attacks: Sequence[str] = (), seed: int = 0
 ) -> dict[str, float]:
-    """Accuracies (percent) of each split, the entropy MIA (remain = member, test = non-member)
-    and the requested slower ``attacks`` (see :data:`ATTACKS`)."""
+    """Accuracies (percent) of each split, the entropy MIA and the requested slower ``attacks``
+    (see :data:`ATTACKS`).
+
+    The entropy MIA's members are the remaining set and its non-members the WHOLE test set:
+    for class and sub-class requests that includes the forgotten kind's test samples
+    (``forget_test``), as the NatMU authors' ``class-wise/natmu.py`` passes its full
+    ``testDL``. The loss attack separates the forget set from the test samples of the
+    forgotten kind when there are any (samples of the same classes, so it measures
+    membership, not class), else from the test set. The SVC attacks' shadow non-members
+    are ``test``.
+    """
+    whole_test = torch.cat([probs["test"], probs["forget_test"]]) if "forget_test" in probs else probs["test"]
     metrics = {
         "forget_acc": MF.accuracy(probs["forget"], labels["forget"]),
         "retain_acc": MF.accuracy(probs["remain"], labels["remain"]),
         "test_acc": MF.accuracy(probs["test"], labels["test"]),
-        "mia_entropy": MF.mia_entropy(probs["remain"], probs["test"], probs["forget"]),
+        "mia_entropy": MF.mia_entropy(probs["remain"], whole_test, probs["forget"]),
     }
     if "forget_test" in probs:
         metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
@@ -260,10 +272,11 @@ def split_metrics(
                 probs["remain"], labels["remain"], probs["test"], labels["test"], probs["forget"], labels["forget"], feature
             )
     if "loss_cv" in attacks:
+        nonmembers = "forget_test" if "forget_test" in probs and labels["forget_test"].numel() else "test"
         losses = {name: -torch.log(probs[name].double().gather(1, labels[name][:, None]).clamp_min(1e-30)).flatten()
-                  for name in ("forget", "test")}
-        smaller = min(losses["forget"].numel(), losses["test"].numel())
-        metrics["mia_loss_cv"] = MF.loss_mia_cv(losses["forget"], losses["test"], n_splits=min(5, smaller), seed=seed) if smaller >= 2 else float("nan")
+                  for name in ("forget", nonmembers)}
+        smaller = min(losses["forget"].numel(), losses[nonmembers].numel())
+        metrics["mia_loss_cv"] = MF.loss_mia_cv(losses["forget"], losses[nonmembers], n_splits=min(5, smaller), seed=seed) if smaller >= 2 else float("nan")
     return metrics
 
 

@@ -357,8 +357,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """(uint8 images, labels) of each split the evaluator reports.
 
-        ``forget``, ``remain`` and ``test``; for full-class requests ``test`` holds the
-        test samples outside the forgotten classes and ``forget_test`` those inside.
+        ``forget``, ``remain`` and ``test``; for full-class and sub-class requests ``test``
+        holds the test samples outside the forgotten classes (sub-class) and
+        ``forget_test`` those inside (the NatMU authors' ``retainDL_inTestSet`` and
+        ``forgetDL_inTestSet`` in ``class-wise/natmu.py``).
         """
         data = self._loaded()
         if self.forget_indices is None:
@@ -367,11 +369,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             "forget": (data.train.images[self.forget_indices], data.train.targets[self.forget_indices]),
             "remain": (data.train.images[self.remain_indices], data.train.targets[self.remain_indices]),
         }
-        classes = self.forget_classes
-        if classes is None:
+        inside = self.forget.forgotten_test_mask(data)
+        if inside is None:
             splits["test"] = (data.test.images, data.test.targets)
         else:
-            inside = torch.isin(data.test.targets, torch.tensor(classes))
             splits["test"] = (data.test.images[~inside], data.test.targets[~inside])
             splits["forget_test"] = (data.test.images[inside], data.test.targets[inside])
         return splits

@@ -39,6 +39,11 @@ class ForgetRequest(abc.ABC):
                 (only for requests with ``needs_original_model``).
         """
 
+    def forgotten_test_mask(self, data: SourceData) -> Optional[Tensor]:
+        """For requests that forget a whole kind of sample (a class, a sub-class): which test
+        samples are of that kind (the evaluator reports them apart); ``None`` otherwise."""
+        return None
+
     def describe(self) -> str:
         """One line for logs and summaries."""
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -122,6 +127,9 @@ class ClassForget(ForgetRequest):
         """The forgotten classes as ids."""
         return [class_id(c, data.classes, "class") for c in self.classes]
 
+    def forgotten_test_mask(self, data: SourceData) -> Tensor:
+        return torch.isin(data.test.targets, torch.tensor(self.class_ids(data)))
+
 
 class SubclassForget(ForgetRequest):
     """Every training sample of one fine class inside a coarse label (e.g. CIFAR-20).
@@ -136,13 +144,18 @@ class SubclassForget(ForgetRequest):
         self.subclass = subclass
 
     def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+        return _finish(torch.nonzero(data.train.fine_targets == self._fine_id(data)).flatten(), data)
+
+    def forgotten_test_mask(self, data: SourceData) -> Tensor:
+        return data.test.fine_targets == self._fine_id(data)
+
+    def _fine_id(self, data: SourceData) -> int:
         if data.train.fine_targets is None or data.fine_classes is None:
             raise ValueError(
                 "a sub-class request needs a dataset with fine labels inside coarse ones "
                 "(e.g. CIFAR20); this dataset has none"
             )
-        fine = class_id(self.subclass, data.fine_classes, "sub-class")
-        return _finish(torch.nonzero(data.train.fine_targets == fine).flatten(), data)
+        return class_id(self.subclass, data.fine_classes, "sub-class")
 
 
 class HardestForget(ForgetRequest):
