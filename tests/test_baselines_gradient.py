@@ -319,7 +319,7 @@ def test_l1_weight_decays_linearly_to_zero() -> None:
 
 def test_l1_sparse_loss_includes_the_penalty(original: str) -> None:
     torch.manual_seed(0)
-    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3).eval()
+    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, l1_schedule="step").eval()
     module.total_steps = 10
     batch = {"image": torch.rand(5, 1, 8, 8), "target": torch.tensor([0, 1, 2, 3, 4])}
     with torch.no_grad(), warnings.catch_warnings():  # self.log without a trainer warns
@@ -337,11 +337,29 @@ def test_l1_sparse_weight_follows_the_schedule_in_a_run(original: str, tmp_path:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             weights.append(pl_module.current_l1_weight())
 
-    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3)
+    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3,
+                            l1_schedule="step")
     fit(module, tmp_path, max_steps=4, callbacks=[Record()])
     assert module.total_steps == 4
     assert weights == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
     assert module.current_l1_weight() == 0.0  # global_step == total_steps: the end of the run
+
+
+def test_l1_sparse_default_is_the_authors_per_epoch_staircase(original: str, tmp_path: Path) -> None:
+    """FT_iter: current_alpha = alpha * (1 - epoch / (unlearn_epochs - no_l1_epochs)), constant
+    within an epoch, 0 in the last no_l1_epochs epochs."""
+    weights: dict[int, set[float]] = {}
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            weights.setdefault(trainer.current_epoch, set()).add(pl_module.current_l1_weight())
+
+    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, no_l1_epochs=1)
+    assert module.hparams.l1_schedule == "epoch"
+    fit(module, tmp_path, max_epochs=4, callbacks=[Record()])
+    assert weights == {0: {1e-3}, 1: {1e-3 * (1 - 1 / 3)}, 2: {1e-3 * (1 - 2 / 3)}, 3: {0}}
+    with pytest.raises(ValueError, match="l1_schedule"):
+        L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, l1_schedule="batch")
 
 
 # ------------------------------------------------------------------------------ SalUn

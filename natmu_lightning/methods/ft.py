@@ -27,6 +27,10 @@ class FTModule(UnlearningModule):
     5e-4 from their argument defaults, lr 0.01, 10 epochs; their ``decreasing_lr``
     milestones 91 and 136 never fire in 10 epochs, so the rate is constant). Run it with
     ``trainer.max_epochs: 10``. The NatMU paper publishes no FT recipe of its own.
+    That README command forgets ``--num_indexes_to_replace 4500`` samples of
+    ``--class_to_replace``, whose default is class 0 (``arg_parser.py``): a class-wise
+    request (90% of one CIFAR-10 class), not a random one; their batch size is the
+    ``--batch_size`` default, 256.
 
     Args:
         backbone: the architecture of the model to unlearn.

@@ -26,6 +26,10 @@ class GAModule(UnlearningModule):
     Default recipe: Jia et al.'s README command for GA (SGD, momentum 0.9, weight decay
     5e-4 from their argument defaults, lr 1e-4, 5 epochs, constant rate). The NatMU
     paper publishes no GA recipe of its own.
+    That README command forgets ``--num_indexes_to_replace 4500`` samples of
+    ``--class_to_replace``, whose default is class 0 (``arg_parser.py``): a class-wise
+    request (90% of one CIFAR-10 class), not a random one; their batch size is the
+    ``--batch_size`` default, 256.
 
     Args:
         backbone: the architecture of the model to unlearn.

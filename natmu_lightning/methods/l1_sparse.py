@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite, unpack
+
+
+L1Schedule = Literal["epoch", "step"]
+
+
+def l1_epoch_weight(alpha: float, epoch: int, epochs: int, no_l1_epochs: int = 0) -> float:
+    """The authors' per-epoch penalty weight: ``alpha * (1 - epoch / (epochs - no_l1_epochs))``
+    in the first ``epochs - no_l1_epochs`` epochs (counted from 0), 0 after
+    (``FT_iter`` in ``unlearn/FT.py`` of https://github.com/OPTML-Group/Unlearn-Sparse).
+
+    Example:
+        >>> [l1_epoch_weight(1.0, e, 4) for e in range(4)]
+        [1.0, 0.75, 0.5, 0.25]
+        >>> [l1_epoch_weight(1.0, e, 4, no_l1_epochs=2) for e in range(4)]
+        [1.0, 0.5, 0, 0]
+    """
+    if epoch < epochs - no_l1_epochs:
+        return alpha * (1 - epoch / (epochs - no_l1_epochs))
+    return 0
 
 
 def l1_weight(alpha: float, step: int, total_steps: int) -> float:
@@ -55,18 +74,21 @@ class L1SparseModule(UnlearningModule):
     classifier). The weight decays linearly to zero so that the sparsity prior acts
     early and the last steps are plain fine-tuning.
 
-    Schedule: the reference code sets, per epoch ``e`` of ``E``,
-    ``alpha_e = alpha * (1 - e / (E - no_l1_epochs))`` (0 in the final
-    ``no_l1_epochs`` epochs, default 0), a staircase that stops at ``alpha / E``. Here
-    the weight is its per-step interpolation :func:`l1_weight`:
-    ``alpha_t = alpha * (1 - t / T)`` for optimizer step ``t`` of ``T``
-    (``trainer.estimated_stepping_batches``): equal to the reference value at the start
-    of every epoch and 0 at the end of the run.
+    Schedule (``l1_schedule``): ``"epoch"`` (default) is the reference code's staircase,
+    per epoch ``e`` of ``E``, ``alpha_e = alpha * (1 - e / (E - no_l1_epochs))`` (0 in
+    the final ``no_l1_epochs`` epochs, default 0), which stops at ``alpha / E``
+    (:func:`l1_epoch_weight`). ``"step"`` is its per-step interpolation
+    :func:`l1_weight`, ``alpha_t = alpha * (1 - t / T)`` for optimizer step ``t`` of
+    ``T`` (``trainer.estimated_stepping_batches``): equal to the reference value at the
+    start of every epoch and 0 at the end of the run.
 
     Default recipe: the OPTML-Group code's l1-sparse command (``--unlearn FT_prune
     --unlearn_lr 0.01 --unlearn_epochs 10``; SGD with momentum 0.9 and weight decay
     5e-4 from their argument defaults; their ``decreasing_lr`` milestones 91 and 136
-    never fire in 10 epochs, so the rate is constant). ``alpha`` is tuned per setting:
+    never fire in 10 epochs, so the rate is constant; batch 256, their ``--batch_size``
+    default). That README command forgets ``--num_indexes_to_replace 4500`` samples of
+    ``--class_to_replace``, whose default is class 0: a class-wise request (90% of one
+    CIFAR-10 class), not a random one. ``alpha`` is tuned per setting:
     earlier READMEs pass ``--alpha ${alpha}``; the current one passes 0.2, the
     argument default shared with the Fisher methods, which would swamp the
     cross-entropy of a ResNet; public run scripts built on that code use 1e-4, our
@@ -78,11 +100,14 @@ class L1SparseModule(UnlearningModule):
         backbone: the architecture of the model to unlearn.
         original_ckpt: the trained model to unlearn (required).
         alpha: initial weight of the L1 penalty (>= 0).
+        l1_schedule: ``"epoch"`` (the authors' staircase) or ``"step"`` (linear per step).
+        no_l1_epochs: final epochs without the penalty (``"epoch"`` schedule; >= 0).
         reinit_classifier: re-initialise the final linear layer first.
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
-        ValueError: ``original_ckpt`` missing or ``alpha`` negative or not finite.
+        ValueError: ``original_ckpt`` missing, ``alpha`` negative or not finite, an
+            unknown ``l1_schedule`` or a negative ``no_l1_epochs``.
     """
 
     train_stream = "remain"
@@ -92,6 +117,8 @@ class L1SparseModule(UnlearningModule):
         backbone: nn.Module,
         original_ckpt: str,
         alpha: float = 1e-4,
+        l1_schedule: L1Schedule = "epoch",
+        no_l1_epochs: int = 0,
         optimizer: OptimizerName = "sgd",
         lr: float = 0.01,
         weight_decay: float = 5e-4,
@@ -104,6 +131,10 @@ class L1SparseModule(UnlearningModule):
     ) -> None:
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha (the initial L1 weight) must be a number >= 0, got {alpha!r}")
+        if l1_schedule not in ("epoch", "step"):
+            raise ValueError(f"l1_schedule must be 'epoch' or 'step', got {l1_schedule!r}")
+        if isinstance(no_l1_epochs, bool) or not isinstance(no_l1_epochs, int) or no_l1_epochs < 0:
+            raise ValueError(f"no_l1_epochs must be an integer >= 0, got {no_l1_epochs!r}")
         super().__init__(
             backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
             lr_schedule, warmup_epochs, milestones, reinit_classifier,
@@ -115,9 +146,15 @@ class L1SparseModule(UnlearningModule):
 
     def current_l1_weight(self) -> float:
         """The penalty weight of the coming optimizer step."""
+        alpha = float(self.hparams.alpha)
+        if self.hparams.get("l1_schedule", "step") == "epoch":
+            epochs = self.trainer.max_epochs
+            if epochs is None or epochs < 1:
+                raise ValueError("l1_schedule='epoch' needs the trainer's max_epochs; use l1_schedule='step'")
+            return l1_epoch_weight(alpha, self.current_epoch, epochs, int(self.hparams.get("no_l1_epochs", 0)))
         if self.total_steps is None:
             raise RuntimeError("the L1 schedule is set when training starts (total_steps is unknown)")
-        return l1_weight(float(self.hparams.alpha), self.global_step, self.total_steps)
+        return l1_weight(alpha, self.global_step, self.total_steps)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = unpack(batch)
