@@ -77,6 +77,67 @@ def test_gap_is_a_checkpoint_monitor(tmp_path):
     assert f"epoch={gaps.index(min(gaps))}" in checkpoint.best_model_path
 
 
+def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path):
+    """Lightning's validation loop runs every epoch; the evaluator every second one. The
+    checkpoint callback saves on the evaluated epochs only, with that epoch's gap."""
+    reference = tmp_path / "reference.pt"
+    torch.save(other_weights().backbone.state_dict(), reference)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=-1)
+    evaluator = UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16, every_n_epochs=2)
+    trainer = make_trainer(tmp_path, [evaluator, checkpoint], max_epochs=4, limit_train_batches=2,
+                           enable_checkpointing=True)
+    trainer.fit(make_model(lr=3e-2), datamodule=make_dm())
+    rows = [r for r in read_csv(trainer) if r.get("gap/avg")]
+    assert [int(r["epoch"]) for r in rows] == [1, 3]
+    saved = {path.name for path in (tmp_path / "ckpt").iterdir()}
+    assert saved == {f"epoch={e}-step={2 * (e + 1)}.ckpt" for e in (1, 3)}
+    for row in rows:
+        epoch = int(row["epoch"])
+        state = torch.load(tmp_path / "ckpt" / f"epoch={epoch}-step={2 * (epoch + 1)}.ckpt", weights_only=False)
+        score = next(v for k, v in state["callbacks"].items() if "ModelCheckpoint" in k)["current_score"]
+        assert float(score) == pytest.approx(float(row["gap/avg"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("checkpoint_kwargs,match", [
+    ({"every_n_epochs": 3}, "multiple of 2"),
+    ({"every_n_train_steps": 5}, "every n training steps"),
+])
+def test_gap_monitor_that_cannot_match_the_evaluator_is_refused(tmp_path, checkpoint_kwargs, match):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", **checkpoint_kwargs)
+    trainer = make_trainer(tmp_path, [UnlearningEvaluator(batch_size=16, every_n_epochs=2), checkpoint],
+                           max_epochs=2, limit_train_batches=1, enable_checkpointing=True)
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        trainer.fit(model, datamodule=make_dm())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_test_accuracy_has_one_owner(tmp_path):
+    """With the evaluator, test/acc is its exact number and the module's test loop does not
+    log the key too; without it, the module logs it."""
+    logged = []
+
+    def spying(model):
+        log = model.log
+
+        def spy(name, *args, **kwargs):
+            logged.append(name)
+            return log(name, *args, **kwargs)
+
+        model.log = spy
+        return model
+
+    trainer = make_trainer(tmp_path, [UnlearningEvaluator(batch_size=16)])
+    results = trainer.test(spying(make_model()), datamodule=make_dm())
+    assert logged.count("test/acc") == 1 and "test/loss" in logged
+    assert results[0]["test/acc"] == pytest.approx(read_json(trainer)["test_acc"], abs=1e-4)
+    logged.clear()
+    results = make_trainer(tmp_path / "plain", []).test(spying(make_model()), datamodule=make_dm())
+    assert logged.count("test/acc") > 0 and "test/acc" in results[0]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"attacks": ["svm"]}, "unknown attacks"),
     ({"remain_subset": 0}, "remain_subset"),

@@ -74,7 +74,13 @@ class UnlearningEvaluator(Callback):
     Logged keys: ``forget/acc``, ``retain/acc``, ``test/acc``, ``forget_test/acc``,
     ``mia/entropy``, ``mia/svc_*``, ``mia/loss_cv``, ``ref/kl``, ``ref/js``, ``gap/avg``,
     ``gap/tow``. ``gap/avg`` works as a ``ModelCheckpoint`` monitor (mode ``min``) to keep
-    the checkpoint closest to Retrain. Everything (plus the reference's numbers, world
+    the checkpoint closest to Retrain; a checkpoint callback that monitors one of these keys
+    saves on the epochs the evaluator measures (with ``every_n_epochs > 1``, a
+    ``ModelCheckpoint`` left at its default of every epoch is set to the evaluator's
+    interval). Choosing a checkpoint by ``gap/avg`` (or any key here) selects on the test
+    set, the forget set and Retrain: report such a number as selected on them, or select on
+    a separate validation forget request. This callback is the one owner of ``test/acc``
+    (the module's own test loop then logs only ``test/loss``). Everything (plus the reference's numbers, world
     size, effective batch size and seed) goes to ``unlearning_metrics.json`` in the log dir.
 
     Args:
@@ -124,11 +130,51 @@ class UnlearningEvaluator(Callback):
         self._evaluated_step: Optional[int] = None
         self._last_was_final = False
 
+    @property
+    def logged_keys(self) -> frozenset[str]:
+        """The keys this callback logs (the module leaves them to it)."""
+        return frozenset(LOG_KEYS.values())
+
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._align_checkpoint_monitors(trainer)
         if self.reference_ckpt is not None and self.reference_metrics is None:
             # Fail on a bad reference before any training, not at the first epoch's end.
             load_weights(copy.deepcopy(_backbone(pl_module)), self.reference_ckpt, "reference_ckpt")
+
+    def _align_checkpoint_monitors(self, trainer: pl.Trainer) -> None:
+        """Checkpoint callbacks monitoring an evaluator key save only on evaluated epochs.
+
+        Raises:
+            ValueError: such a callback saves every n training steps or on a time interval,
+                or every n epochs with n not a multiple of ``every_n_epochs``.
+        """
+        for checkpoint in trainer.checkpoint_callbacks:
+            monitor = getattr(checkpoint, "monitor", None)
+            if monitor not in self.logged_keys:
+                continue
+            steps = getattr(checkpoint, "_every_n_train_steps", 0) or 0
+            interval = getattr(checkpoint, "_train_time_interval", None)
+            epochs = getattr(checkpoint, "_every_n_epochs", 1)
+            if steps > 0 or interval is not None:
+                raise ValueError(
+                    f"ModelCheckpoint(monitor={monitor!r}) saves every n training steps or on a time interval, but "
+                    f"the evaluator measures {monitor!r} at epoch ends only (every {self.every_n_epochs}): use "
+                    "every_n_epochs"
+                )
+            if epochs == 1 and self.every_n_epochs > 1:
+                checkpoint._every_n_epochs = self.every_n_epochs
+                rank_zero_info(
+                    f"ModelCheckpoint(monitor={monitor!r}) saves every {self.every_n_epochs} epochs, when the "
+                    "evaluator measures it"
+                )
+            elif epochs > 0 and epochs % self.every_n_epochs:
+                raise ValueError(
+                    f"ModelCheckpoint(monitor={monitor!r}, every_n_epochs={epochs}) would look for {monitor!r} on "
+                    f"epochs the evaluator does not measure (every_n_epochs={self.every_n_epochs}): use a multiple "
+                    f"of {self.every_n_epochs}"
+                )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1

@@ -155,7 +155,14 @@ class BackboneModule(pl.LightningModule):
         logits = self(images)
         n = targets.numel()
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, targets), batch_size=n, sync_dist=True)
-        self.log(f"{stage}/acc", (logits.argmax(1) == targets).float().mean() * 100, batch_size=n, sync_dist=True, prog_bar=True)
+        if not self._logged_by_a_callback(f"{stage}/acc"):
+            self.log(f"{stage}/acc", (logits.argmax(1) == targets).float().mean() * 100, batch_size=n, sync_dist=True,
+                     prog_bar=True)
+
+    def _logged_by_a_callback(self, key: str) -> bool:
+        """Whether a callback owns ``key`` (the evaluator logs an exact ``test/acc``)."""
+        trainer = self._trainer
+        return trainer is not None and any(key in getattr(c, "logged_keys", ()) for c in trainer.callbacks)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
