@@ -77,6 +77,21 @@ def test_gap_is_a_checkpoint_monitor(tmp_path):
     assert f"epoch={gaps.index(min(gaps))}" in checkpoint.best_model_path
 
 
+@pytest.mark.parametrize("remain_subset", [None, 10])
+def test_the_final_reference_numbers_include_every_attack_run(tmp_path, remain_subset):
+    """Per-epoch evaluations skip the slower attacks; the final one runs them on the model AND
+    on the reference, so the record's reference holds Retrain's SVC and loss-attack values."""
+    reference = tmp_path / "reference.pt"
+    torch.save(other_weights().backbone.state_dict(), reference)
+    evaluator = UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16, remain_subset=remain_subset)
+    trainer = make_trainer(tmp_path, [evaluator], max_epochs=3, limit_train_batches=1)
+    trainer.fit(make_model(), datamodule=make_dm())
+    record = read_json(trainer)
+    assert record["final"]
+    attacks = {"mia_svc_confidence", "mia_svc_entropy", "mia_svc_m_entropy", "mia_loss_cv"}
+    assert attacks <= set(record) and attacks <= set(record["reference"])
+
+
 def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path):
     """Lightning's validation loop runs every epoch; the evaluator every second one. The
     checkpoint callback saves on the evaluated epochs only, with that epoch's gap."""
