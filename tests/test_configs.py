@@ -93,10 +93,12 @@ EXPECTED = [
 SLOW_SETTINGS = {"cifar100_resnet18", "tinyimagenet_resnet34"}  # ResNet-18/34 at 32-64 px: seconds per run
 #: Single files deselected by default: the VGG-16 baselines' 10% configs differ from their
 #: 1% twins (run by default) only in the forget ratio, so they run with -m slow.
+#: The CIFAR-20 sub-class NatMU run (ResNet-18, ~12 s) is slow too; its request and its
+#: evaluation splits are tested by default in test_requests.py and test_evaluator.py.
 SLOW_FILES: set[str] = {
     f"cifar10_vgg16/{method}_random10.yaml"
     for method in ("bad_teacher", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd")
-}
+} | {"cifar20_resnet18/natmu_subclass_rocket.yaml"}
 
 METRIC_KEYS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy")
 

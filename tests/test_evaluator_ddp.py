@@ -188,6 +188,7 @@ def test_two_processes_give_identical_metrics_and_logits(tmp_path):
             assert torch.equal(got, expected), f"{key} differs on rank {payload['rank']}"
 
 
+@pytest.mark.slow  # ~25 s; test_two_processes_give_identical_metrics_and_logits covers exactness by default
 @pytest.mark.timeout(300)
 def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
     """``natmu-lightning validate`` on configs/digits/natmu.yaml, 1 vs 2 processes.
