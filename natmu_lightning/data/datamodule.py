@@ -325,8 +325,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         sizes = (self.remain_indices.numel(), self.forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
         if self.stream == "paired":
             return PairedLayout(*sizes)
-        forget_epochs = getattr(module, "forget_pass_epochs", None)
-        return ForgetThenRemainLayout(*sizes, forget_epochs=2**31 if forget_epochs is None else int(forget_epochs))
+        return ForgetThenRemainLayout(*sizes, forget_epochs=getattr(module, "forget_pass_epochs", None))
 
     def val_dataloader(self) -> DataLoader:
         """The test split: Lightning's own validation loop reports ``val/acc`` on it."""

@@ -128,10 +128,6 @@ class EpochShuffleSampler(Sampler[int]):
 PHASE, NUM_REMAIN = "phase", "num_remain"
 
 
-def _shuffled(count: int, generator: torch.Generator) -> Tensor:
-    return torch.randperm(count, generator=generator)
-
-
 def _chunks(positions: Tensor, size: int) -> list[Tensor]:
     """Consecutive batches of ``size`` (the last one shorter), like a DataLoader without drop_last."""
     return list(positions.split(size)) if positions.numel() else []
@@ -167,10 +163,10 @@ class BatchLayout:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
 
     def _remain_batches(self, generator: torch.Generator) -> list[Tensor]:
-        return _chunks(_shuffled(self.num_remain, generator), self.batch_size)
+        return _chunks(torch.randperm(self.num_remain, generator=generator), self.batch_size)
 
     def _forget_batches(self, generator: torch.Generator) -> list[Tensor]:
-        return _chunks(self.num_remain + _shuffled(self.num_forget, generator), self.forget_batch_size)
+        return _chunks(self.num_remain + torch.randperm(self.num_forget, generator=generator), self.forget_batch_size)
 
     def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
         """Phases of the epoch, each a list of (stream positions, extra batch keys)."""
@@ -184,19 +180,20 @@ class BatchLayout:
 
 class ForgetThenRemainLayout(BatchLayout):
     """SCRUB's epoch: one pass over the forget set in batches of ``forget_batch_size``
-    (only in the first ``forget_epochs`` epochs), then one pass over the remaining set in
+    (only in the first ``forget_epochs`` epochs; every epoch when ``None``), then one pass over the remaining set in
     batches of ``batch_size``; each set shuffled per epoch. Batches carry ``phase``:
     ``"forget"`` or ``"remain"``."""
 
     def __init__(self, num_remain: int, num_forget: int, batch_size: int, forget_batch_size: int, seed: int,
-                 forget_epochs: int) -> None:
+                 forget_epochs: Optional[int] = None) -> None:
         super().__init__(num_remain, num_forget, batch_size, forget_batch_size, seed)
         self.forget_epochs = forget_epochs
 
     def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
         generator = self._generator(epoch)
         remain = self._remain_batches(generator)
-        forget = self._forget_batches(generator) if epoch < self.forget_epochs else []
+        in_forget_pass = self.forget_epochs is None or epoch < self.forget_epochs
+        forget = self._forget_batches(generator) if in_forget_pass else []
         return [[(rows, {PHASE: "forget"}) for rows in forget], [(rows, {PHASE: "remain"}) for rows in remain]]
 
 
