@@ -7,8 +7,9 @@ For each seed ``s`` it runs, through the real CLI and the shipped configs of the
 every unlearning method config in that folder on the same forget set (``data.seed = s``)
 and the same original checkpoint, each evaluated against that seed's Retrain. It writes
 ``results.json`` (one row per method and seed), ``results.csv`` and ``results.md``
-(mean ± std over seeds, run-time efficiency = Retrain time / method time). A method that
-fails is reported as failed, not dropped.
+(mean ± std over seeds, run-time efficiency = Retrain time / method time, and the Spearman
+rank correlation between the reference-free gap and the gap to Retrain over runs and over
+methods). A method that fails is reported as failed, not dropped.
 
 Presets: ``digits`` (configs/digits, minutes on a CPU), ``cifar10-small``
 (configs/cifar10_small: a 5,000-image subset of the offline CIFAR-10 JPEG copy and a
@@ -20,7 +21,9 @@ Scenarios (``--scenario``): ``random10`` (the configs' own 10% class-balanced re
 ``random1`` (1%), ``class`` (every sample of class ``--forget-class``) and ``hardest10``
 (the 10% of training samples with the highest loss under that seed's original model,
 resolved once from the original checkpoint and passed to every run as explicit indices;
-the original itself is then re-evaluated on that set).
+the original itself is then re-evaluated on that set) and ``sequential`` (three deletion
+requests of 3.3% in a row on each method's own result, compared with one Retrain on their
+union and with the method unlearning the union at once: ``benchmarks/sequential.py``).
 
 Hyperparameters are the configs' own unless ``--search`` is given. The search runs
 first, on VALIDATION forget sets distinct from every reported one: the forget request
@@ -70,8 +73,9 @@ from natmu_lightning.predict import predict_logits  # noqa: E402
 from presets import CIFAR10_JPEG  # noqa: E402  (this folder; Python puts a script's folder on sys.path)
 
 CLASSIFIERS = ("original", "retrain")
-SCENARIOS = ("random10", "random1", "class", "hardest10")
-METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference")
+SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
+METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference",
+           "reference_free_gap")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 #: NatMU's delta candidates: the paper's random-forgetting extremes (CIFAR-10 -0.19,
 #: TinyImageNet +0.045) and its class recipe (-0.053), then three steps above the
@@ -429,11 +433,47 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); ``nan`` under 3 pairs or a constant side."""
+    if len(a) != len(b) or len(a) < 3:
+        return float("nan")
+    ranks = [_average_ranks(np.asarray(v, dtype=float)) for v in (a, b)]
+    if ranks[0].std() == 0 or ranks[1].std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def rank_agreement(summary: list[dict], rows: list[dict]) -> str:
+    """How well the reference-free gap ranks runs and methods the way the gap to Retrain does."""
+    runs = [r for r in rows if r.get("status") == "ok" and r["method"] != "retrain"
+            and _finite(r.get("avg_gap")) and _finite(r.get("reference_free_gap"))]
+    means = [e for e in summary if e["method"] != "retrain" and "avg_gap" in e and "reference_free_gap" in e]
+    pooled = spearman([r["avg_gap"] for r in runs], [r["reference_free_gap"] for r in runs])
+    by_method = spearman([e["avg_gap"][0] for e in means], [e["reference_free_gap"][0] for e in means])
+    return (f"Reference-free gap (no Retrain needed) against the gap to Retrain, Spearman rank correlation: "
+            f"{pooled:.2f} over {len(runs)} runs (every method and seed but Retrain), "
+            f"{by_method:.2f} over the {len(means)} methods' means.")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "random10",
-             selection: Optional[dict] = None) -> str:
+             selection: Optional[dict] = None, rows: Optional[list[dict]] = None) -> str:
     columns = [("forget_acc", "FA"), ("retain_acc", "RA"), ("test_acc", "TA"), ("mia_entropy", "MIA (entropy)"),
                ("avg_gap", "avg gap"), ("kl_to_reference", "KL(Retrain‖·) on D_f"), ("js_to_reference", "JS on D_f"),
-               ("seconds", "seconds"), ("efficiency", "efficiency")]
+               ("reference_free_gap", "ref.-free gap"), ("seconds", "seconds"), ("efficiency", "efficiency")]
     lines = [f"# Quality: preset `{preset}`, scenario `{scenario}`, {seeds} seed(s)", "",
              "Mean ± std over seeds; gaps and divergences are to each seed's Retrain. "
              "Efficiency = Retrain time / method time.", "",
@@ -448,6 +488,7 @@ def markdown(summary: list[dict], preset: str, seeds: int, scenario: str = "rand
             else:
                 cells.append("–")
         lines.append(f"| {entry['method']} | {entry['runs']} | {entry['failed']} | " + " | ".join(cells) + " |")
+    lines += ["", rank_agreement(summary, rows or [])]
     if selection is None:
         lines += ["", "Hyperparameters: each config's own (no search)."]
     else:
@@ -488,9 +529,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.search and args.scenario == "hardest10":
-        parser.error("--search is not available for hardest10: a validation hardest set would overlap the reported "
-                     "ones; select on random10 and pass the values with --extra")
+    if args.search and args.scenario in ("hardest10", "sequential"):
+        parser.error(f"--search is not available for {args.scenario}: select on random10 and pass the values with --extra")
     if args.search_seeds < 1:
         parser.error(f"--search-seeds must be >= 1, got {args.search_seeds}")
     if args.search_seeds > 1 and not args.search:
@@ -527,10 +567,15 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     rows: list[dict] = []
     for seed in range(args.seeds):
         params = selection["selected"] if selection else None
-        rows.extend(run_seed(preset, methods, seed, out / f"seed{seed}", extra, args.scenario, args.forget_class, params))
+        if args.scenario == "sequential":
+            from sequential import run_sequential_seed  # imports this module: loaded only when needed
+
+            rows.extend(run_sequential_seed(preset, methods, seed, out / f"seed{seed}", extra, params))
+        else:
+            rows.extend(run_seed(preset, methods, seed, out / f"seed{seed}", extra, args.scenario, args.forget_class, params))
         atomic_write_json(out / "results.json", rows)  # partial results survive an interruption
     write_rows(rows, out, "results")
-    table = markdown(summarise(rows), args.preset, args.seeds, args.scenario, selection)
+    table = markdown(summarise(rows), args.preset, args.seeds, args.scenario, selection, rows)
     atomic_write_bytes(out / "results.md", table.encode())
     print(table)
     return rows

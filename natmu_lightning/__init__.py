@@ -1,7 +1,7 @@
 """natmu-lightning: NatMU machine unlearning (arXiv 2405.15495) for PyTorch Lightning."""
 
 from natmu_lightning.backbones import VGG16BN, ResNet18, ResNet34, SmallCNN
-from natmu_lightning.callbacks import UnlearningEvaluator
+from natmu_lightning.callbacks import UnlearningEvaluator, UnlearningRecord
 from natmu_lightning.data import ForgetRemainDataModule
 from natmu_lightning.methods import (
     BadTeacherModule,
@@ -23,5 +23,5 @@ __all__ = [
     "BadTeacherModule", "FTModule", "GAModule", "L1SparseModule", "NegGradPlusModule", "RLModule",
     "SalUnModule", "SCRUBModule", "SSDModule",
     "ClassifierModule", "ForgetRemainDataModule", "NatMUModule", "ResNet18", "ResNet34",
-    "SmallCNN", "UnlearningEvaluator", "VGG16BN", "__version__",
+    "SmallCNN", "UnlearningEvaluator", "UnlearningRecord", "VGG16BN", "__version__",
 ]

@@ -10,7 +10,8 @@ has something to unlearn.
 2. trains the Retrain reference on the remaining samples only (same initial weights),
 3. unlearns a 10% class-balanced random forget set from the original with NatMU,
 4. evaluates all three and prints forget / remaining / test accuracy, the entropy MIA
-   and each model's average gap to Retrain; writes ``summary.json`` in ``--out``.
+   and each model's average gap to Retrain; writes ``summary.json`` in ``--out``, and
+   the NatMU run's ``unlearning_record.json`` (with ``natmu.ckpt``'s hash) in ``--out/natmu``.
 
 Original and Retrain checkpoints are cached by their configuration (in
 ``$NATMU_CACHE`` or ``~/.cache/natmu-lightning``), so a second run skips them.
@@ -33,6 +34,7 @@ from pytorch_lightning.loggers import CSVLogger
 from natmu_lightning import __version__
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.callbacks import UnlearningEvaluator
+from natmu_lightning.callbacks.record import find_record
 from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
 from natmu_lightning.io import atomic_write_json
@@ -158,7 +160,9 @@ def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress
     trainer.fit(natmu, datamodule=datamodule)
     natmu_ckpt = out / "natmu.ckpt"
     _save_checkpoint(trainer, natmu_ckpt)
-    paths["natmu_ckpt"] = str(natmu_ckpt)
+    record = find_record(trainer)
+    record.add_checkpoint(natmu_ckpt)
+    paths["natmu_ckpt"], paths["record"] = str(natmu_ckpt), str(record.path)
     seconds["natmu"] = time.perf_counter() - start
     results["natmu"] = dict(evaluator.last_metrics)
 
@@ -175,6 +179,7 @@ def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress
     atomic_write_json(out / "summary.json", summary)
     print(format_table(summary["models"]))
     print(f"\nSummary written to {out / 'summary.json'}")
+    print(f"What was forgotten, from and into which files: {record.path} (natmu-lightning-record {record.path.parent})")
     return summary
 
 

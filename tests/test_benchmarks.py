@@ -188,6 +188,25 @@ def test_quality_benchmark_scenarios(tmp_path, scenario):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quality_sequential_scenario_compares_three_requests_with_retrain_on_their_union(tmp_path):
+    quality = load("quality")
+    out = tmp_path / "sequential"
+    rows = quality.main(["--seeds", "1", "--methods", "natmu", "--scenario", "sequential", "--out", str(out),
+                         "--extra", "--trainer.max_epochs", "1"])
+    assert [r["method"] for r in rows] == ["original", "retrain", "natmu x3", "natmu x1"]
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
+    union = np.load(out / "seed0" / "sequential" / "union_forget_indices.npy")
+    requests = [np.load(p) for p in sorted((out / "seed0" / "sequential" / "natmu").glob("request*/**/forget_indices.npy"))]
+    assert [len(r) for r in requests] == [40, 40, 40]  # 3.3% of digits' 1257 training samples, class-balanced
+    assert np.array_equal(np.sort(np.concatenate(requests)), union) and len(np.unique(union)) == 120
+    for row in rows:  # every model is judged on the union, against the one Retrain on it
+        assert np.array_equal(np.load(Path(row["log_dir"]) / "forget_indices.npy"), union), row["method"]
+        assert "avg_gap" in row
+    assert "| natmu x3 | 1 | 0 |" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch):
     yaml = pytest.importorskip("yaml")
@@ -227,6 +246,7 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("argv, message", [
     (["--search", "--scenario", "hardest10"], "not available for hardest10"),
+    (["--search", "--scenario", "sequential"], "not available for sequential"),
     (["--search", "--seeds", "3", "--search-seed", "2"], "overlaps the reported seeds 0..2"),
     (["--search", "--seeds", "3", "--search-seed", "-1", "--search-seeds", "2"], "overlaps the reported seeds"),
     (["--search", "--search-seeds", "0"], "--search-seeds must be >= 1"),

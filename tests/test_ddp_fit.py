@@ -52,6 +52,17 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
         assert abs(a[key] - b[key]) <= 3.0, (key, a[key], b[key])
     assert abs(a["mia_entropy"] - b["mia_entropy"]) <= 15.0
 
+    # The unlearning record: written once (rank 0), the original measured exactly as on one process.
+    record_a = json.loads((one / "unlearning_record.json").read_text())
+    record_b = json.loads((two / "unlearning_record.json").read_text())
+    assert (record_a["world_size"], record_b["world_size"]) == (1, 2)
+    same = lambda entry: {k: v for k, v in entry.items() if k != "indices_file"}  # noqa: E731  (each run's own folder)
+    assert same(record_a["forgotten"]) == same(record_b["forgotten"])
+    assert record_a["original_checkpoint"]["sha256"] == record_b["original_checkpoint"]["sha256"]
+    assert record_a["metrics_before"] == record_b["metrics_before"]
+    assert (record_a["metrics_after"], record_b["metrics_after"]) == (a, b)
+    assert record_b["config"]["data"]["batch_size"] == 32 and record_b["config"]["trainer"]["devices"] == 2
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)

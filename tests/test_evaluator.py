@@ -28,6 +28,7 @@ from natmu_lightning.callbacks import evaluator as E
 from natmu_lightning.data import ClassForget, Digits, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.metrics import functional as MF
+from natmu_lightning.metrics.reference_free import REFERENCE_FREE_KEYS
 
 NUM_CLASSES = 4
 
@@ -215,7 +216,8 @@ def test_split_metrics_matches_sklearn(seed, class_wise):
 
     got = E.split_metrics(probs, labels)
 
-    expected_keys = {"forget_acc", "retain_acc", "test_acc", "mia_entropy"} | ({"forget_test_acc"} if class_wise else set())
+    expected_keys = ({"forget_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS}
+                     | ({"forget_test_acc"} if class_wise else set()))
     assert set(got) == expected_keys
     assert got["forget_acc"] == pytest.approx(sk_acc(probs["forget"], labels["forget"]), abs=1e-9)
     assert got["retain_acc"] == pytest.approx(sk_acc(probs["remain"], labels["remain"]), abs=1e-9)

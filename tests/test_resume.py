@@ -71,3 +71,12 @@ def test_killed_run_resumes_exactly(tmp_path):
     for key in a_ckpt["state_dict"]:
         assert torch.equal(a_ckpt["state_dict"][key], b_ckpt["state_dict"][key]), key
     assert a_metrics == b_metrics
+
+    # The resumed run's record keeps the first start and the original's metrics.
+    records = [json.loads(p.read_text()) for p in
+               sorted((interrupted / run / "lightning_logs").glob("version_*/unlearning_record.json"))]
+    straight_record = json.loads(next((straight / run / "lightning_logs").glob("version_*/unlearning_record.json")).read_text())
+    assert len(records) == 1  # the killed run never reached the end of its fit
+    assert len(records[0]["resumed_at"]) == 1 and records[0]["started_at"] < records[0]["resumed_at"][0]
+    assert records[0]["metrics_before"] == straight_record["metrics_before"]
+    assert records[0]["metrics_after"] == b_metrics

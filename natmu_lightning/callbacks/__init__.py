@@ -1,5 +1,6 @@
-"""Callbacks: the unlearning evaluator."""
+"""Callbacks: the unlearning evaluator and the unlearning record."""
 
 from natmu_lightning.callbacks.evaluator import UnlearningEvaluator
+from natmu_lightning.callbacks.record import UnlearningRecord
 
-__all__ = ["UnlearningEvaluator"]
+__all__ = ["UnlearningEvaluator", "UnlearningRecord"]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from natmu_lightning.checkpoints import load_weights
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, run_dir
 from natmu_lightning.metrics import functional as MF
+from natmu_lightning.metrics.reference_free import reference_free_targets
 from natmu_lightning.predict import eval_mode, model_inputs
 
 LOG_KEYS = {
@@ -43,6 +44,7 @@ LOG_KEYS = {
     "js_to_reference": "ref/js",
     "avg_gap": "gap/avg",
     "tug_of_war": "gap/tow",
+    "reference_free_gap": "gap/reference_free",
 }
 T = TypeVar("T")
 ATTACKS = ("svc", "loss_cv")
@@ -65,7 +67,11 @@ class UnlearningEvaluator(Callback):
     ``KL(p_ref || p)`` on the forget set, the paper's naturalness measure),
     ``js_to_reference`` (true Jensen-Shannon), ``avg_gap`` (mean |difference| over test,
     remaining, forget accuracy and MIA) and ``tug_of_war``; the reference's own numbers
-    are computed once and reported as ``reference``. The slower ``attacks``
+    are computed once and reported as ``reference``. Without a Retrain, judge by
+    ``reference_free_gap`` (always computed): the distance of the forget accuracy and of the
+    entropy MIA to what the model scores on unseen samples of the same kind
+    (:mod:`natmu_lightning.metrics.reference_free`; with ``rf_forget_acc_target``,
+    ``rf_mia_forget``, ``rf_mia_target``). The slower ``attacks``
     (``mia_svc_confidence``, ``mia_svc_entropy``, ``mia_svc_m_entropy``: the SVC shadow
     protocol, % of the forget set predicted NON-member; ``mia_loss_cv``: cross-validated
     accuracy of a loss attack separating forget from test samples, 50 is ideal) run at
@@ -73,7 +79,7 @@ class UnlearningEvaluator(Callback):
 
     Logged keys: ``forget/acc``, ``retain/acc``, ``test/acc``, ``forget_test/acc``,
     ``mia/entropy``, ``mia/svc_*``, ``mia/loss_cv``, ``ref/kl``, ``ref/js``, ``gap/avg``,
-    ``gap/tow``. ``gap/avg`` works as a ``ModelCheckpoint`` monitor (mode ``min``) to keep
+    ``gap/tow``, ``gap/reference_free``. ``gap/avg`` works as a ``ModelCheckpoint`` monitor (mode ``min``) to keep
     the checkpoint closest to Retrain; a checkpoint callback that monitors one of these keys
     saves on the epochs the evaluator measures (with ``every_n_epochs > 1``, a
     ``ModelCheckpoint`` left at its default of every epoch is set to the evaluator's
@@ -129,6 +135,7 @@ class UnlearningEvaluator(Callback):
         self._reference_cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
         self._evaluated_step: Optional[int] = None
         self._last_was_final = False
+        self._whole_classes: Optional[bool] = None
 
     @property
     def logged_keys(self) -> frozenset[str]:
@@ -188,15 +195,13 @@ class UnlearningEvaluator(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A run stopped between epochs' ends (max_steps, a callback's should_stop) is evaluated
         # here, where the strategy still holds the module on its device and every rank is alive.
-        if self._evaluated_step != trainer.global_step or not self._last_was_final:
-            self._run(trainer, pl_module, "fit", log=False, final=True)
+        self.final_metrics(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Reached without on_train_end only when the fit loop had nothing left to do (fit
         # --ckpt_path on a finished run). Lightning's teardown has moved the module back to the
         # CPU by now: the evaluation runs there (the device is the module's).
-        if self._evaluated_step != trainer.global_step or not self._last_was_final:
-            self._run(trainer, pl_module, "fit", log=False, final=True)
+        self.final_metrics(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and not trainer.sanity_checking:
@@ -214,10 +219,12 @@ class UnlearningEvaluator(Callback):
         """
         probs, labels = self._outputs(trainer, model, final)
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
-        return split_metrics(probs, labels, attacks, self.seed)
+        return split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
 
     def _outputs(self, trainer: pl.Trainer, model: nn.Module, final: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         splits = dict(_splits(trainer))
+        # From the whole remaining set: a rare class may be missing from its subset.
+        self._whole_classes = not bool(torch.isin(splits["forget"][1].unique(), splits["remain"][1]).any())
         if not final and self.remain_subset is not None and splits["remain"][1].numel() > self.remain_subset:
             images, targets = splits["remain"]
             keep = torch.randperm(targets.numel(), generator=torch.Generator().manual_seed(self.seed))[: self.remain_subset]
@@ -231,29 +238,62 @@ class UnlearningEvaluator(Callback):
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
         key = (final or self.remain_subset is None, attacks)
         if key not in self._reference_cache:
-            reference = copy.deepcopy(_backbone(pl_module))
-            load_weights(reference, self.reference_ckpt, "reference_ckpt")
-            probs, labels = self._outputs(trainer, reference, final)
-            self._reference_cache[key] = on_rank_zero(trainer, lambda: split_metrics(probs, labels, attacks, self.seed))
+            probs, labels = self._file_outputs(trainer, pl_module, self.reference_ckpt, "reference_ckpt", final)
+            self._reference_cache[key] = on_rank_zero(
+                trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
             self._reference_forget_probs = probs["forget"]
-            del reference
         return self._reference_cache[key]
+
+    def _file_outputs(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str, what: str, final: bool
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Outputs of a copy of the module's backbone holding the weights in ``path``."""
+        model = copy.deepcopy(_backbone(pl_module))
+        load_weights(model, path, what)
+        return self._outputs(trainer, model, final)
+
+    def _comparison(self, trainer: pl.Trainer, metrics: dict[str, float], forget_probs: Tensor,
+                    reference: dict[str, float]) -> dict[str, float]:
+        """Divergences on the forget set and gaps to the reference's metrics."""
+        return on_rank_zero(trainer, lambda: {
+            "kl_to_reference": MF.kl_divergence(self._reference_forget_probs, forget_probs),
+            "js_to_reference": MF.js_divergence(self._reference_forget_probs, forget_probs),
+            "avg_gap": MF.avg_gap(metrics, reference),
+            "tug_of_war": MF.tug_of_war(metrics, reference),
+        })
+
+    def measure_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str,
+                           what: str = "checkpoint", attacks: Optional[Sequence[str]] = None) -> dict[str, Any]:
+        """A final evaluation of the module's backbone with the weights in ``path``, e.g. the
+        original model before unlearning, with the gaps to the reference when there is one.
+        ``attacks`` (default: the evaluator's) are the slower attacks to run. Logs and writes
+        nothing; a collective under DDP (every rank calls it)."""
+        attacks = self.attacks if attacks is None else tuple(attacks)
+        probs, labels = self._file_outputs(trainer, pl_module, path, what, final=True)
+        metrics: dict[str, Any] = on_rank_zero(
+            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
+        if self.reference_ckpt is not None:
+            metrics.update(self._comparison(trainer, metrics, probs["forget"], self._reference(trainer, pl_module, True)))
+        return _json_safe(metrics)
+
+    def final_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The record of the fit's final evaluation, run now if it has not run yet (a collective
+        under DDP in that case)."""
+        if self._evaluated_step != trainer.global_step or not self._last_was_final or self.last_metrics is None:
+            self._run(trainer, pl_module, "fit", log=False, final=True)
+        return dict(self.last_metrics)
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool, final: bool = True) -> None:
         if stage == "fit":
             sync_buffers_from_rank_zero(trainer, pl_module)
         probs, labels = self._outputs(trainer, pl_module, final)
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
-        metrics: dict[str, Any] = on_rank_zero(trainer, lambda: split_metrics(probs, labels, attacks, self.seed))
+        metrics: dict[str, Any] = on_rank_zero(
+            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
         if self.reference_ckpt is not None:
             reference = self._reference(trainer, pl_module, final)
             self.reference_metrics = reference
-            metrics.update(on_rank_zero(trainer, lambda: {
-                "kl_to_reference": MF.kl_divergence(self._reference_forget_probs, probs["forget"]),
-                "js_to_reference": MF.js_divergence(self._reference_forget_probs, probs["forget"]),
-                "avg_gap": MF.avg_gap(metrics, reference),
-                "tug_of_war": MF.tug_of_war(metrics, reference),
-            }))
+            metrics.update(self._comparison(trainer, metrics, probs["forget"], reference))
         if log:
             # Identical on every rank, so averaging across ranks changes nothing (and keeps
             # Lightning's distributed logging consistent for monitors such as gap/avg).
@@ -290,7 +330,8 @@ class UnlearningEvaluator(Callback):
 
 
 def split_metrics(
-    probs: dict[str, Tensor], labels: dict[str, Tensor], attacks: Sequence[str] = (), seed: int = 0
+    probs: dict[str, Tensor], labels: dict[str, Tensor], attacks: Sequence[str] = (), seed: int = 0,
+    whole_classes: Optional[bool] = None,
 ) -> dict[str, float]:
     """Accuracies (percent) of each split, the entropy MIA and the requested slower ``attacks``
     (see :data:`ATTACKS`).
@@ -301,7 +342,8 @@ def split_metrics(
     ``testDL``. The loss attack separates the forget set from the test samples of the
     forgotten kind when there are any (samples of the same classes, so it measures
     membership, not class), else from the test set. The SVC attacks' shadow non-members
-    are ``test``.
+    are ``test``. ``whole_classes`` (default: inferred from ``labels``) says whether the
+    forget set's classes have no remaining sample, for the reference-free targets.
     """
     whole_test = torch.cat([probs["test"], probs["forget_test"]]) if "forget_test" in probs else probs["test"]
     metrics = {
@@ -312,6 +354,10 @@ def split_metrics(
     }
     if "forget_test" in probs:
         metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
+    metrics.update(reference_free_targets(
+        probs["forget"], labels["forget"], probs["remain"], labels["remain"], probs["test"], labels["test"],
+        probs.get("forget_test"), labels.get("forget_test"), seed=seed, whole_classes=whole_classes,
+    ))
     if "svc" in attacks:
         for feature in ("confidence", "entropy", "m_entropy"):
             metrics[f"mia_svc_{feature}"] = MF.svc_mia(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
-from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget
+from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
     Batch,
@@ -30,6 +31,7 @@ from natmu_lightning.data.streams import (
 from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
+from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, FORGET_INDICES_FILENAME, PreviousRequest, load_previous_request
 
 #: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
 PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED = "plain_rows", "hybrid_rows", "augment_seed"
@@ -66,6 +68,17 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     augmentation there; hybrids get none. The resolved forget set and the plan are
     saved to the run's log dir as ``forget_indices.npy`` and ``hybrid_plan.npz``.
 
+    A further deletion request on an already-unlearned model names the previous request's
+    ``unlearning_record.json`` in ``previous_record``: the samples every earlier request
+    forgot (read from the index files the record names, checked against its digests) are
+    out of the training set for good. The new request chooses among the others (an
+    ``IndexForget`` that lists one of them is refused), they are never remaining images,
+    hybrid partners or evaluated, and an unlearning module's ``original_ckpt`` must be a
+    checkpoint the previous run wrote. The union is saved as
+    ``already_forgotten_indices.npy``. The test split is the request's own: after an earlier
+    class request, that class's test images still count in ``test_acc`` (and in the
+    attacks' non-members) of later requests.
+
     Args:
         source: the dataset (default: scikit-learn digits).
         forget: the forget request (default: 10% class-balanced random).
@@ -82,6 +95,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         crop_padding: padding of the random crop on remaining images (0 disables).
         horizontal_flip: random horizontal flips on remaining images.
         pin_memory: pin batches in page-locked memory; ``None`` pins exactly when training on CUDA.
+        previous_record: the previous deletion request's ``unlearning_record.json`` (or its
+            run folder), for a further request on the model it produced.
 
     Example:
         >>> dm = ForgetRemainDataModule(stream="remain")
@@ -106,6 +121,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         crop_padding: int = 4,
         horizontal_flip: bool = True,
         pin_memory: Optional[bool] = None,
+        previous_record: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.source = source if source is not None else Digits()
@@ -134,6 +150,12 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         self.delta, self.delta_end = delta, delta_end
         self.redraw_plan_every_epoch = redraw_plan_every_epoch
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+        self.previous_record = previous_record
+        # Read (and checked) now: a bad record fails before any data is loaded or written.
+        self.previous_request: Optional[PreviousRequest] = (
+            load_previous_request(previous_record) if previous_record is not None else None
+        )
+        self.saved_files: dict[str, Path] = {}
 
         self.data: Optional[SourceData] = None
         self.forget_indices: Optional[Tensor] = None
@@ -172,15 +194,22 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         data = self._loaded()
+        if stage == "fit":
+            self._check_continues_previous_request()
         if self.forget_indices is None:
-            self.forget_indices = self.forget.resolve(data, self.seed, self._original_losses)
+            already = self._already_forgotten()
+            self.forget_indices = resolve_excluding(self.forget, data, self.seed, self._original_losses, already)
             keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
             keep[self.forget_indices] = False
+            keep[already] = False
             self.remain_indices = torch.nonzero(keep).flatten()
-            self._save("forget_indices.npy", lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
+            self._save(FORGET_INDICES_FILENAME, lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
+            if self.previous_request is not None:
+                self._save(ALREADY_FORGOTTEN_FILENAME, lambda path: atomic_save_npy(path, already.numpy()))
+            earlier = f" ({already.numel()} forgotten by earlier requests)" if already.numel() else ""
             rank_zero_info(
                 f"Forget request {self.forget.describe()}: {self.forget_indices.numel()} forget, "
-                f"{self.remain_indices.numel()} remaining, {data.test.targets.numel()} test samples"
+                f"{self.remain_indices.numel()} remaining{earlier}, {data.test.targets.numel()} test samples"
             )
         if stage == "fit":
             self.stream = self._resolve_stream()
@@ -196,6 +225,31 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             if self.stream in LAYOUT_STREAMS and self.trainer is not None:
                 # An epoch's layout (and so its length) is fixed when its loader is built.
                 self.trainer.reload_dataloaders_every_n_epochs = 1
+
+    def _already_forgotten(self) -> Tensor:
+        """Training indices earlier deletion requests forgot (empty for a first request)."""
+        if self.previous_request is None:
+            return torch.zeros(0, dtype=torch.long)
+        already, total = self.previous_request.already_forgotten, self.train_targets.numel()
+        if already.numel() and int(already.max()) >= total:
+            raise ValueError(
+                f"the previous request's record {self.previous_request.record['path']!r} forgot training index "
+                f"{int(already.max())}, but this dataset has {total} training samples: another dataset?"
+            )
+        return already
+
+    def _check_continues_previous_request(self) -> None:
+        """An unlearning module continuing a chain of requests must start from the previous result."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if self.previous_request is None or not getattr(module, "requires_original_ckpt", False):
+            return
+        self.previous_request.check_original(module.hparams["original_ckpt"])
+
+    def _training_indices(self) -> Tensor:
+        """Every training sample still in the training set (all of them for a first request)."""
+        if self.previous_request is None:
+            return torch.arange(self.train_targets.numel())
+        return torch.cat([self.forget_indices, self.remain_indices]).sort().values
 
     def _resolve_stream(self) -> str:
         if self.requested_stream is not None:
@@ -263,6 +317,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self.trainer is None:
             return
         folder = run_dir(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
+        self.saved_files[name] = folder / name
         if self.trainer.is_global_zero:
             write(folder / name)
 
@@ -294,7 +349,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise RuntimeError("call setup('fit') before train_dataloader()")
         plan = None
         if self.stream == "full":
-            indices = torch.arange(data.train.targets.numel())
+            indices = self._training_indices()
         elif self.stream == "forget":
             indices = self.forget_indices
         elif self.stream in ("both", *LAYOUT_STREAMS):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from natmu_lightning.data.sources import SourceData
+from natmu_lightning.data.sources import ImageSplit, SourceData
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """(train images uint8, train targets) -> per-sample loss of the original model."""
@@ -27,6 +27,8 @@ class ForgetRequest(abc.ABC):
 
     needs_original_model: bool = False
     """True when resolving needs the original model's per-sample losses."""
+    explicit_indices: bool = False
+    """True when the request names training-set indices itself (rather than choosing them)."""
 
     @abc.abstractmethod
     def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
@@ -99,6 +101,8 @@ class IndexForget(ForgetRequest):
     Args:
         indices: the indices, or a path to a file holding them.
     """
+
+    explicit_indices = True
 
     def __init__(self, indices: Union[list[int], str]) -> None:
         self.indices = indices
@@ -187,6 +191,38 @@ class HardestForget(ForgetRequest):
         losses = original_losses(data.train.images, data.train.targets).double().cpu()
         order = torch.sort(-losses, stable=True).indices
         return _finish(order[:count], data)
+
+
+def resolve_excluding(request: ForgetRequest, data: SourceData, seed: int, original_losses: Optional[LossFn],
+                      excluded: Tensor) -> Tensor:
+    """Resolve ``request`` among the training samples outside ``excluded`` (the samples earlier
+    deletion requests forgot), in the full training set's indices.
+
+    A request that chooses samples (random, hardest, class, sub-class) chooses on a copy of the
+    training split without the excluded samples, so it can never pick one of them; one that
+    names indices (:class:`IndexForget`) must not name one.
+
+    Raises:
+        ValueError: an explicit request names an excluded sample (and the request's own errors).
+    """
+    if excluded.numel() == 0:
+        return request.resolve(data, seed, original_losses)
+    if request.explicit_indices:
+        indices = request.resolve(data, seed, original_losses)
+        again = indices[torch.isin(indices, excluded)]
+        if again.numel():
+            raise ValueError(
+                f"the request names {again.numel()} training samples that earlier requests already forgot "
+                f"(e.g. {again[:5].tolist()}); they are out of the training set, list only the new ones"
+            )
+        return indices
+    keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
+    keep[excluded] = False
+    kept = torch.nonzero(keep).flatten()
+    train = data.train
+    fine = train.fine_targets[kept] if train.fine_targets is not None else None
+    view = SourceData(ImageSplit(train.images[kept], train.targets[kept], fine), data.test, data.classes, data.fine_classes)
+    return kept[request.resolve(view, seed, original_losses)]  # sorted, as both are
 
 
 def class_id(value: Union[int, str], names: Sequence[str], what: str) -> int:

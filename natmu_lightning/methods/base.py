@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from natmu_lightning.callbacks.record import UnlearningRecord
 from natmu_lightning.checkpoints import final_linear, load_weights
 from natmu_lightning.predict import eval_mode, model_inputs
 
@@ -181,9 +182,20 @@ class BackboneModule(pl.LightningModule):
 
 class UnlearningModule(BackboneModule):
     """The base of every unlearning method: it starts from the trained model in ``original_ckpt``
-    (required) and is trained on the datamodule stream named by ``train_stream``."""
+    (required) and is trained on the datamodule stream named by ``train_stream``.
+
+    Every fit writes ``unlearning_record.json`` (see
+    :class:`~natmu_lightning.callbacks.UnlearningRecord`): the module attaches a default
+    record unless the trainer already holds one (pass your own to change its options).
+    """
 
     requires_original_ckpt = True
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, UnlearningRecord) for c in trainer.callbacks):
+            return []
+        return [UnlearningRecord()]
 
 
 class _LrFactor:
