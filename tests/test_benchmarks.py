@@ -93,6 +93,9 @@ def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
         return row
 
     monkeypatch.setattr(quality, "run_one", fake_run_one)
+    # Start both from lr 1e-3 whatever the shipped configs hold (the walk below is computed from it).
+    shipped = quality.config_value
+    monkeypatch.setattr(quality, "config_value", lambda config, *keys: 1e-3 if keys[-1] == "lr" else shipped(config, *keys))
     preset = quality.make_presets(tmp_path)["digits"]
     validations = quality.validation_sets(100, 1, 0, 10, tmp_path)
     selected, rows = quality.search(preset, ["ft", "natmu"], validations, [], "random10")
@@ -223,9 +226,10 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     assert [r["method"] for r in candidates[:2]] == ["original", "retrain"]
     ft = [r for r in candidates if r["method"] == "ft"]
     natmu = [r for r in candidates if r["method"] == "natmu"]
-    for method, runs in (("ft", ft), ("natmu", natmu)):  # digits configs: lr 1e-3
+    for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
-        assert [r["params"]["lr"] for r in runs][:5] == [1e-3, 3e-4, 3e-3, 1e-4, 1e-2]
+        base = quality.config_value(BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", "model", "init_args", "lr")
+        assert [r["params"]["lr"] for r in runs][:5] == [float(f"{base * f:.3g}") for f in (1, 0.3, 3, 0.1, 10)]
         assert len({json.dumps(r["params"], sort_keys=True) for r in runs}) == len(runs)  # no candidate twice
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
     assert {r["params"].get("delta") for r in natmu} == {None, -0.053, 0.045, 0.075, 0.1, 0.15}

@@ -30,7 +30,11 @@ def log_dir(root: Path) -> Path:
 def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     for name in ("original", "retrain"):
         cli(["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "5", *QUIET], tmp_path)
-    natmu = ["fit", "--config", str(CONFIGS / "digits" / "natmu.yaml"), "--trainer.max_epochs", "3", *QUIET]
+    # lr 1e-3 (the paper's, not digits' searched 3e-2): the check is that batching is the only
+    # difference; at 3e-2 the two trajectories drift further apart through it (forget accuracy
+    # 84.6 against 90.0 after 3 epochs, measured 2026-11-30).
+    natmu = ["fit", "--config", str(CONFIGS / "digits" / "natmu.yaml"), "--trainer.max_epochs", "3",
+             "--model.init_args.lr", "1e-3", *QUIET]
     cli([*natmu, "--trainer.default_root_dir", "one"], tmp_path)
     # Global batch kept at 64: 2 processes x 32 per process.
     cli([*natmu, "--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml"), "--data.batch_size", "32",

@@ -40,6 +40,23 @@ def test_quickstart_end_to_end_and_cache(tmp_path, capsys):
     for role in ("original", "retrain"):
         assert again["models"][role] == written["models"][role]
 
+    # NatMU lands near Retrain (issue 17's bar; its lr was selected on other seeds' forget sets).
+    natmu, retrain = written["models"]["natmu"], written["models"]["retrain"]
+    assert natmu["avg_gap"] <= 2.5 and abs(natmu["forget_acc"] - retrain["forget_acc"]) <= 3.0, natmu
+    record = json.loads(Path(written["record"]).read_text())
+    assert Path(written["natmu_ckpt"]).resolve() in {Path(e["path"]) for e in record["checkpoints_written"]}
+
+    # As a user sees it: one line per phase, the table, and nothing from the stack.
+    result = subprocess.run([sys.executable, "-m", "natmu_lightning.quickstart", "--out", str(tmp_path / "run3"),
+                             "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert [line[:5] for line in console.splitlines() if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
+    for noise in ("Tip", "deprecated", "GPU available", "Warning", "LOCAL_RANK", "Loading `train_dataloader`"):
+        assert noise not in console, (noise, console)
+    assert "avg gap to Retrain" in console
+
 
 def test_quickstart_refuses_to_overwrite(tmp_path):
     out = tmp_path / "run"

@@ -135,3 +135,33 @@ def test_a_request_that_cannot_continue_the_chain_is_refused_before_any_write(tm
         make_dm(previous=first)
     with pytest.raises(ValueError, match="does not exist"):
         make_dm(previous=tmp_path / "missing")
+
+
+def readme_command(heading: str) -> list[str]:
+    """The first ``bash`` block after ``heading`` in README.md, as one command's arguments."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.replace("\\\n", " ").split()
+
+
+@pytest.mark.slow  # three digits fits through the CLI (about a minute)
+def test_the_readme_second_request_command_runs(tmp_path, monkeypatch):
+    from natmu_lightning.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "digits"
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["fit", "--config", str(configs / "original.yaml"), "--trainer.max_epochs", "10", *quiet])
+    main(["fit", "--config", str(configs / "natmu.yaml"), "--evaluator.reference_ckpt", "null", *quiet])
+    command = readme_command("### Repeated deletion requests")
+    assert command[:2] == ["natmu-lightning", "fit"]
+    # The README runs from the repository's root; this test runs in its own folder.
+    command = [str(configs.parents[1] / arg) if arg.startswith("configs/") else arg for arg in command]
+    cli = main([*command[1:], *quiet])
+    second = Path(cli.trainer.log_dir).resolve()
+    assert second.is_relative_to(tmp_path / "runs" / "request2")
+    record = json.loads((second / RECORD_FILENAME).read_text())
+    first = tmp_path / "runs" / "digits" / "natmu" / "lightning_logs" / "version_0" / RECORD_FILENAME
+    assert record["previous_record"]["path"] == str(first.resolve())
+    assert not set(np.load(second / "forget_indices.npy").tolist()) & set(
+        np.load(first.parent / "forget_indices.npy").tolist())
