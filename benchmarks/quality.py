@@ -214,7 +214,7 @@ def run_seed(preset: QualityPreset, methods: list[str], seed: int, workdir: Path
                 indices = hardest_indices(original_config, workdir, seed, workdir / "hardest_forget_indices.npy")
                 forget = ["--data.forget", "natmu_lightning.data.IndexForget", "--data.forget.indices", str(indices)]
                 # The original was evaluated on the random set while training: evaluate it on this one.
-                rows[0].update(_revalidate_original(original_config, seed, workdir, extra + forget))
+                rows[0].update(validate_checkpoint(original_config, seed, workdir, extra + forget))
             except (Exception, SystemExit) as error:
                 row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
         if "status" not in row:
@@ -410,11 +410,14 @@ def _link_checkpoints(config: Path, source: Path, folder: Path) -> None:
                 link.symlink_to((source / path).resolve())
 
 
-def _revalidate_original(config: Path, seed: int, workdir: Path, extra: list[str]) -> dict:
+def validate_checkpoint(config: Path, seed: int, workdir: Path, extra: list[str], ckpt: Optional[Path] = None) -> dict:
+    """Metrics of the weights in ``ckpt`` (default: the file the config's ModelCheckpoint
+    writes) through ``config``'s module, data and evaluator, validated inside ``workdir``."""
     with working_dir(workdir):
         cli = cli_main(["--config", str(config), "--seed_everything", str(seed), "--data.seed", str(seed),
                         "--evaluator.save_outputs", "true", *QUIET, *extra], run=False)
-        cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(_checkpoint_of(cli)), verbose=False)
+        ckpt_path = str(ckpt if ckpt is not None else _checkpoint_of(cli))
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, verbose=False)
         log_dir = Path(cli.trainer.log_dir).resolve()
         metrics = json.loads((log_dir / "unlearning_metrics.json").read_text())
     return {**{k: metrics[k] for k in METRICS if k in metrics}, "log_dir": str(log_dir)}

@@ -18,7 +18,6 @@ the requests the evaluator has no Retrain (``--evaluator.reference_ckpt null``).
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Optional
@@ -77,17 +76,6 @@ def run_requests(config: Path, seed: int, folder: Path, original_ckpt: Path, ext
     return checkpoint, log_dirs, seconds
 
 
-def validate(config: Path, ckpt: Path, seed: int, workdir: Path, args: list[str]) -> dict:
-    """Metrics of the weights in ``ckpt`` through ``config``'s module, data and evaluator."""
-    with Q.working_dir(workdir):
-        cli = Q.cli_main(["--config", str(config), "--seed_everything", str(seed), "--data.seed", str(seed),
-                          "--evaluator.save_outputs", "true", *Q.QUIET, *args], run=False)
-        cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt), verbose=False)
-        log_dir = Path(cli.trainer.log_dir).resolve()
-        metrics = json.loads((log_dir / "unlearning_metrics.json").read_text())
-    return {**{k: metrics[k] for k in Q.METRICS if k in metrics}, "log_dir": str(log_dir)}
-
-
 def run_sequential_seed(preset: "Q.QualityPreset", methods: list[str], seed: int, workdir: Path, extra: list[str],
                         params: Optional[dict] = None) -> list[dict]:
     """Original, each method's three requests, Retrain on their union, and the comparisons."""
@@ -128,12 +116,12 @@ def run_sequential_seed(preset: "Q.QualityPreset", methods: list[str], seed: int
     retrain["avg_gap"] = 0.0
     reference = ["--evaluator.reference_ckpt", str((workdir / scenario / "retrain" / config_checkpoint(retrain_config)).resolve())]
     from_original = ["--model.init_args.original_ckpt", str(original_ckpt)]
-    original.update(validate(original_config, original_ckpt, seed, workdir, [*on_union, *reference]))
+    original.update(Q.validate_checkpoint(original_config, seed, workdir, [*on_union, *reference], original_ckpt))
     for row in rows[2:]:
         method = row["method"].rsplit(" x", 1)[0]
         if method in finals:
-            row.update(validate(preset.config(method, scenario), finals[method], seed, workdir,
-                                [*on_union, *from_original, *reference]))
+            row.update(Q.validate_checkpoint(preset.config(method, scenario), seed, workdir,
+                                             [*on_union, *from_original, *reference], finals[method]))
         one = {"method": f"{method} x1", "seed": seed, "scenario": scenario, "params": params.get(method, {})}
         rows.append(Q.run_one(preset.config(method, scenario), one, workdir / scenario / method / "one_request",
                               [*on_union, *from_original, *reference]))

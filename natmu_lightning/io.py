@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -55,6 +56,29 @@ def atomic_save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_ready(value: Any) -> Any:
+    """A strict-JSON copy of ``value``: NaN and infinities become ``None``, tuples lists, numpy
+    scalars Python numbers, paths strings and any other object its ``repr``.
+
+    Example:
+        >>> json_ready({"gap": float("nan"), "betas": (0.9, 0.999), "path": Path("a")})
+        {'gap': None, 'betas': [0.9, 0.999], 'path': 'a'}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return json_ready(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
 
 
 def run_dir(trainer: Any) -> Path:

@@ -164,6 +164,6 @@ def test_bad_evaluator_arguments(kwargs, match):
 
 
 def test_non_finite_values_are_written_as_null(tmp_path):
-    from natmu_lightning.callbacks.evaluator import _json_safe
+    from natmu_lightning.io import json_ready
 
-    assert _json_safe({"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5}) == {"a": None, "b": {"c": None}, "d": 1.5}
+    assert json_ready({"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5}) == {"a": None, "b": {"c": None}, "d": 1.5}

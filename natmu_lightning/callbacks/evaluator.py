@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from natmu_lightning.checkpoints import load_weights
-from natmu_lightning.io import atomic_save_npz, atomic_write_json, run_dir
+from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.reference_free import reference_free_targets
 from natmu_lightning.predict import eval_mode, model_inputs
@@ -274,7 +274,7 @@ class UnlearningEvaluator(Callback):
             trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
         if self.reference_ckpt is not None:
             metrics.update(self._comparison(trainer, metrics, probs["forget"], self._reference(trainer, pl_module, True)))
-        return _json_safe(metrics)
+        return json_ready(metrics)
 
     def final_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """The record of the fit's final evaluation, run now if it has not run yet (a collective
@@ -316,7 +316,7 @@ class UnlearningEvaluator(Callback):
         if self.reference_metrics is not None:
             record["reference"] = dict(self.reference_metrics)
             record["reference_ckpt"] = str(self.reference_ckpt)
-        record = _json_safe(record)
+        record = json_ready(record)
         self.last_metrics = record
         # trainer.log_dir broadcasts from rank 0 (a collective): every rank must ask for it,
         # or rank 0 blocks (or pairs with the next unrelated collective) under DDP.
@@ -379,15 +379,6 @@ def per_sample_outputs(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> d
         out[f"{name}_entropy"] = MF.entropy(p.double()).numpy()
         out[f"{name}_loss"] = (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
     return out
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become ``None`` so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
 
 
 def _reaches_max_steps(trainer: pl.Trainer) -> bool:

@@ -55,7 +55,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 from torch import Tensor
 
 from natmu_lightning.callbacks.evaluator import UnlearningEvaluator
-from natmu_lightning.io import atomic_write_json, run_dir
+from natmu_lightning.io import atomic_write_json, json_ready, run_dir
 from natmu_lightning.records import (
     ALREADY_FORGOTTEN_FILENAME,
     FORGET_INDICES_FILENAME,
@@ -132,7 +132,7 @@ class UnlearningRecord(Callback):
             "finished_at": _now(),
             "global_step": trainer.global_step,
         })
-        atomic_write_json(self.path, _json_ready(self.record))
+        atomic_write_json(self.path, json_ready(self.record))
 
     def add_checkpoint(self, path: Union[str, Path]) -> None:
         """Add a checkpoint written after ``fit`` (``trainer.save_checkpoint``) to the record
@@ -145,12 +145,12 @@ class UnlearningRecord(Callback):
         entry = file_entry(path)
         written = [item for item in self.record.get("checkpoints_written", []) if item["path"] != entry["path"]]
         self.record["checkpoints_written"] = [*written, entry]
-        atomic_write_json(self.path, _json_ready(self.record))
+        atomic_write_json(self.path, json_ready(self.record))
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         keep = ("started_at", "original_checkpoint", "metrics_before", "resumed_at")
-        return {"record": json.dumps(_json_ready({k: self.record[k] for k in keep if k in self.record}))}
+        return {"record": json.dumps(json_ready({k: self.record[k] for k in keep if k in self.record}))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = json.loads(state_dict.get("record", "{}"))
@@ -292,20 +292,3 @@ def _int_or_none(value: Optional[str]) -> Optional[int]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _json_ready(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become ``None``, other objects their ``repr``."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, (np.integer, np.floating)):
-        return _json_ready(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
