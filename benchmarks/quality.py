@@ -76,6 +76,8 @@ CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
 METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference",
            "reference_free_gap")
+#: Written beside each fit's unlearning_metrics.json: its wall time, read back by ``--resume``.
+TIMING_FILE = "benchmark_seconds.json"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 #: NatMU's delta candidates: the paper's random-forgetting extremes (CIFAR-10 -0.19,
 #: TinyImageNet +0.045) and its class recipe (-0.053), then three steps above the
@@ -186,12 +188,58 @@ def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tupl
         cli = cli_main(args)
         seconds = time.perf_counter() - start
         log_dir = Path(cli.trainer.log_dir).resolve()
+        atomic_write_json(log_dir / TIMING_FILE, {"seconds": seconds})
         return json.loads((log_dir / "unlearning_metrics.json").read_text()), seconds, log_dir
 
 
-def run_one(config: Path, row: dict, workdir: Path, extra: list[str]) -> dict:
-    """Fit one config; fill ``row`` with its metrics, or with the error when it fails."""
+def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> Optional[tuple[dict, Optional[float], Path]]:
+    """The metrics, wall time and log dir of a finished fit of ``config`` in ``workdir`` with
+    ``seed`` and ``params`` (``--resume``); None when there is none.
+
+    A run counts as finished when its ``unlearning_metrics.json`` holds the final
+    evaluation. Its saved ``config.yaml`` must carry the seed, and the lr and delta that
+    ``params`` (or else ``config``) set. The wall time is None for runs written before
+    the timing file existed.
+    """
+    root = config_value(config, "trainer", "default_root_dir")
+    if root is None:
+        return None
+    expected = {("seed_everything",): seed, ("data", "seed"): seed,
+                ("model", "init_args", "lr"): params.get("lr", config_value(config, "model", "init_args", "lr")),
+                ("data", "delta"): params.get("delta", config_value(config, "data", "delta"))}
+    for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
+        metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
+        if not (metrics_file.exists() and saved.exists()):
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("final") is not True:
+            continue
+        if not all(_saved_matches(config_value(saved, *keys), value) for keys, value in expected.items()):
+            continue
+        timing = log_dir / TIMING_FILE
+        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+        return metrics, seconds, log_dir.resolve()
+    return None
+
+
+def _saved_matches(saved, expected) -> bool:
+    """A saved config value against the expected one; nothing expected (unset) matches anything."""
+    return expected is None or (saved is not None and math.isclose(saved, expected))
+
+
+def run_one(config: Path, row: dict, workdir: Path, extra: list[str], resume: bool = False) -> dict:
+    """Fit one config; fill ``row`` with its metrics, or with the error when it fails.
+
+    With ``resume``, a finished run of the same config, seed and parameters in
+    ``workdir`` (``finished_run``) is read instead of fitted again.
+    """
     print(f"[seed {row['seed']}] {row['method']} {row.get('params') or ''}", flush=True)
+    previous = finished_run(config, row["seed"], workdir, row.get("params", {})) if resume else None
+    if previous is not None:
+        metrics, seconds, log_dir = previous
+        row.update({k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok",
+                   log_dir=str(log_dir), resumed=True)
+        return row
     try:
         metrics, seconds, log_dir = run_config(config, row["seed"], workdir, extra + param_args(row.get("params", {})))
         row.update({k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir))
@@ -201,8 +249,10 @@ def run_one(config: Path, row: dict, workdir: Path, extra: list[str]) -> dict:
 
 
 def run_seed(preset: QualityPreset, methods: list[str], seed: int, workdir: Path, extra: list[str],
-             scenario: str = "random10", forget_class: int = 0, params: Optional[dict] = None) -> list[dict]:
-    """Original and Retrain, then every method (with ``params[method]`` overrides), in ``workdir``."""
+             scenario: str = "random10", forget_class: int = 0, params: Optional[dict] = None,
+             resume: bool = False) -> list[dict]:
+    """Original and Retrain, then every method (with ``params[method]`` overrides), in ``workdir``
+    (``resume``: see ``run_one``)."""
     params = params or {}
     forget = scenario_overrides(scenario, forget_class)
     original_config = preset.config("original", scenario)
@@ -218,7 +268,7 @@ def run_seed(preset: QualityPreset, methods: list[str], seed: int, workdir: Path
             except (Exception, SystemExit) as error:
                 row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
         if "status" not in row:
-            run_one(preset.config(name, scenario), row, workdir, extra + forget)
+            run_one(preset.config(name, scenario), row, workdir, extra + forget, resume)
         rows.append(row)
         if row["status"] != "ok":
             print(f"[seed {seed}] {name} failed; skipping this seed's methods", flush=True)
@@ -226,9 +276,9 @@ def run_seed(preset: QualityPreset, methods: list[str], seed: int, workdir: Path
     rows[1]["avg_gap"] = 0.0
     for name in methods:
         row = {"method": name, "seed": seed, "scenario": scenario, "params": params.get(name, {})}
-        rows.append(run_one(preset.config(name, scenario), row, workdir, extra + forget))
+        rows.append(run_one(preset.config(name, scenario), row, workdir, extra + forget, resume))
     for row in rows[1:]:
-        if row["status"] == "ok":
+        if row["status"] == "ok" and None not in (rows[1]["seconds"], row["seconds"]):
             row["efficiency"] = rows[1]["seconds"] / row["seconds"]
     return rows
 
@@ -272,23 +322,24 @@ def validation_sets(seed: int, count: int, forget_class: int, num_classes: int, 
 
 
 def search(preset: QualityPreset, methods: list[str], validations: list[ValidationSet], extra: list[str],
-           scenario: str) -> tuple[dict, list[dict]]:
+           scenario: str, resume: bool = False) -> tuple[dict, list[dict]]:
     """Select each method's lr (and NatMU's delta) by average gap on validation forget sets.
 
     A candidate's score is its average gap to Retrain, averaged over ``validations``
     (each with its own original and Retrain). The lr grid grows past its edge while the
     best candidate sits there (``lr_factor_beyond_edge``); the best lr then walks by half
     steps (``_walk_lr``). NatMU alternates its delta grid with that walk.
-    Returns the selected parameters per method and one row per run.
+    Returns the selected parameters per method and one row per run (``resume``: see ``run_one``).
     """
     rows: list[dict] = []
     for validation in validations:
-        runs = run_seed(preset, [], validation.seed, validation.workdir, extra, scenario, validation.forget_class)
+        runs = run_seed(preset, [], validation.seed, validation.workdir, extra, scenario, validation.forget_class,
+                        resume=resume)
         rows.extend(runs)
         if any(row["status"] != "ok" for row in runs):
             raise RuntimeError(f"the validation original/Retrain of seed {validation.seed} failed: {runs[-1].get('error')}")
     selected: dict = {}
-    best_of = lambda method, grid: _best_candidate(preset, method, grid, validations, extra, scenario, rows)  # noqa: E731
+    best_of = lambda method, grid: _best_candidate(preset, method, grid, validations, extra, scenario, rows, resume)  # noqa: E731
     for method in methods:
         config = preset.config(method, scenario)
         lr = config_value(config, "model", "init_args", "lr")
@@ -360,7 +411,7 @@ def lr_factor_beyond_edge(factors: list[float], chosen: float) -> Optional[float
 
 
 def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], validations: list[ValidationSet],
-                    extra: list[str], scenario: str, rows: list[dict]) -> tuple[int, dict]:
+                    extra: list[str], scenario: str, rows: list[dict], resume: bool) -> tuple[int, dict]:
     """Run each candidate of ``grid`` on every validation set where it has not run yet; keep the lowest mean gap.
 
     Each run gets its own folder beside that validation set's checkpoints. Returns the
@@ -370,7 +421,8 @@ def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], valida
     """
     gaps, ran = [], []
     for params in grid:
-        runs = [_validation_run(preset, method, params, validation, extra, scenario, rows) for validation in validations]
+        runs = [_validation_run(preset, method, params, validation, extra, scenario, rows, resume)
+                for validation in validations]
         ran.append(runs[0]["params"])
         ok = all(r["status"] == "ok" and r.get("avg_gap") is not None for r in runs)
         gaps.append(statistics.fmean(r["avg_gap"] for r in runs) if ok else math.inf)
@@ -379,7 +431,7 @@ def _best_candidate(preset: QualityPreset, method: str, grid: list[dict], valida
 
 
 def _validation_run(preset: QualityPreset, method: str, params: dict, validation: ValidationSet, extra: list[str],
-                    scenario: str, rows: list[dict]) -> dict:
+                    scenario: str, rows: list[dict], resume: bool) -> dict:
     """The row of ``method`` with ``params`` on ``validation``: one in ``rows``, or a new run added to them."""
     mine = [r for r in rows if r["method"] == method and r["seed"] == validation.seed]
     done = [r for r in mine if _same_params(r["params"], params)]
@@ -389,7 +441,7 @@ def _validation_run(preset: QualityPreset, method: str, params: dict, validation
     _link_checkpoints(preset.config(method, scenario), validation.workdir, folder)
     row = {"method": method, "seed": validation.seed, "scenario": scenario, "params": params}
     rows.append(run_one(preset.config(method, scenario), row, folder,
-                        extra + scenario_overrides(scenario, validation.forget_class)))
+                        extra + scenario_overrides(scenario, validation.forget_class), resume))
     return row
 
 
@@ -528,6 +580,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                         help="validation forget sets (seeds --search-seed, --search-seed + 1, ...); a candidate's "
                              "score is its gap averaged over them")
     parser.add_argument("--data-root", type=Path, default=Path("data"), help="CIFAR-10 folder of the cifar10-vgg16 preset")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted command with the same --out and arguments: a run whose folder "
+                             "already holds its final metrics (same config, seed, lr and delta) is read, not fitted again")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="CLI overrides passed to every run")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -550,14 +605,16 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
                      f"at most {num_classes - 1}")
     methods = args.methods.split(",") if args.methods else preset.methods(args.scenario)
     out = args.out.resolve()
-    if (out / "results.json").exists():
-        parser.error(f"{out} already holds results; pick another --out")
+    if (out / "results.json").exists() and not args.resume:
+        parser.error(f"{out} already holds results; pick another --out (or --resume an interrupted command)")
+    if args.resume and args.scenario == "sequential":
+        parser.error("--resume is not available for the sequential scenario")
     extra = [*preset.data_args, *args.extra]
 
     selection = None
     if args.search:
         validations = validation_sets(args.search_seed, args.search_seeds, args.forget_class, num_classes, out / "search")
-        selected, candidates = search(preset, methods, validations, extra, args.scenario)
+        selected, candidates = search(preset, methods, validations, extra, args.scenario, args.resume)
         seeds = ", ".join(str(v.seed) for v in validations)
         what = (f"class {', '.join(str(v.forget_class) for v in validations)}" if args.scenario == "class"
                 else f"data.seed = {seeds}")
@@ -575,7 +632,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
 
             rows.extend(run_sequential_seed(preset, methods, seed, out / f"seed{seed}", extra, params))
         else:
-            rows.extend(run_seed(preset, methods, seed, out / f"seed{seed}", extra, args.scenario, args.forget_class, params))
+            rows.extend(run_seed(preset, methods, seed, out / f"seed{seed}", extra, args.scenario, args.forget_class, params,
+                                 args.resume))
         atomic_write_json(out / "results.json", rows)  # partial results survive an interruption
     write_rows(rows, out, "results")
     table = markdown(summarise(rows), args.preset, args.seeds, args.scenario, selection, rows)

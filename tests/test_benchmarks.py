@@ -40,6 +40,25 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     assert "| natmu | 1 | 0 |" in table and "| missing_method | 0 | 1 |" in table
     assert (tmp_path / "q" / "results.csv").read_text().startswith("method,seed,scenario,status")
 
+    # --resume reads every finished run back instead of fitting it again; a changed lr is a new run.
+    def no_fit(*args):
+        raise AssertionError(f"--resume fitted a finished run again: {args}")
+
+    monkeypatch.setattr(quality, "run_config", no_fit)
+    resumed = quality.main(["--seeds", "1", "--methods", "natmu,ft,missing_method", "--out", str(tmp_path / "q"),
+                            "--resume", "--extra", "--trainer.max_epochs", "1"])
+    for before, after in zip(rows, resumed):
+        if before["status"] == "ok":
+            assert after["resumed"] and after["log_dir"] == before["log_dir"]
+            assert {k: after.get(k) for k in (*quality.METRICS, "seconds", "efficiency")} == \
+                   {k: before.get(k) for k in (*quality.METRICS, "seconds", "efficiency")}
+    assert resumed[-1]["status"] == "failed"
+    natmu_config = quality.make_presets(tmp_path)["digits"].config("natmu", "random10")
+    workdir = tmp_path / "q" / "seed0"
+    assert quality.finished_run(natmu_config, 0, workdir, {}) is not None
+    assert quality.finished_run(natmu_config, 0, workdir, {"lr": 0.5}) is None
+    assert quality.finished_run(natmu_config, 1, workdir, {}) is None
+
     # The report turns the same folder into report.md with its three figures.
     pytest.importorskip("matplotlib")
     from natmu_lightning import report
