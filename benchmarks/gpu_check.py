@@ -39,8 +39,9 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -49,7 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 
-from natmu_lightning import FTModule, ForgetRemainDataModule, NatMUModule, UnlearningEvaluator, VGG16BN  # noqa: E402
+from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
 
 CONFIGS = REPO / "configs"
@@ -104,8 +105,12 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
     with working_dir(work / "digits"):
         for name in ("original", "retrain"):
             out["seconds"][name] = cli(["fit", "--config", str(digits / f"{name}.yaml"), *device, *epochs])
-        checkpoints = ["--model.init_args.original_ckpt", str(work / "digits/runs/digits/original.ckpt"),
-                       "--evaluator.reference_ckpt", str(work / "digits/runs/digits/retrain.ckpt")]
+        checkpoints = [
+            "--model.init_args.original_ckpt",
+            str(work / "digits/runs/digits/original.ckpt"),
+            "--evaluator.reference_ckpt",
+            str(work / "digits/runs/digits/retrain.ckpt"),
+        ]
     natmu = ["--config", str(digits / "natmu.yaml"), *checkpoints]
     runs = {}
     for where, placement in (("gpu", device), ("cpu", ["--trainer.accelerator", "cpu"])):
@@ -117,20 +122,32 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
     out["max_metric_difference"] = max_difference(gpu, cpu)
     out["reference_identical"] = gpu.get("reference") == cpu.get("reference")
     a, b = log_dir(runs["gpu"]), log_dir(runs["cpu"])
-    out["forget_set_identical"] = bool(np.array_equal(np.load(a / "forget_indices.npy"), np.load(b / "forget_indices.npy")))
+    out["forget_set_identical"] = bool(
+        np.array_equal(np.load(a / "forget_indices.npy"), np.load(b / "forget_indices.npy"))
+    )
     plan_a, plan_b = np.load(a / "hybrid_plan.npz"), np.load(b / "hybrid_plan.npz")
     out["hybrid_plan_identical"] = all(np.array_equal(plan_a[k], plan_b[k]) for k in plan_a.files)
 
     with working_dir(work / "digits" / "gpu"):
         cli(["fit", *natmu, *device, "--ckpt_path", "last"])
         rerun = record(runs["gpu"])
-        cli(["validate", *natmu, "--trainer.accelerator", "cpu", "--trainer.default_root_dir", "validated_cpu",
-             "--ckpt_path", str(runs["gpu"] / "checkpoints" / "last.ckpt")])
+        cli(
+            [
+                "validate",
+                *natmu,
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.default_root_dir",
+                "validated_cpu",
+                "--ckpt_path",
+                str(runs["gpu"] / "checkpoints" / "last.ckpt"),
+            ]
+        )
         validated = record(work / "digits" / "gpu" / "validated_cpu")
     run_fields = ("stage", "epoch", "global_step")
-    out["rerun_after_teardown_equals_cpu_validate"] = (
-        {k: v for k, v in rerun.items() if k not in run_fields} == {k: v for k, v in validated.items() if k not in run_fields}
-    )
+    out["rerun_after_teardown_equals_cpu_validate"] = {k: v for k, v in rerun.items() if k not in run_fields} == {
+        k: v for k, v in validated.items() if k not in run_fields
+    }
     out["rerun_vs_gpu_fit_max_difference"] = max_difference(rerun, gpu)
     return out
 
@@ -138,14 +155,29 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
 def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, Any]:
     """NatMU and every baseline's digits config for one epoch in ``precision`` (from the digits
     phase's checkpoints): each either finishes with finite metrics or reports its error."""
-    checkpoints = ["--model.init_args.original_ckpt", str(work / "digits/runs/digits/original.ckpt"),
-                   "--evaluator.reference_ckpt", str(work / "digits/runs/digits/retrain.ckpt")]
+    checkpoints = [
+        "--model.init_args.original_ckpt",
+        str(work / "digits/runs/digits/original.ckpt"),
+        "--evaluator.reference_ckpt",
+        str(work / "digits/runs/digits/retrain.ckpt"),
+    ]
     out: dict[str, Any] = {"precision": precision}
     for method in METHODS:
         with working_dir(work / "methods" / method):
             try:
-                seconds = cli(["fit", "--config", str(CONFIGS / "digits" / f"{method}.yaml"), *device, *checkpoints,
-                               "--trainer.max_epochs", "1", "--trainer.precision", precision])
+                seconds = cli(
+                    [
+                        "fit",
+                        "--config",
+                        str(CONFIGS / "digits" / f"{method}.yaml"),
+                        *device,
+                        *checkpoints,
+                        "--trainer.max_epochs",
+                        "1",
+                        "--trainer.precision",
+                        precision,
+                    ]
+                )
                 metrics = record(work / "methods" / method / "runs" / "digits" / method)
                 finite = all(isinstance(metrics.get(k), float) and math.isfinite(metrics[k]) for k in METRICS)
                 out[method] = {"ok": finite, "seconds": seconds, **pick(metrics)}
@@ -156,8 +188,19 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
     # next step's start or the epoch's end) before a checkpoint of it is written.
     with working_dir(work / "methods" / "diverging"):
         try:
-            cli(["fit", "--config", str(CONFIGS / "digits" / "natmu.yaml"), *device, *checkpoints,
-                 "--trainer.max_epochs", "1", "--model.init_args.lr", "1e12"])
+            cli(
+                [
+                    "fit",
+                    "--config",
+                    str(CONFIGS / "digits" / "natmu.yaml"),
+                    *device,
+                    *checkpoints,
+                    "--trainer.max_epochs",
+                    "1",
+                    "--model.init_args.lr",
+                    "1e12",
+                ]
+            )
             out["diverging_run"] = "not stopped"
         except FloatingPointError as error:
             saved = list((work / "methods" / "diverging").rglob("*.ckpt"))
@@ -171,14 +214,27 @@ def phase_bf16(work: Path, device: list[str], epochs: list[str], data: list[str]
     with working_dir(work / "bf16"):
         for name in ("original", "retrain"):
             out["seconds"][name] = cli(["fit", "--config", str(small / f"{name}.yaml"), *device, *data, *epochs])
-    checkpoints = ["--model.init_args.original_ckpt", str(work / "bf16/runs/cifar10_small/original.ckpt"),
-                   "--evaluator.reference_ckpt", str(work / "bf16/runs/cifar10_small/retrain.ckpt")]
+    checkpoints = [
+        "--model.init_args.original_ckpt",
+        str(work / "bf16/runs/cifar10_small/original.ckpt"),
+        "--evaluator.reference_ckpt",
+        str(work / "bf16/runs/cifar10_small/retrain.ckpt"),
+    ]
     for precision in ("32-true", "bf16-mixed"):
         with working_dir(work / "bf16" / precision):
-            out["seconds"][f"natmu_{precision}"] = cli([
-                "fit", "--config", str(small / "natmu.yaml"), *device, *data, *epochs, *checkpoints,
-                "--trainer.precision", precision,
-            ])
+            out["seconds"][f"natmu_{precision}"] = cli(
+                [
+                    "fit",
+                    "--config",
+                    str(small / "natmu.yaml"),
+                    *device,
+                    *data,
+                    *epochs,
+                    *checkpoints,
+                    "--trainer.precision",
+                    precision,
+                ]
+            )
         out[f"natmu_{precision}"] = pick(record(work / "bf16" / precision / "runs" / "cifar10_small" / "natmu"))
     out["max_metric_difference"] = max_difference(out["natmu_32-true"], out["natmu_bf16-mixed"])
     return out
@@ -190,21 +246,39 @@ def phase_ddp(work: Path, device: list[str], epochs: list[str], dry_run: bool) -
         return {"skipped": f"{gpus} visible GPU: DDP needs two or more"}
     processes = 2 if dry_run else gpus
     digits = CONFIGS / "digits"
-    checkpoints = ["--model.init_args.original_ckpt", str(work / "digits/runs/digits/original.ckpt"),
-                   "--evaluator.reference_ckpt", str(work / "digits/runs/digits/retrain.ckpt")]
+    checkpoints = [
+        "--model.init_args.original_ckpt",
+        str(work / "digits/runs/digits/original.ckpt"),
+        "--evaluator.reference_ckpt",
+        str(work / "digits/runs/digits/retrain.ckpt"),
+    ]
     strategy = ["--trainer.devices", str(processes), "--trainer.strategy", "ddp_spawn"]
     if dry_run:
         strategy += ["--trainer.accelerator", "cpu"]
     if 64 % processes:
         return {"skipped": f"{processes} GPUs do not divide the global batch of 64"}
     with working_dir(work / "ddp"):
-        seconds = cli(["fit", "--config", str(digits / "natmu.yaml"), *checkpoints, *device, *strategy,
-                       "--data.batch_size", str(64 // processes)])
+        seconds = cli(
+            [
+                "fit",
+                "--config",
+                str(digits / "natmu.yaml"),
+                *checkpoints,
+                *device,
+                *strategy,
+                "--data.batch_size",
+                str(64 // processes),
+            ]
+        )
         many = record(work / "ddp" / "runs" / "digits" / "natmu")
     one = record(work / "digits" / "gpu" / "runs" / "digits" / "natmu")
-    return {"processes": processes, "seconds": seconds, "natmu": pick(many),
-            "max_metric_difference_to_one_gpu": max_difference(many, one),
-            "reference_identical": many.get("reference") == one.get("reference")}
+    return {
+        "processes": processes,
+        "seconds": seconds,
+        "natmu": pick(many),
+        "max_metric_difference_to_one_gpu": max_difference(many, one),
+        "reference_identical": many.get("reference") == one.get("reference"),
+    }
 
 
 class StepTimer(pl.Callback):
@@ -229,13 +303,31 @@ class StepTimer(pl.Callback):
         self.seconds_per_step = (time.perf_counter() - self.start) / max(steps, 1)
 
 
-def timed_fit(module: pl.LightningModule, datamodule: ForgetRemainDataModule, accelerator: str, steps: int,
-              warmup: int, precision: str, root: Path, compiled: bool = False) -> tuple[float, float]:
+def timed_fit(
+    module: pl.LightningModule,
+    datamodule: ForgetRemainDataModule,
+    accelerator: str,
+    steps: int,
+    warmup: int,
+    precision: str,
+    root: Path,
+    compiled: bool = False,
+) -> tuple[float, float]:
     """(seconds per step after warm-up, seconds of the whole fit) of ``steps`` steps."""
     timer = StepTimer(warmup)
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, max_steps=steps, precision=precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, callbacks=[timer], default_root_dir=root)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=steps,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+        default_root_dir=root,
+    )
     start = time.perf_counter()
     trainer.fit(torch.compile(module) if compiled else module, datamodule=datamodule)
     return timer.seconds_per_step, time.perf_counter() - start
@@ -266,7 +358,9 @@ def stream_rates(datamodule: ForgetRemainDataModule, batches: int, device: torch
         torch.cuda.set_sync_debug_mode("error")
         try:
             prepared = datamodule.on_before_batch_transfer(batch, 0)
-            moved = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()}
+            moved = {
+                k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()
+            }
             datamodule.on_after_batch_transfer(moved, 0)
             rates["transfer_hooks_synchronise"] = False
         except RuntimeError as error:
@@ -309,9 +403,18 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
     workers = 0 if dry_run else 4
 
     def datamodule(stream: str) -> ForgetRemainDataModule:
-        return ForgetRemainDataModule(source=CIFAR10JPEG(str(npz)), forget=RandomForget(0.1), stream=stream,
-                                      batch_size=batch, eval_batch_size=512, num_workers=workers, crop_padding=4,
-                                      horizontal_flip=True, k=4, delta=-0.19)
+        return ForgetRemainDataModule(
+            source=CIFAR10JPEG(str(npz)),
+            forget=RandomForget(0.1),
+            stream=stream,
+            batch_size=batch,
+            eval_batch_size=512,
+            num_workers=workers,
+            crop_padding=4,
+            horizontal_flip=True,
+            k=4,
+            delta=-0.19,
+        )
 
     def module(cls: type) -> pl.LightningModule:
         torch.manual_seed(0)
@@ -322,9 +425,12 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
     for precision in ("32-true", "bf16-mixed"):
         natmu_step, _ = timed_fit(module(NatMUModule), natmu_dm, accelerator, steps, warmup, precision, root)
         ft_step, _ = timed_fit(module(FTModule), ft_dm, accelerator, steps, warmup, precision, root)
-        out[precision] = {"natmu_seconds_per_step": natmu_step, "ft_seconds_per_step": ft_step,
-                          "natmu_step_over_ft_step": natmu_step / ft_step,
-                          "model_images_per_s": batch / natmu_step}
+        out[precision] = {
+            "natmu_seconds_per_step": natmu_step,
+            "ft_seconds_per_step": ft_step,
+            "natmu_step_over_ft_step": natmu_step / ft_step,
+            "model_images_per_s": batch / natmu_step,
+        }
     out["stream"] = stream_rates(natmu_dm, 4 if dry_run else 150, device)
     out["stream"]["main_thread_ms_per_batch"] = {
         "natmu": 1000 * transfer_hook_seconds(natmu_dm, 4 if dry_run else 100, device),
@@ -344,14 +450,19 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
         seconds["final" if final else "during_training"] = time.perf_counter() - start
     rows = natmu_dm.remain_indices.numel() + natmu_dm.k * natmu_dm.forget_indices.numel()
     epoch_seconds = math.ceil(rows / batch) * out["32-true"]["natmu_seconds_per_step"]
-    out["evaluation"] = {"seconds": seconds, "natmu_epoch_seconds_32_true": epoch_seconds,
-                         "eval_fraction_32_true": seconds["during_training"] / epoch_seconds}
+    out["evaluation"] = {
+        "seconds": seconds,
+        "natmu_epoch_seconds_32_true": epoch_seconds,
+        "eval_fraction_32_true": seconds["during_training"] / epoch_seconds,
+    }
     if not dry_run and compile_step:  # inductor needs a C++/Triton toolchain: measured on the GPU machine only
         try:
-            compiled_step, compiled_fit = timed_fit(module(NatMUModule), natmu_dm, accelerator, steps, warmup,
-                                                    "bf16-mixed", root, compiled=True)
+            compiled_step, compiled_fit = timed_fit(
+                module(NatMUModule), natmu_dm, accelerator, steps, warmup, "bf16-mixed", root, compiled=True
+            )
             out["compiled_bf16-mixed"] = {
-                "natmu_seconds_per_step": compiled_step, "fit_seconds_with_compile": compiled_fit,
+                "natmu_seconds_per_step": compiled_step,
+                "fit_seconds_with_compile": compiled_fit,
                 "speedup_over_eager": out["bf16-mixed"]["natmu_seconds_per_step"] / compiled_step,
             }
         except Exception as error:  # reported; the figures above stand
@@ -372,10 +483,14 @@ def run_phase(name: str, results: dict[str, Any], work: Callable[[], dict[str, A
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
-    parser.add_argument("--cifar10-npz", type=Path, default=Path(os.environ.get("NATMU_CIFAR10_NPZ", "data/cifar10_jpeg.npz")))
+    parser.add_argument(
+        "--cifar10-npz", type=Path, default=Path(os.environ.get("NATMU_CIFAR10_NPZ", "data/cifar10_jpeg.npz"))
+    )
     parser.add_argument("--phases", default="digits,methods,bf16,ddp,vgg16")
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile timing")
-    parser.add_argument("--cpu-dry-run", action="store_true", help="every phase on the CPU at toy sizes (tests the script)")
+    parser.add_argument(
+        "--cpu-dry-run", action="store_true", help="every phase on the CPU at toy sizes (tests the script)"
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu_dry_run:
         result: dict[str, Any] = {"cuda": False, "message": "CUDA is not available on this machine: nothing to check"}
@@ -393,10 +508,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = ["--trainer.accelerator", "cpu"] if dry else GPU
     epochs = ["--trainer.max_epochs", "1"] if dry else []
     results: dict[str, Any] = {
-        "cuda": torch.cuda.is_available(), "cpu_dry_run": dry,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not dry else platform.processor() or "cpu",
-        "gpus": torch.cuda.device_count(), "torch": torch.__version__, "pytorch_lightning": pl.__version__,
-        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "cpu_dry_run": dry,
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() and not dry
+        else platform.processor() or "cpu",
+        "gpus": torch.cuda.device_count(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
     }
     if "digits" in phases:
         run_phase("digits", results, lambda: phase_digits(work, device, epochs))

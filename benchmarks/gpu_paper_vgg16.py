@@ -29,10 +29,25 @@ KEYS = ("test_acc", "retain_acc", "forget_acc", "mia_entropy", "avg_gap", "kl_to
 
 
 def launch(config: Path, npz: Path, work: Path, log: Path, extra: list[str]) -> subprocess.Popen:
-    args = [sys.executable, "-m", "natmu_lightning", "fit", "--config", str(config),
-            "--config", str(REPO / "configs" / "trainer" / "gpu.yaml"),
-            "--data.source", "natmu_lightning.data.CIFAR10JPEG", "--data.source.path", str(npz),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "natmu_lightning",
+        "fit",
+        "--config",
+        str(config),
+        "--config",
+        str(REPO / "configs" / "trainer" / "gpu.yaml"),
+        "--data.source",
+        "natmu_lightning.data.CIFAR10JPEG",
+        "--data.source.path",
+        str(npz),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(args, cwd=work, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -52,8 +67,10 @@ def run_together(names: list[str], npz: Path, work: Path, out: Path, extra: list
 
 
 def final_record(work: Path, name: str) -> dict[str, Any]:
-    versions = sorted((work / "runs" / "cifar10_vgg16" / name / "lightning_logs").glob("version_*"),
-                      key=lambda p: int(p.name.split("_")[1]))
+    versions = sorted(
+        (work / "runs" / "cifar10_vgg16" / name / "lightning_logs").glob("version_*"),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
     return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
 
 
@@ -62,8 +79,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cifar10-npz", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("runs/paper_vgg16"))
     parser.add_argument("--methods", default="natmu,rl,salun,bad_teacher")
-    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                        help="more CLI arguments for every run (e.g. a CPU dry run: --trainer.accelerator cpu ...)")
+    parser.add_argument(
+        "--extra",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="more CLI arguments for every run (e.g. a CPU dry run: --trainer.accelerator cpu ...)",
+    )
     args = parser.parse_args(argv)
     npz = args.cifar10_npz.resolve()
     if not npz.is_file():

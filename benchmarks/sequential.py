@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
-import quality as Q  # this folder (Python puts a script's folder on sys.path)
+from benchmarks import runs as fits
 from natmu_lightning.records import load_previous_request, read_record
 
 REQUESTS = 3
@@ -43,7 +42,7 @@ def index_forget(indices: Path) -> list[str]:
 
 def config_checkpoint(config: Path) -> Path:
     """``dirpath/filename.ckpt`` of the config's ModelCheckpoint (the original and Retrain configs name one)."""
-    callbacks = Q.config_value(config, "trainer", "callbacks") or []
+    callbacks = fits.config_value(config, "trainer", "callbacks") or []
     for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
         init = callback.get("init_args") or {}
         if str(callback.get("class_path", "")).endswith("ModelCheckpoint") and init.get("filename"):
@@ -59,31 +58,47 @@ def written_checkpoint(log_dir: Path) -> Path:
     return next((path for path in written if path.name == "last.ckpt"), written[-1])
 
 
-def run_requests(config: Path, seed: int, folder: Path, original_ckpt: Path, extra: list[str],
-                 params: dict) -> tuple[Path, list[Path], float]:
+def run_requests(
+    config: Path, seed: int, folder: Path, original_ckpt: Path, extra: list[str], params: dict
+) -> tuple[Path, list[Path], float]:
     """The three requests of one method; returns the final checkpoint, the log dirs and the total time."""
     checkpoint, log_dirs, seconds = original_ckpt, [], 0.0
     for request in range(REQUESTS):
-        args = [*extra, *Q.param_args(params), *random_forget(RATIO),
-                "--data.seed", str(seed + REQUEST_SEED_STEP * request),
-                "--model.init_args.original_ckpt", str(checkpoint), "--evaluator.reference_ckpt", "null"]
+        args = [
+            *extra,
+            *fits.param_args(params),
+            *random_forget(RATIO),
+            "--data.seed",
+            str(seed + REQUEST_SEED_STEP * request),
+            "--model.init_args.original_ckpt",
+            str(checkpoint),
+            "--evaluator.reference_ckpt",
+            "null",
+        ]
         if log_dirs:
             args += ["--data.previous_record", str(log_dirs[-1])]
         print(f"[seed {seed}] {config.stem} request {request + 1} of {REQUESTS}", flush=True)
-        _, spent, log_dir = Q.run_config(config, seed, folder / f"request{request + 1}", args)
+        _, spent, log_dir = fits.run_config(config, seed, folder / f"request{request + 1}", args)
         checkpoint, seconds = written_checkpoint(log_dir), seconds + spent
         log_dirs.append(log_dir)
     return checkpoint, log_dirs, seconds
 
 
-def run_sequential_seed(preset: "Q.QualityPreset", methods: list[str], seed: int, workdir: Path, extra: list[str],
-                        params: Optional[dict] = None) -> list[dict]:
+def run_sequential_seed(
+    preset: fits.QualityPreset,
+    methods: list[str],
+    seed: int,
+    workdir: Path,
+    extra: list[str],
+    params: dict | None = None,
+) -> list[dict]:
     """Original, each method's three requests, Retrain on their union, and the comparisons."""
     params = params or {}
     scenario = "sequential"
     original_config = preset.config("original", scenario)
-    original = Q.run_one(original_config, {"method": "original", "seed": seed, "scenario": scenario, "params": {}},
-                         workdir, extra)
+    original = fits.run_one(
+        original_config, {"method": "original", "seed": seed, "scenario": scenario, "params": {}}, workdir, extra
+    )
     if original["status"] != "ok":
         return [original]
     original_ckpt = (workdir / config_checkpoint(original_config)).resolve()
@@ -91,15 +106,18 @@ def run_sequential_seed(preset: "Q.QualityPreset", methods: list[str], seed: int
     for method in methods:
         row = {"method": f"{method} x{REQUESTS}", "seed": seed, "scenario": scenario, "params": params.get(method, {})}
         try:
-            final, log_dirs, seconds = run_requests(preset.config(method, scenario), seed, workdir / scenario / method,
-                                                    original_ckpt, extra, row["params"])
+            final, log_dirs, seconds = run_requests(
+                preset.config(method, scenario), seed, workdir / scenario / method, original_ckpt, extra, row["params"]
+            )
             forgotten = load_previous_request(log_dirs[-1]).already_forgotten
             if union is not None and not torch.equal(union, forgotten):
                 raise RuntimeError(f"{method}'s requests forgot another union than the first method's")
             union, finals[method] = forgotten, final
             row.update(seconds=seconds, status="ok", log_dir=str(log_dirs[-1]))
         except (Exception, SystemExit) as error:
-            row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+            row.update(
+                status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:]
+            )
         rows.append(row)
     if union is None:
         return rows
@@ -108,23 +126,43 @@ def run_sequential_seed(preset: "Q.QualityPreset", methods: list[str], seed: int
     on_union = [*extra, *index_forget(union_file)]
 
     retrain_config = preset.config("retrain", scenario)
-    retrain = Q.run_one(retrain_config, {"method": "retrain", "seed": seed, "scenario": scenario, "params": {}},
-                        workdir / scenario / "retrain", on_union)
+    retrain = fits.run_one(
+        retrain_config,
+        {"method": "retrain", "seed": seed, "scenario": scenario, "params": {}},
+        workdir / scenario / "retrain",
+        on_union,
+    )
     rows.insert(1, retrain)
     if retrain["status"] != "ok":
         return rows
     retrain["avg_gap"] = 0.0
-    reference = ["--evaluator.reference_ckpt", str((workdir / scenario / "retrain" / config_checkpoint(retrain_config)).resolve())]
+    reference = [
+        "--evaluator.reference_ckpt",
+        str((workdir / scenario / "retrain" / config_checkpoint(retrain_config)).resolve()),
+    ]
     from_original = ["--model.init_args.original_ckpt", str(original_ckpt)]
-    original.update(Q.validate_checkpoint(original_config, seed, workdir, [*on_union, *reference], original_ckpt))
+    original.update(fits.validate_checkpoint(original_config, seed, workdir, [*on_union, *reference], original_ckpt))
     for row in rows[2:]:
         method = row["method"].rsplit(" x", 1)[0]
         if method in finals:
-            row.update(Q.validate_checkpoint(preset.config(method, scenario), seed, workdir,
-                                             [*on_union, *from_original, *reference], finals[method]))
+            row.update(
+                fits.validate_checkpoint(
+                    preset.config(method, scenario),
+                    seed,
+                    workdir,
+                    [*on_union, *from_original, *reference],
+                    finals[method],
+                )
+            )
         one = {"method": f"{method} x1", "seed": seed, "scenario": scenario, "params": params.get(method, {})}
-        rows.append(Q.run_one(preset.config(method, scenario), one, workdir / scenario / method / "one_request",
-                              [*on_union, *from_original, *reference]))
+        rows.append(
+            fits.run_one(
+                preset.config(method, scenario),
+                one,
+                workdir / scenario / method / "one_request",
+                [*on_union, *from_original, *reference],
+            )
+        )
     for row in rows[2:]:
         if row["status"] == "ok":
             row["efficiency"] = retrain["seconds"] / row["seconds"]

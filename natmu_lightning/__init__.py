@@ -20,8 +20,23 @@ from natmu_lightning.methods import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "BadTeacherModule", "FTModule", "GAModule", "L1SparseModule", "NegGradPlusModule", "RLModule",
-    "SalUnModule", "SCRUBModule", "SSDModule",
-    "ClassifierModule", "ForgetRemainDataModule", "NatMUModule", "ResNet18", "ResNet34",
-    "SmallCNN", "UnlearningEvaluator", "UnlearningRecord", "VGG16BN", "__version__",
+    "BadTeacherModule",
+    "FTModule",
+    "GAModule",
+    "L1SparseModule",
+    "NegGradPlusModule",
+    "RLModule",
+    "SalUnModule",
+    "SCRUBModule",
+    "SSDModule",
+    "ClassifierModule",
+    "ForgetRemainDataModule",
+    "NatMUModule",
+    "ResNet18",
+    "ResNet34",
+    "SmallCNN",
+    "UnlearningEvaluator",
+    "UnlearningRecord",
+    "VGG16BN",
+    "__version__",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +11,7 @@ KNOWN_PREFIXES = ("_orig_mod.", "module.", "model.", "backbone.", "net.")
 """Wrappers' key prefixes, stripped (repeatedly) when every key carries one."""
 
 
-def read_state_dict(path: Union[str, Path], what: str = "checkpoint") -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
     """Read a Lightning checkpoint or a plain state dict with ``weights_only=True``.
 
     Args:
@@ -32,7 +31,9 @@ def read_state_dict(path: Union[str, Path], what: str = "checkpoint") -> dict[st
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) on bad files
-        raise ValueError(f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})".strip()) from error
+        raise ValueError(
+            f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})".strip()
+        ) from error
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
@@ -52,7 +53,7 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: Union[str, Path], what: str = "checkpoint") -> None:
+def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -> None:
     """Load ``path`` into ``model`` strictly, with an error that names what does not fit.
 
     A checkpoint of a user's own LightningModule keeps the network under one attribute
@@ -86,7 +87,8 @@ def load_weights(model: nn.Module, path: Union[str, Path], what: str = "checkpoi
         if len(fitting) > 1:
             details.append(f"the model's tensors are under several prefixes, {fitting}: keep one network per file")
         raise ValueError(
-            f"{what} {str(path)!r} does not fit the {type(model).__name__} backbone: " + "; ".join(details)
+            f"{what} {str(path)!r} does not fit the {type(model).__name__} backbone: "
+            + "; ".join(details)
             + f". The file's keys start with: {prefixes}; the backbone expects e.g. {example}"
             + " (another architecture or class count?)"
         )
@@ -108,7 +110,7 @@ def top_level_prefixes(state: dict[str, Tensor]) -> dict[str, int]:
 
 
 def _under(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return strip_prefixes({key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)})
+    return strip_prefixes({key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)})
 
 
 def _fits(state: dict[str, Tensor], expected: dict[str, Tensor]) -> bool:

@@ -9,7 +9,7 @@ Usage::
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -25,7 +25,7 @@ class NatMUCLI(LightningCLI):
         parser.add_lightning_class_args(UnlearningEvaluator, "evaluator")
 
 
-def main(args: Optional[Sequence[str]] = None, run: bool = True) -> NatMUCLI:
+def main(args: Sequence[str] | None = None, run: bool = True) -> NatMUCLI:
     """Run the CLI on ``args`` (default: ``sys.argv``); callable from tests.
 
     Args:

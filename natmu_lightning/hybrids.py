@@ -1,6 +1,7 @@
 """The NatMU method's math: gradual masks, the pairing plan and the mixing.
 
-Pure torch, no Lightning. See docs/design.md §2 for the definitions restated here.
+Pure torch (numpy only for the figures' example arrays), no Lightning. See docs/design.md §2
+for the definitions restated here.
 
 A *hybrid* mixes a forgetting image ``x_f`` with a real remaining image ``x_r`` of
 another class ``c`` and is labelled ``c``. For every forgetting sample the original
@@ -10,8 +11,9 @@ one remaining image of each is drawn without replacement across the whole plan.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,6 +121,28 @@ def linear_delta_schedule(start: float, end: float, epochs: int) -> list[float]:
     if epochs == 1:
         return [float(start)]
     return [round(start + (end - start) * e / (epochs - 1), 10) for e in range(epochs)]
+
+
+def validate_delta_schedule(delta: float | Sequence[float], delta_end: float | None = None) -> None:
+    """Raise ``ValueError`` unless ``delta`` is a valid shift or a non-empty per-epoch list of
+    them, and ``delta_end`` (a linear schedule's end) is a valid shift after a single ``delta``."""
+    for value in [delta] if isinstance(delta, (int, float)) else delta:
+        validate_delta(value)
+    if not isinstance(delta, (int, float)) and not delta:
+        raise ValueError("a delta schedule must hold at least one value")
+    if delta_end is not None:
+        if not isinstance(delta, (int, float)):
+            raise ValueError("delta_end needs a single starting delta, not a list")
+        validate_delta(delta_end)
+
+
+def check_schedule_length(delta: float | Sequence[float], epochs: int | None) -> None:
+    """Raise ``ValueError`` when a per-epoch ``delta`` list does not hold one value per epoch
+    of a run of ``epochs`` (None or -1: unbounded, nothing to check)."""
+    if isinstance(delta, (int, float)) or epochs is None or epochs <= 0:
+        return
+    if len(delta) != epochs:
+        raise ValueError(f"the delta schedule has {len(delta)} values but the trainer runs {epochs} epochs")
 
 
 def build_hybrid_plan(
@@ -257,3 +281,35 @@ def mix(forget_images: Tensor, remain_images: Tensor, weights: Tensor) -> Tensor
     w = weights.to(device=forget_images.device, dtype=torch.float32)
     blended = remain_images.float() * (1.0 - w) + forget_images.float() * w
     return blended.clamp(0.0, 255.0).floor().to(torch.uint8)
+
+
+def plan_examples(
+    images: Tensor, targets: Tensor, plan: Mapping[str, Tensor], k: int, delta: float, num_forget: int = 4
+) -> dict[str, np.ndarray]:
+    """The first ``num_forget`` forgetting samples' hybrids of ``plan``, for figures.
+
+    Args:
+        images: uint8 training images ``(N, C, H, W)`` that the plan's indices address.
+        targets: their labels.
+        plan: a plan of :func:`build_hybrid_plan` (``k`` consecutive rows per forgetting sample).
+        k: hybrids per forgetting sample.
+        delta: the mask shift to draw them with.
+        num_forget: how many forgetting samples to show.
+
+    Returns:
+        uint8 ``forget``, ``remain`` and ``hybrid`` images (rows x k x C x H x W), their
+        ``label``, ``forget_label`` and ``mask_id`` (rows x k), and the ``delta`` used.
+    """
+    rows = min(num_forget, plan["label"].numel() // k) * k
+    xf, xr = images[plan["forget_index"][:rows]], images[plan["remain_index"][:rows]]
+    masks = gradual_masks(xf.shape[-2], xf.shape[-1], delta)[plan["mask_id"][:rows]].unsqueeze(1)
+    shape = (-1, k, *xf.shape[1:])
+    return {
+        "forget": xf.reshape(shape).numpy(),
+        "remain": xr.reshape(shape).numpy(),
+        "hybrid": mix(xf, xr, masks).reshape(shape).numpy(),
+        "label": plan["label"][:rows].reshape(-1, k).numpy(),
+        "forget_label": targets[plan["forget_index"][:rows]].reshape(-1, k).numpy(),
+        "mask_id": plan["mask_id"][:rows].reshape(-1, k).numpy(),
+        "delta": np.asarray(delta),
+    }

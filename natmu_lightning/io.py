@@ -7,8 +7,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def atomic_save_npy(path: PathLike, array: np.ndarray) -> Path:
 def atomic_save_npz(path: PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
     """Save named arrays as ``.npz``, atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -14,12 +14,11 @@ communication backend's.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
-
 
 
 def to_unit_float(images: Tensor) -> Tensor:

@@ -27,9 +27,10 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
@@ -101,7 +102,7 @@ def _cache_key(cfg: QuickstartConfig, role: str) -> str:
 def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progress: bool) -> tuple[Path, dict, bool]:
     """Train (or reuse from the cache) the original or the Retrain model; return its metrics."""
     ckpt = cache / f"{role}-{_cache_key(cfg, role)}.ckpt"
-    train_on = "full" if role == "original" else "remain"
+    train_on: Literal["full", "remain"] = "full" if role == "original" else "remain"
     pl.seed_everything(cfg.seed, verbose=False)  # same initial weights for original and Retrain
     cached = ckpt.is_file()
     model = ClassifierModule(
@@ -114,7 +115,14 @@ def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progre
     else:
         trainer.fit(model, datamodule=_datamodule(cfg))
         _save_checkpoint(trainer, ckpt)
-    return ckpt, dict(evaluator.last_metrics), cached
+    return ckpt, _final_metrics(evaluator), cached
+
+
+def _final_metrics(evaluator: UnlearningEvaluator) -> dict[str, Any]:
+    """A copy of the evaluator's last record: the run's final evaluation."""
+    if evaluator.last_metrics is None:
+        raise RuntimeError("the evaluator has not evaluated this run")
+    return dict(evaluator.last_metrics)
 
 
 def _save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
@@ -160,20 +168,24 @@ def quiet_stack() -> Iterator[None]:
                 logger.setLevel(level)
 
 
-def run(cfg: QuickstartConfig, out: Path, cache: Optional[Path] = None, progress: bool = True) -> dict:
+def run(cfg: QuickstartConfig, out: Path, cache: Path | None = None, progress: bool = True) -> dict:
     """Run the whole demo and return the summary written to ``out/summary.json``."""
     with quiet_stack():
         return _run(cfg, out, cache, progress)
 
 
-def _run(cfg: QuickstartConfig, out: Path, cache: Optional[Path], progress: bool) -> dict:
+def _run(cfg: QuickstartConfig, out: Path, cache: Path | None, progress: bool) -> dict:
     cache = Path(cache) if cache is not None else default_cache_dir() / "quickstart"
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     results: dict[str, dict] = {}
     paths: dict[str, str] = {}
     for step, role in enumerate(("original", "retrain"), start=1):
-        print(f"[{step}/3] {role}: {'training' if role == 'original' else 'retraining on the remaining data'} (cached checkpoints are reused)", flush=True)
+        print(
+            f"[{step}/3] {role}: {'training' if role == 'original' else 'retraining on the remaining data'} "
+            "(cached checkpoints are reused)",
+            flush=True,
+        )
         start = time.perf_counter()
         ckpt, metrics, cached = _classifier(cfg, role, out, cache, progress)
         seconds[role] = time.perf_counter() - start
@@ -197,23 +209,28 @@ def _run(cfg: QuickstartConfig, out: Path, cache: Optional[Path], progress: bool
     natmu_ckpt = out / "natmu.ckpt"
     _save_checkpoint(trainer, natmu_ckpt)
     record = find_record(trainer)
+    if record is None or record.path is None:
+        raise RuntimeError("NatMUModule attaches an UnlearningRecord, but this run has none")
     record.add_checkpoint(natmu_ckpt)
     paths["natmu_ckpt"], paths["record"] = str(natmu_ckpt), str(record.path)
     seconds["natmu"] = time.perf_counter() - start
-    results["natmu"] = dict(evaluator.last_metrics)
+    results["natmu"] = _final_metrics(evaluator)
 
     reference = evaluator.reference_metrics
+    if reference is None:
+        raise RuntimeError("the evaluator holds no Retrain metrics")
     for metrics in results.values():
         metrics["avg_gap"] = avg_gap(metrics, reference)
+    models = {role: _public(metrics) for role, metrics in results.items()}
     summary = {
         "config": asdict(cfg),
-        "models": {role: _public(metrics) for role, metrics in results.items()},
+        "models": models,
         "seconds": seconds,
         "forget_indices": str(out / "natmu" / "forget_indices.npy"),
         **paths,
     }
     atomic_write_json(out / "summary.json", summary)
-    print(format_table(summary["models"]))
+    print(format_table(models))
     print(f"\nSummary written to {out / 'summary.json'}")
     print(f"What was forgotten, from and into which files: {record.path} (natmu-lightning-record {record.path.parent})")
     return summary
@@ -226,7 +243,10 @@ def _public(metrics: dict) -> dict:
 
 def format_table(models: dict[str, dict]) -> str:
     """A fixed-width table of the models' metrics (percent)."""
-    header = f"{'model':<10}{'forget acc':>12}{'remain acc':>12}{'test acc':>10}{'MIA (entropy)':>15}{'avg gap to Retrain':>20}"
+    header = (
+        f"{'model':<10}{'forget acc':>12}{'remain acc':>12}{'test acc':>10}"
+        f"{'MIA (entropy)':>15}{'avg gap to Retrain':>20}"
+    )
     lines = ["", header, "-" * len(header)]
     for role, m in models.items():
         lines.append(
@@ -240,10 +260,15 @@ def _default_out() -> Path:
     return Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
 
 
-def main(args: Optional[Sequence[str]] = None) -> dict:
+def main(args: Sequence[str] | None = None) -> dict:
     """Parse ``args`` (default: ``sys.argv``), run the demo, return its summary."""
     parser = argparse.ArgumentParser(prog="natmu-lightning-quickstart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/quickstart/<timestamp>); must be new or empty")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/quickstart/<timestamp>); must be new or empty",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="where original/Retrain checkpoints are cached")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="allow an --out folder that already holds a summary")

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ ALREADY_FORGOTTEN_FILENAME = "already_forgotten_indices.npy"
 _HASH_CHUNK = 1 << 20
 
 
-def file_sha256(path: Union[str, Path]) -> str:
+def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
@@ -39,13 +40,13 @@ def file_sha256(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def file_entry(path: Union[str, Path]) -> dict[str, Any]:
+def file_entry(path: str | Path) -> dict[str, Any]:
     """``{"path", "bytes", "sha256"}`` of a file: its absolute path, size and the digest of its bytes."""
     path = Path(path).resolve()
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def indices_sha256(indices: Union[Tensor, np.ndarray, Sequence[int]]) -> str:
+def indices_sha256(indices: Tensor | np.ndarray | Sequence[int]) -> str:
     """SHA-256 of the sorted indices as little-endian int64 bytes.
 
     Example:
@@ -56,19 +57,22 @@ def indices_sha256(indices: Union[Tensor, np.ndarray, Sequence[int]]) -> str:
     return hashlib.sha256(np.sort(values.astype("<i8").ravel()).tobytes()).hexdigest()
 
 
-def indices_entry(indices: Tensor, file: Optional[Path]) -> dict[str, Any]:
+def indices_entry(indices: Tensor, file: Path | None) -> dict[str, Any]:
     """``{"count", "indices_sha256", "indices_file"}`` of a set of training indices."""
-    return {"count": int(indices.numel()), "indices_sha256": indices_sha256(indices),
-            "indices_file": None if file is None else str(Path(file).resolve())}
+    return {
+        "count": int(indices.numel()),
+        "indices_sha256": indices_sha256(indices),
+        "indices_file": None if file is None else str(Path(file).resolve()),
+    }
 
 
-def record_path(path: Union[str, Path]) -> Path:
+def record_path(path: str | Path) -> Path:
     """The record itself when ``path`` is a folder holding one."""
     path = Path(path)
     return path / RECORD_FILENAME if path.is_dir() else path
 
 
-def read_record(path: Union[str, Path]) -> dict[str, Any]:
+def read_record(path: str | Path) -> dict[str, Any]:
     """Read a record (or the record in a run folder).
 
     Raises:
@@ -76,8 +80,10 @@ def read_record(path: Union[str, Path]) -> dict[str, Any]:
     """
     path = record_path(path)
     if not path.is_file():
-        raise ValueError(f"unlearning record {str(path)!r} does not exist (an unlearning fit writes {RECORD_FILENAME} "
-                         "in its log dir)")
+        raise ValueError(
+            f"unlearning record {str(path)!r} does not exist (an unlearning fit writes {RECORD_FILENAME} "
+            "in its log dir)"
+        )
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -102,15 +108,17 @@ class PreviousRequest:
     already_forgotten: Tensor
     checkpoint_sha256: frozenset[str]
 
-    def check_original(self, original_ckpt: Union[str, Path]) -> None:
+    def check_original(self, original_ckpt: str | Path) -> None:
         """Refuse an ``original_ckpt`` that is not a checkpoint the previous request's run wrote.
 
         Raises:
             ValueError: the file's digest is not among the record's ``checkpoints_written``.
         """
         if not self.checkpoint_sha256:
-            raise ValueError(f"the previous request's record {self.record['path']!r} lists no checkpoint written by its run, "
-                             "so no model can continue from it (save one with ModelCheckpoint or record.add_checkpoint)")
+            raise ValueError(
+                f"the previous request's record {self.record['path']!r} lists no checkpoint written by its run, "
+                "so no model can continue from it (save one with ModelCheckpoint or record.add_checkpoint)"
+            )
         if not Path(original_ckpt).is_file():
             raise ValueError(f"original_ckpt {str(original_ckpt)!r} does not exist")
         digest = file_sha256(original_ckpt)
@@ -123,7 +131,7 @@ class PreviousRequest:
             )
 
 
-def load_previous_request(path: Union[str, Path]) -> PreviousRequest:
+def load_previous_request(path: str | Path) -> PreviousRequest:
     """Read the previous request's record and the index files it names, checking their digests.
 
     Raises:
@@ -145,7 +153,9 @@ def load_previous_request(path: Union[str, Path]) -> PreviousRequest:
 
 def _checked_indices(entry: Any, key: str, record: Path) -> Tensor:
     if not isinstance(entry, dict) or not entry.get("indices_file") or not entry.get("indices_sha256"):
-        raise ValueError(f"unlearning record {str(record)!r} has no {key}.indices_file / indices_sha256 to continue from")
+        raise ValueError(
+            f"unlearning record {str(record)!r} has no {key}.indices_file / indices_sha256 to continue from"
+        )
     file = Path(entry["indices_file"])
     if not file.is_file():
         raise ValueError(f"{key}.indices_file {str(file)!r} named by {str(record)!r} does not exist")
@@ -154,8 +164,10 @@ def _checked_indices(entry: Any, key: str, record: Path) -> Tensor:
     except (OSError, ValueError) as error:
         raise ValueError(f"cannot read {key}.indices_file {str(file)!r}: {error}") from error
     if not np.issubdtype(values.dtype, np.integer) or indices_sha256(values) != entry["indices_sha256"]:
-        raise ValueError(f"{key}.indices_file {str(file)!r} does not match the indices_sha256 that {str(record)!r} "
-                         "holds: the file changed since the run")
+        raise ValueError(
+            f"{key}.indices_file {str(file)!r} does not match the indices_sha256 that {str(record)!r} "
+            "holds: the file changed since the run"
+        )
     return torch.from_numpy(values.astype(np.int64))
 
 
@@ -184,7 +196,9 @@ def summarize(record: dict[str, Any]) -> str:
         lines.append(f"{'':<10}indices sha256 {forgot['indices_sha256']}")
     if record.get("previous_record"):
         already = record.get("already_forgotten") or {}
-        lines.append(f"{'after':<10}{record['previous_record']['path']} ({already.get('count')} samples forgotten before)")
+        lines.append(
+            f"{'after':<10}{record['previous_record']['path']} ({already.get('count')} samples forgotten before)"
+        )
     original = record.get("original_checkpoint")
     if original:
         lines.append(f"{'from':<10}{original['path']}  sha256 {original['sha256']}")
@@ -209,7 +223,7 @@ def _period(record: dict[str, Any]) -> str:
     return text
 
 
-def _metrics_table(before: Optional[dict], after: Optional[dict]) -> list[str]:
+def _metrics_table(before: dict | None, after: dict | None) -> list[str]:
     if not before and not after:
         return [f"{'metrics':<10}none recorded (no UnlearningEvaluator in the run)"]
     before, after = before or {}, after or {}
@@ -224,7 +238,7 @@ def _number(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def main(args: Optional[Sequence[str]] = None) -> str:
+def main(args: Sequence[str] | None = None) -> str:
     """Print the summary of the record at ``args[0]`` (a file or a run folder) and return it."""
     parser = argparse.ArgumentParser(prog="natmu-lightning-record", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help=f"{RECORD_FILENAME} or the run folder holding it")

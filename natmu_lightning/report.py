@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -92,9 +92,11 @@ def entropy_bins(entropies: np.ndarray, count: int = 40) -> tuple[np.ndarray, bo
     return np.linspace(0.0, top, count + 1), False
 
 
-def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
+def entropy_figure(runs: dict[str, Path], path: Path) -> Path | None:
     plt = _pyplot()
-    outputs = {m: np.load(d / "evaluation_outputs.npz") for m, d in runs.items() if (d / "evaluation_outputs.npz").is_file()}
+    outputs = {
+        m: np.load(d / "evaluation_outputs.npz") for m, d in runs.items() if (d / "evaluation_outputs.npz").is_file()
+    }
     methods = [m for m in outputs if m != "original"] or list(outputs)
     if not methods:
         return None
@@ -102,23 +104,36 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     cols = min(4, len(methods))
     rows = -(-len(methods) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharex=True)
-    bins, log_axis = entropy_bins(np.concatenate([o[k] for o in outputs.values() for k in ("test_entropy", "forget_entropy")]))
+    bins, log_axis = entropy_bins(
+        np.concatenate([o[k] for o in outputs.values() for k in ("test_entropy", "forget_entropy")])
+    )
 
     def hist(ax, values: np.ndarray, **kwargs) -> None:
-        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, weights=np.full(len(values), 1.0 / max(len(values), 1)), **kwargs)
+        ax.hist(
+            np.clip(values, bins[0], bins[-1]),
+            bins=bins,
+            weights=np.full(len(values), 1.0 / max(len(values), 1)),
+            **kwargs,
+        )
 
     for ax, method in zip(axes.flat, methods):
         hist(ax, outputs[method]["test_entropy"], alpha=0.5, label="test (non-member)")
         hist(ax, outputs[method]["forget_entropy"], alpha=0.5, label="forget set")
         if reference is not None:
-            hist(ax, reference["forget_entropy"], histtype="step", color="black", linewidth=1.5,
-                 label="Retrain on forget set")
+            hist(
+                ax,
+                reference["forget_entropy"],
+                histtype="step",
+                color="black",
+                linewidth=1.5,
+                label="Retrain on forget set",
+            )
         if log_axis:
             ax.set_xscale("log")
         ax.set_title(method)
         ax.set_xlabel("entropy of the softmax (nats" + (", log axis)" if log_axis else ")"))
         ax.set_ylabel("fraction of samples")
-    for ax in list(axes.flat)[len(methods):]:
+    for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     title = "Output entropy: forget set vs test set (the entropy MIA's feature)"
@@ -129,7 +144,7 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Optional[Path]:
     return path
 
 
-def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Optional[Path]:
+def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     plotted = 0
@@ -137,14 +152,25 @@ def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> 
         if method in ("original", "retrain") or not (log_dir / "metrics.csv").is_file():
             continue
         with open(log_dir / "metrics.csv", newline="") as handle:
-            points = [(int(r["epoch"]) + 1, float(r["forget/acc"])) for r in csv.DictReader(handle) if r.get("forget/acc")]
+            points = [
+                (int(r["epoch"]) + 1, float(r["forget/acc"])) for r in csv.DictReader(handle) if r.get("forget/acc")
+            ]
         if points:
             # Methods often share a value (every one at 100% before it forgets): hollow markers,
             # each of its own shape and a little smaller than the last, keep coinciding curves visible.
-            ax.plot(*zip(*points), marker=CURVE_MARKERS[plotted % len(CURVE_MARKERS)], markersize=max(4.0, 12.0 - 0.8 * plotted),
-                    markerfacecolor="none", label=method)
+            ax.plot(
+                *zip(*points),
+                marker=CURVE_MARKERS[plotted % len(CURVE_MARKERS)],
+                markersize=max(4.0, 12.0 - 0.8 * plotted),
+                markerfacecolor="none",
+                label=method,
+            )
             plotted += 1
-    retrain = [r["forget_acc"] for r in rows if r["method"] == "retrain" and r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in rows)]
+    retrain = [
+        r["forget_acc"]
+        for r in rows
+        if r["method"] == "retrain" and r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in rows)
+    ]
     if retrain:
         ax.axhline(retrain[0], color="black", linestyle="--", label="Retrain")
     if not plotted:
@@ -161,7 +187,7 @@ def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> 
     return path
 
 
-def hybrid_figure(examples_path: Path, path: Path, samples: int = 2) -> Optional[Path]:
+def hybrid_figure(examples_path: Path, path: Path, samples: int = 2) -> Path | None:
     if not examples_path.is_file():
         return None
     plt = _pyplot()
@@ -198,17 +224,24 @@ def write_report(results_dir: Path) -> Path:
     for title, made in (
         ("Entropy of the outputs", entropy_figure(runs, results_dir / "entropy.png")),
         ("Forget accuracy per epoch", forget_curve_figure(runs, rows, results_dir / "forget_acc.png")),
-        ("Hybrids", hybrid_figure(runs["natmu"] / "hybrid_examples.npz", results_dir / "hybrids.png") if "natmu" in runs else None),
+        (
+            "Hybrids",
+            hybrid_figure(runs["natmu"] / "hybrid_examples.npz", results_dir / "hybrids.png")
+            if "natmu" in runs
+            else None,
+        ),
     ):
         if made is not None:
             figures.append(f"## {title}\n\n![{title}]({made.name})\n")
     table = (results_dir / "results.md").read_text() if (results_dir / "results.md").is_file() else ""
-    failed = [f"- {r['method']} (seed {r['seed']}): {r.get('error', 'failed')}" for r in rows if r.get("status") != "ok"]
+    failed = [
+        f"- {r['method']} (seed {r['seed']}): {r.get('error', 'failed')}" for r in rows if r.get("status") != "ok"
+    ]
     text = table + "\n" + ("## Failed runs\n\n" + "\n".join(failed) + "\n\n" if failed else "") + "\n".join(figures)
     return atomic_write_bytes(results_dir / "report.md", text.encode())
 
 
-def main(args: Optional[Sequence[str]] = None) -> Path:
+def main(args: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="natmu-lightning-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", type=Path, help="folder written by benchmarks/quality.py")
     ns = parser.parse_args(args)

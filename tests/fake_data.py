@@ -5,13 +5,13 @@ Import with ``from tests.fake_data import ...`` (run pytest with ``PYTHONPATH=.`
 
 import io
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -72,9 +72,7 @@ CIFAR100_SUPERCLASSES = {
 
 #: ``CIFAR100_FINE_TO_COARSE[fine_label]`` is the coarse label (as in the real pickles).
 CIFAR100_FINE_TO_COARSE = [
-    CIFAR100_COARSE_CLASSES.index(
-        next(c for c, fines in CIFAR100_SUPERCLASSES.items() if fine in fines)
-    )
+    CIFAR100_COARSE_CLASSES.index(next(c for c, fines in CIFAR100_SUPERCLASSES.items() if fine in fines))
     for fine in CIFAR100_FINE_CLASSES
 ]
 
@@ -95,9 +93,7 @@ def _cifar_batch(rng: np.random.Generator, labels: dict[bytes, np.ndarray], name
     return entry
 
 
-def make_fake_cifar10(
-    root: PathLike, train_per_class: int = 2, test_per_class: int = 1, seed: int = 0
-) -> Path:
+def make_fake_cifar10(root: PathLike, train_per_class: int = 2, test_per_class: int = 1, seed: int = 0) -> Path:
     """Write a tiny CIFAR-10 in torchvision's layout: ``root/cifar-10-batches-py``.
 
     Keys and names are ``bytes``, as the real pickles read with ``encoding="bytes"``.
@@ -177,7 +173,7 @@ def make_fake_tiny_imagenet(
     wnids = [f"n{i:08d}" for i in range(num_classes)]
     base.mkdir(parents=True, exist_ok=True)
     (base / "wnids.txt").write_text("".join(w + "\n" for w in reversed(wnids)))
-    words = [f"n99999999\tunused, thing\n"]
+    words = ["n99999999\tunused, thing\n"]
     words += [f"{w}\tthing{i}, alias{i}\n" for i, w in enumerate(wnids) if i % 50 != 0]
     (base / "words.txt").write_text("".join(words))
     for i, w in enumerate(wnids):

@@ -14,8 +14,8 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import pytorch_lightning as pl
@@ -56,8 +56,20 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("digits_baselines")
     with chdir(base):
         for name in ("original", "retrain"):
-            main(["fit", "--config", str(ROOT / f"configs/digits/{name}.yaml"), "--trainer.max_epochs", "1",
-                  "--trainer.limit_val_batches", "0", "--model.init_args.warmup_epochs", "0", *QUIET])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(ROOT / f"configs/digits/{name}.yaml"),
+                    "--trainer.max_epochs",
+                    "1",
+                    "--trainer.limit_val_batches",
+                    "0",
+                    "--model.init_args.warmup_epochs",
+                    "0",
+                    *QUIET,
+                ]
+            )
     assert (base / "runs/digits/original.ckpt").is_file() and (base / "runs/digits/retrain.ckpt").is_file()
     return base
 
@@ -71,14 +83,24 @@ def original_state(path: str) -> dict[str, torch.Tensor]:
     return read_state_dict(path, "original_ckpt")
 
 
-def fit(module: pl.LightningModule, tmp_path: Path, max_steps: int = -1, max_epochs: int = 10, callbacks=(),
-        **dm_kwargs) -> ForgetRemainDataModule:
+def fit(
+    module: pl.LightningModule, tmp_path: Path, max_steps: int = -1, max_epochs: int = 10, callbacks=(), **dm_kwargs
+) -> ForgetRemainDataModule:
     """Train ``module`` on digits (batch 64, no augmentation) without evaluator or logger."""
     dm = ForgetRemainDataModule(**{"batch_size": 64, "crop_padding": 0, "horizontal_flip": False, **dm_kwargs})
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=max_epochs, logger=False,
-                         enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         default_root_dir=tmp_path, callbacks=list(callbacks))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=list(callbacks),
+    )
     trainer.fit(module, datamodule=dm)
     return dm
 
@@ -87,12 +109,34 @@ def fit(module: pl.LightningModule, tmp_path: Path, max_steps: int = -1, max_epo
 @pytest.mark.parametrize("method", METHODS)
 def test_digits_config_runs(method: str, workdir: Path, tmp_path: Path) -> None:
     with chdir(workdir):
-        cli = main(["fit", "--config", str(ROOT / f"configs/digits/{method}.yaml"), "--trainer.max_epochs", "1",
-                    "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
-                    "--trainer.default_root_dir", str(tmp_path), *QUIET])
+        cli = main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / f"configs/digits/{method}.yaml"),
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.max_steps",
+                "3",
+                "--trainer.limit_val_batches",
+                "0",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                *QUIET,
+            ]
+        )
     assert cli.trainer.global_step == 3
-    assert type(cli.model).__name__ == {"ft": "FTModule", "rl": "RLModule", "ga": "GAModule", "neggrad": "NegGradPlusModule",
-                                        "salun": "SalUnModule", "l1_sparse": "L1SparseModule"}[method]
+    assert (
+        type(cli.model).__name__
+        == {
+            "ft": "FTModule",
+            "rl": "RLModule",
+            "ga": "GAModule",
+            "neggrad": "NegGradPlusModule",
+            "salun": "SalUnModule",
+            "l1_sparse": "L1SparseModule",
+        }[method]
+    )
     assert cli.datamodule.stream == cli.model.train_stream
     record = json.loads((Path(cli.trainer.log_dir) / "unlearning_metrics.json").read_text())
     for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"):
@@ -126,8 +170,18 @@ def test_original_ckpt_required(cls) -> None:
 
 def test_bad_value_in_config_stops_before_training(workdir: Path, tmp_path: Path) -> None:
     with chdir(workdir), pytest.raises(ValueError, match="saliency_fraction must lie in"):
-        main(["fit", "--config", str(ROOT / "configs/digits/salun.yaml"), "--model.init_args.saliency_fraction", "0",
-              "--trainer.default_root_dir", str(tmp_path), *QUIET])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/digits/salun.yaml"),
+                "--model.init_args.saliency_fraction",
+                "0",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+                *QUIET,
+            ]
+        )
     assert not list(tmp_path.rglob("unlearning_metrics.json"))
 
 
@@ -170,8 +224,9 @@ def spy_on_labels(module: RLModule) -> list[tuple[int, torch.Tensor, torch.Tenso
 
     def spy(batch, is_forget, num_classes):
         labels = plain(batch, is_forget, num_classes)
-        seen.append((module.current_epoch, batch["index"].clone(), batch["target"].clone(), is_forget.clone(),
-                     labels.clone()))
+        seen.append(
+            (module.current_epoch, batch["index"].clone(), batch["target"].clone(), is_forget.clone(), labels.clone())
+        )
         return labels
 
     module.training_targets = spy
@@ -231,8 +286,16 @@ def test_rl_fixed_labels_need_the_forget_set(original: str, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="relabel must be 'fixed' or 'per_batch'"):
         RLModule(SmallCNN(num_classes=10), original_ckpt=original, relabel="once")
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(4, 1, 8, 8), torch.arange(4)))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(ValueError, match="relabel='per_batch'"):
         trainer.fit(RLModule(SmallCNN(num_classes=10), original_ckpt=original), train_dataloaders=plain)
 
@@ -271,8 +334,16 @@ def test_neggrad_plus_loss_matches_the_formula(original: str) -> None:
         module.training_step({"image": batch["image"], "target": batch["target"]}, 0)
 
 
-def neggrad_as_the_authors(original: str, dm: ForgetRemainDataModule, epochs: int, batch_size: int,
-                           forget_batch_size: int, alpha: float, lr: float, seed: int = 0) -> tuple[nn.Module, int]:
+def neggrad_as_the_authors(
+    original: str,
+    dm: ForgetRemainDataModule,
+    epochs: int,
+    batch_size: int,
+    forget_batch_size: int,
+    alpha: float,
+    lr: float,
+    seed: int = 0,
+) -> tuple[nn.Module, int]:
     """train_negrad re-stated (SCRUB's thirdparty/repdistiller/helper/loops.py): per epoch
     ``zip(retain_loader, cycle(forget_loader))``, loss ``alpha * CE(retain) - (1 - alpha) *
     CE(forget)``, plain SGD, train mode. The batch order is the datamodule's documented one
@@ -285,11 +356,17 @@ def neggrad_as_the_authors(original: str, dm: ForgetRemainDataModule, epochs: in
     steps = 0
     for epoch in range(epochs):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        retain_loader = dm.remain_indices[torch.randperm(dm.remain_indices.numel(), generator=generator)].split(batch_size)
-        forget_loader = dm.forget_indices[torch.randperm(dm.forget_indices.numel(), generator=generator)].split(forget_batch_size)
+        retain_loader = dm.remain_indices[torch.randperm(dm.remain_indices.numel(), generator=generator)].split(
+            batch_size
+        )
+        forget_loader = dm.forget_indices[torch.randperm(dm.forget_indices.numel(), generator=generator)].split(
+            forget_batch_size
+        )
         for retain, delete in zip(retain_loader, itertools.cycle(forget_loader)):
             output, del_output = model(to_unit_float(images[retain])), model(to_unit_float(images[delete]))
-            loss = alpha * nn.functional.cross_entropy(output, targets[retain]) - (1 - alpha) * nn.functional.cross_entropy(del_output, targets[delete])
+            loss = alpha * nn.functional.cross_entropy(output, targets[retain]) - (
+                1 - alpha
+            ) * nn.functional.cross_entropy(del_output, targets[delete])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -298,8 +375,17 @@ def neggrad_as_the_authors(original: str, dm: ForgetRemainDataModule, epochs: in
 
 
 def test_neggrad_plus_pairs_every_remaining_batch_with_a_cycled_forget_batch(original: str, tmp_path: Path) -> None:
-    module = NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=0.9, forget_batch_size=32,
-                               optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, lr_schedule="constant")
+    module = NegGradPlusModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        alpha=0.9,
+        forget_batch_size=32,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr_schedule="constant",
+    )
     dm = fit(module, tmp_path, max_epochs=2, batch_size=100)
     assert dm.stream == "paired"
     reference, steps = neggrad_as_the_authors(original, dm, 2, 100, 32, alpha=0.9, lr=0.01)
@@ -337,8 +423,9 @@ def test_l1_sparse_weight_follows_the_schedule_in_a_run(original: str, tmp_path:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             weights.append(pl_module.current_l1_weight())
 
-    module = L1SparseModule(SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3,
-                            l1_schedule="step")
+    module = L1SparseModule(
+        SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3, l1_schedule="step"
+    )
     fit(module, tmp_path, max_steps=4, callbacks=[Record()])
     assert module.total_steps == 4
     assert weights == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
@@ -376,7 +463,9 @@ def check_salun(module: SalUnModule, original: str, fraction: float) -> None:
         changed += int((p.detach()[mask] != start[mask]).sum())
     assert changed > 0
     # Batch-norm running statistics are buffers: they keep updating (documented behaviour).
-    assert not torch.equal(module.backbone.state_dict()["features.0.1.running_mean"], state["features.0.1.running_mean"])
+    assert not torch.equal(
+        module.backbone.state_dict()["features.0.1.running_mean"], state["features.0.1.running_mean"]
+    )
 
 
 def independent_saliency(original: str, dm: ForgetRemainDataModule) -> dict[str, torch.Tensor]:
@@ -390,8 +479,15 @@ def independent_saliency(original: str, dm: ForgetRemainDataModule) -> dict[str,
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_salun_changes_only_the_salient_weights(optimizer: str, original: str, tmp_path: Path) -> None:
-    module = SalUnModule(SmallCNN(num_classes=10), original_ckpt=original, saliency_fraction=0.1,
-                         optimizer=optimizer, lr=1e-2, weight_decay=0.1, momentum=0.9)
+    module = SalUnModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        saliency_fraction=0.1,
+        optimizer=optimizer,
+        lr=1e-2,
+        weight_decay=0.1,
+        momentum=0.9,
+    )
     dm = fit(module, tmp_path, max_steps=4)
     check_salun(module, original, 0.1)
     # The mask holds the largest |gradient| of the forget loss at the ORIGINAL weights.
@@ -405,17 +501,36 @@ def test_salun_resume_keeps_the_mask_and_the_original_weights(original: str, tmp
     kwargs = dict(original_ckpt=original, saliency_fraction=0.1, lr=1e-2, weight_decay=0.1)
     first = SalUnModule(SmallCNN(num_classes=10), **kwargs)
     dm = ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(first, datamodule=dm)
     ckpt = tmp_path / "mid.ckpt"
     trainer.save_checkpoint(ckpt)
 
     resumed = SalUnModule(SmallCNN(num_classes=10), **kwargs)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
-    trainer.fit(resumed, datamodule=ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False),
-                ckpt_path=str(ckpt))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        resumed,
+        datamodule=ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False),
+        ckpt_path=str(ckpt),
+    )
     assert trainer.global_step == 4
     assert all(torch.equal(first.saliency[n], resumed.saliency[n]) for n in first.saliency)
     check_salun(resumed, original, 0.1)

@@ -43,8 +43,20 @@ def digits_run(tmp_path_factory):
     os.chdir(root)
     try:
         for name in ("original", "retrain"):
-            main(["fit", "--config", str(REPO / "configs" / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "2",
-                  "--trainer.logger", "false", "--evaluator.every_n_epochs", "100", *QUIET])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs" / "digits" / f"{name}.yaml"),
+                    "--trainer.max_epochs",
+                    "2",
+                    "--trainer.logger",
+                    "false",
+                    "--evaluator.every_n_epochs",
+                    "100",
+                    *QUIET,
+                ]
+            )
     finally:
         os.chdir(cwd)
     for name in ("original", "retrain"):
@@ -58,23 +70,46 @@ def original_ckpt(digits_run):
 
 
 def quick_trainer(tmp_path, **kwargs):
-    options = dict(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                   num_sanity_val_steps=0, default_root_dir=tmp_path)
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     options.update(kwargs)
     return pl.Trainer(**options)
 
 
 def datamodule(**kwargs):
-    return ForgetRemainDataModule(batch_size=kwargs.pop("batch_size", 64), crop_padding=0, horizontal_flip=False, **kwargs)
+    return ForgetRemainDataModule(
+        batch_size=kwargs.pop("batch_size", 64), crop_padding=0, horizontal_flip=False, **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name):
     monkeypatch.chdir(digits_run)
-    cli = main(["fit", "--config", str(CONFIGS[name]), "--trainer.max_epochs", "1",
-                "--trainer.limit_train_batches", "3", "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(CONFIGS[name]),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            *QUIET,
+        ]
+    )
     files = list(tmp_path.rglob("unlearning_metrics.json"))
     assert len(files) == 1
     record = json.loads(files[0].read_text())
@@ -90,11 +125,14 @@ def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name)
         assert record["global_step"] == 3
 
 
-@pytest.mark.parametrize("override,match", [
-    (("bad_teacher", "--model.init_args.temperature", "0"), "temperature"),
-    (("scrub", "--model.init_args.alpha", "-1"), "alpha"),
-    (("ssd", "--model.init_args.selection_alpha", "0"), "selection_alpha"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (("bad_teacher", "--model.init_args.temperature", "0"), "temperature"),
+        (("scrub", "--model.init_args.alpha", "-1"), "alpha"),
+        (("ssd", "--model.init_args.selection_alpha", "0"), "selection_alpha"),
+    ],
+)
 def test_bad_values_fail_in_cli_before_training(digits_run, tmp_path, monkeypatch, override, match):
     monkeypatch.chdir(digits_run)
     name, *args = override
@@ -104,21 +142,24 @@ def test_bad_values_fail_in_cli_before_training(digits_run, tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------------------- argument checks
-@pytest.mark.parametrize("cls,kwargs,match", [
-    (BadTeacherModule, {"temperature": 0.0}, "temperature"),
-    (BadTeacherModule, {"temperature": -2.0}, "temperature"),
-    (BadTeacherModule, {"temperature": math.nan}, "temperature"),
-    (BadTeacherModule, {"kl_reduction": "sum"}, "kl_reduction"),
-    (SCRUBModule, {"temperature": 0.0}, "temperature"),
-    (SCRUBModule, {"alpha": -0.1}, "alpha"),
-    (SCRUBModule, {"gamma": -1.0}, "gamma"),
-    (SCRUBModule, {"max_phase_epochs": -1}, "max_phase_epochs"),
-    (SSDModule, {"selection_alpha": 0.0}, "selection_alpha"),
-    (SSDModule, {"selection_alpha": -10.0}, "selection_alpha"),
-    (SSDModule, {"dampening_lambda": -1.0}, "dampening_lambda"),
-    (SSDModule, {"importance_batch_size": 0}, "importance_batch_size"),
-    (SSDModule, {"batch_weighting": "mean"}, "batch_weighting"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (BadTeacherModule, {"temperature": 0.0}, "temperature"),
+        (BadTeacherModule, {"temperature": -2.0}, "temperature"),
+        (BadTeacherModule, {"temperature": math.nan}, "temperature"),
+        (BadTeacherModule, {"kl_reduction": "sum"}, "kl_reduction"),
+        (SCRUBModule, {"temperature": 0.0}, "temperature"),
+        (SCRUBModule, {"alpha": -0.1}, "alpha"),
+        (SCRUBModule, {"gamma": -1.0}, "gamma"),
+        (SCRUBModule, {"max_phase_epochs": -1}, "max_phase_epochs"),
+        (SSDModule, {"selection_alpha": 0.0}, "selection_alpha"),
+        (SSDModule, {"selection_alpha": -10.0}, "selection_alpha"),
+        (SSDModule, {"dampening_lambda": -1.0}, "dampening_lambda"),
+        (SSDModule, {"importance_batch_size": 0}, "importance_batch_size"),
+        (SSDModule, {"batch_weighting": "mean"}, "batch_weighting"),
+    ],
+)
 def test_bad_method_values_raise(original_ckpt, cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(SmallCNN(), original_ckpt=original_ckpt, **kwargs)
@@ -152,7 +193,9 @@ def test_randomly_initialised_copy_is_seeded_and_leaves_global_rng_alone():
     state = torch.get_rng_state()
     a, b, c = (randomly_initialised_copy(net, seed) for seed in (3, 3, 4))
     assert torch.equal(torch.get_rng_state(), state)
-    pairs = list(zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values(), net.state_dict().values()))
+    pairs = list(
+        zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values(), net.state_dict().values())
+    )
     assert all(torch.equal(x, y) for x, y, _, _ in pairs)
     assert not torch.equal(a.fc.weight, c.fc.weight) and not torch.equal(a.fc.weight, net.fc.weight)
     assert not a.training and not any(p.requires_grad for p in a.parameters())
@@ -183,11 +226,17 @@ class TeacherAudit(Callback):
         self.checked_batches = 0
 
     def on_fit_start(self, trainer, pl_module):
-        self.before = {name: {k: v.clone() for k, v in pl_module.teachers[name].state_dict().items()}
-                       for name in pl_module.teachers.names()}
+        self.before = {
+            name: {k: v.clone() for k, v in pl_module.teachers[name].state_dict().items()}
+            for name in pl_module.teachers.names()
+        }
         for name in pl_module.teachers.names():
+
             def hook(module, args, name=name):
-                self.calls.append((name, module.training or any(m.training for m in module.modules()), torch.is_grad_enabled()))
+                self.calls.append(
+                    (name, module.training or any(m.training for m in module.modules()), torch.is_grad_enabled())
+                )
+
             pl_module.teachers[name].register_forward_pre_hook(hook)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -267,7 +316,9 @@ def test_distill_kl_is_repdistiller_kd():
     torch.manual_seed(1)
     s, t = torch.randn(2, 6, 3).unbind(0)
     temperature = 4.0
-    expected = F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="sum") * temperature**2 / 6
+    expected = (
+        F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="sum") * temperature**2 / 6
+    )
     assert torch.allclose(distill_kl(s, t, temperature), expected, atol=1e-6)
 
 
@@ -284,8 +335,12 @@ class PhaseRecord(Callback):
         if self.folder is None:
             return
         checksum = float(sum(p.double().sum() for p in pl_module.backbone.parameters()))
-        record = {"phases": self.phases, "counts": pl_module.step_counts[0], "global_step": trainer.global_step,
-                  "checksum": checksum}
+        record = {
+            "phases": self.phases,
+            "counts": pl_module.step_counts[0],
+            "global_step": trainer.global_step,
+            "checksum": checksum,
+        }
         (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
@@ -344,8 +399,11 @@ def test_scrub_follows_the_authors_schedule_and_loop(original_ckpt, tmp_path):
     trainer.fit(module, datamodule=dm)
     num_forget, num_remain = dm.forget_indices.numel(), dm.remain_indices.numel()
     max_steps, min_steps = math.ceil(num_forget / 64), math.ceil(num_remain / 128)
-    assert module.step_counts == {0: {"max": max_steps, "min": min_steps}, 1: {"max": max_steps, "min": min_steps},
-                                  2: {"max": 0, "min": min_steps}}
+    assert module.step_counts == {
+        0: {"max": max_steps, "min": min_steps},
+        1: {"max": max_steps, "min": min_steps},
+        2: {"max": 0, "min": min_steps},
+    }
     for epoch in range(3):  # all max steps first, then all min steps
         phases = [phase for e, phase, _ in record.phases if e == epoch]
         assert phases == ["forget"] * (max_steps if epoch < 2 else 0) + ["remain"] * min_steps
@@ -363,13 +421,16 @@ def test_scrub_phases_stay_aligned_across_two_processes(original_ckpt, tmp_path)
     steps first and their min steps after, at the same steps, and end with the same weights."""
     module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=1, forget_batch_size=8)
     strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=60))
-    trainer = quick_trainer(tmp_path, devices=2, strategy=strategy, limit_train_batches=12,
-                            callbacks=[PhaseRecord(tmp_path)])
+    trainer = quick_trainer(
+        tmp_path, devices=2, strategy=strategy, limit_train_batches=12, callbacks=[PhaseRecord(tmp_path)]
+    )
     trainer.fit(module, datamodule=datamodule(batch_size=8))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     max_per_rank = math.ceil(math.ceil(130 / 8) / 2)  # 17 forget batches, padded to 18
     for record in ranks:
-        assert [phase for _, phase, _ in record["phases"]] == ["forget"] * max_per_rank + ["remain"] * (12 - max_per_rank)
+        assert [phase for _, phase, _ in record["phases"]] == ["forget"] * max_per_rank + ["remain"] * (
+            12 - max_per_rank
+        )
         assert record["counts"] == {"max": max_per_rank, "min": 12 - max_per_rank}
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
 
@@ -378,8 +439,16 @@ def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_se
     def forget_kl(max_phase_epochs):
         torch.manual_seed(0)
         # alpha = gamma = 0 and plain SGD: min steps cannot move the weights, only max steps can.
-        module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, lr=0.05, momentum=0.0,
-                             weight_decay=0.0, max_phase_epochs=max_phase_epochs)
+        module = SCRUBModule(
+            SmallCNN(),
+            original_ckpt=original_ckpt,
+            alpha=0.0,
+            gamma=0.0,
+            lr=0.05,
+            momentum=0.0,
+            weight_decay=0.0,
+            max_phase_epochs=max_phase_epochs,
+        )
         dm = datamodule()
         state = module.backbone.state_dict()
         buffers = {name: b.clone() for name, b in module.backbone.named_buffers() if name in state}
@@ -420,7 +489,7 @@ def test_diagonal_importance_is_the_mean_squared_batch_gradient():
     squares = []
     for start in (0, 2, 4):  # batches of 2, 2 and 1 images
         model.zero_grad()
-        F.cross_entropy(model(to_unit_float(images[start:start + 2])), targets[start:start + 2]).backward()
+        F.cross_entropy(model(to_unit_float(images[start : start + 2])), targets[start : start + 2]).backward()
         squares.append(model[1].weight.grad.pow(2))
     uniform = diagonal_importance(model, images, targets, batch_size=2)  # the default
     assert torch.allclose(uniform["1.weight"], sum(squares) / 3)  # the SSD authors' estimator
@@ -429,7 +498,9 @@ def test_diagonal_importance_is_the_mean_squared_batch_gradient():
     full_batches = diagonal_importance(model, images[:4], targets[:4], batch_size=2, weighting="size")
     assert torch.allclose(full_batches["1.weight"], (squares[0] + squares[1]) / 2)
     per_sample = diagonal_importance(model, images, targets, batch_size=1)
-    assert torch.allclose(per_sample["1.weight"], diagonal_importance(model, images, targets, 1, weighting="uniform")["1.weight"])
+    assert torch.allclose(
+        per_sample["1.weight"], diagonal_importance(model, images, targets, 1, weighting="uniform")["1.weight"]
+    )
     model.zero_grad(set_to_none=True)
     diagonal_importance(model, images, targets, batch_size=2)
     assert model[1].weight.grad is None and model.training

@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end on tiny settings (their figures live in RESULTS.md)."""
 
-import importlib.util
+import importlib
 import json
 import math
 import sys
@@ -13,19 +13,28 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load(name):
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks.<name>``, importable from the repository root."""
+    if str(BENCHMARKS.parent) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS.parent))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 @pytest.mark.timeout(600)
 def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     quality = load("quality")
-    rows = quality.main(["--seeds", "1", "--methods", "natmu,ft,missing_method", "--out", str(tmp_path / "q"),
-                         "--extra", "--trainer.max_epochs", "1"])
+    rows = quality.main(
+        [
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu,ft,missing_method",
+            "--out",
+            str(tmp_path / "q"),
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     by_method = {row["method"]: row for row in rows}
     assert set(by_method) == {"original", "retrain", "natmu", "ft", "missing_method"}
     assert by_method["missing_method"]["status"] == "failed"  # reported, not dropped
@@ -44,20 +53,33 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     def no_fit(*args):
         raise AssertionError(f"--resume fitted a finished run again: {args}")
 
-    monkeypatch.setattr(quality, "run_config", no_fit)
-    resumed = quality.main(["--seeds", "1", "--methods", "natmu,ft,missing_method", "--out", str(tmp_path / "q"),
-                            "--resume", "--extra", "--trainer.max_epochs", "1"])
+    monkeypatch.setattr(load("runs"), "run_config", no_fit)
+    resumed = quality.main(
+        [
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu,ft,missing_method",
+            "--out",
+            str(tmp_path / "q"),
+            "--resume",
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     for before, after in zip(rows, resumed):
         if before["status"] == "ok":
             assert after["resumed"] and after["log_dir"] == before["log_dir"]
-            assert {k: after.get(k) for k in (*quality.METRICS, "seconds", "efficiency")} == \
-                   {k: before.get(k) for k in (*quality.METRICS, "seconds", "efficiency")}
+            assert {k: after.get(k) for k in (*quality.METRICS, "seconds", "efficiency")} == {
+                k: before.get(k) for k in (*quality.METRICS, "seconds", "efficiency")
+            }
     assert resumed[-1]["status"] == "failed"
     natmu_config = quality.make_presets(tmp_path)["digits"].config("natmu", "random10")
     workdir = tmp_path / "q" / "seed0"
-    assert quality.finished_run(natmu_config, 0, workdir, {}) is not None
-    assert quality.finished_run(natmu_config, 0, workdir, {"lr": 0.5}) is None
-    assert quality.finished_run(natmu_config, 1, workdir, {}) is None
+    assert load("runs").finished_run(natmu_config, 0, workdir, {}) is not None
+    assert load("runs").finished_run(natmu_config, 0, workdir, {"lr": 0.5}) is None
+    assert load("runs").finished_run(natmu_config, 1, workdir, {}) is None
 
     # The report turns the same folder into report.md with its three figures.
     pytest.importorskip("matplotlib")
@@ -81,16 +103,16 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
 
 
 def test_lr_search_goes_past_the_edge_of_its_grid():
-    quality = load("quality")
-    base = list(quality.SEARCH_LR_FACTORS)
-    assert quality.lr_factor_beyond_edge(base, max(base)) == pytest.approx(3 * max(base))
-    assert quality.lr_factor_beyond_edge(base, min(base)) == pytest.approx(min(base) / 3)
-    assert quality.lr_factor_beyond_edge(base, 1.0) is None  # inside the grid: done
+    search = load("search")
+    base = list(search.SEARCH_LR_FACTORS)
+    assert search.lr_factor_beyond_edge(base, max(base)) == pytest.approx(3 * max(base))
+    assert search.lr_factor_beyond_edge(base, min(base)) == pytest.approx(min(base) / 3)
+    assert search.lr_factor_beyond_edge(base, 1.0) is None  # inside the grid: done
     # The second step past the edge is the last one.
     once = base + [3 * max(base)]
-    assert quality.lr_factor_beyond_edge(once, max(once)) == pytest.approx(9 * max(base))
+    assert search.lr_factor_beyond_edge(once, max(once)) == pytest.approx(9 * max(base))
     twice = once + [9 * max(base)]
-    assert quality.lr_factor_beyond_edge(twice, max(twice)) is None
+    assert search.lr_factor_beyond_edge(twice, max(twice)) is None
 
 
 def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
@@ -102,19 +124,21 @@ def test_search_walks_the_lr_and_alternates_natmu_delta(tmp_path, monkeypatch):
         if method == "ft":  # optimum at lr 2e-2: past the grid's edge, then between half steps
             return log3(params["lr"] / 2e-2) ** 2
         delta = params.get("delta", -0.19)  # NatMU: a positive delta wants half a step more lr
-        best_lr = 3e-3 * (3 ** 0.5 if delta > 0 else 1)
+        best_lr = 3e-3 * (3**0.5 if delta > 0 else 1)
         return log3(params["lr"] / best_lr) ** 2 + 100 * (delta - 0.075) ** 2
 
-    def fake_run_one(config, row, workdir, extra):
+    def fake_run_one(config, row, workdir, extra, resume=False):
         row.update(status="ok", seconds=1.0)
         if row["method"] not in ("original", "retrain"):
             row["avg_gap"] = gap(row["method"], row["params"])
         return row
 
-    monkeypatch.setattr(quality, "run_one", fake_run_one)
+    monkeypatch.setattr(load("runs"), "run_one", fake_run_one)
     # Start both from lr 1e-3 whatever the shipped configs hold (the walk below is computed from it).
     shipped = quality.config_value
-    monkeypatch.setattr(quality, "config_value", lambda config, *keys: 1e-3 if keys[-1] == "lr" else shipped(config, *keys))
+    monkeypatch.setattr(
+        load("runs"), "config_value", lambda config, *keys: 1e-3 if keys[-1] == "lr" else shipped(config, *keys)
+    )
     preset = quality.make_presets(tmp_path)["digits"]
     validations = quality.validation_sets(100, 1, 0, 10, tmp_path)
     selected, rows = quality.search(preset, ["ft", "natmu"], validations, [], "random10")
@@ -137,7 +161,7 @@ def test_search_averages_the_gap_over_its_validation_sets(tmp_path, monkeypatch)
     quality = load("quality")
     optimum = {100: 1e-3, 101: 1e-2}  # per validation seed; the mean gap is lowest at 3.2e-3, nearest candidate 3e-3
 
-    def fake_run_one(config, row, workdir, extra):
+    def fake_run_one(config, row, workdir, extra, resume=False):
         row.update(status="ok", seconds=1.0)
         if row["method"] in ("original", "retrain"):
             assert Path(workdir).name == f"seed{row['seed']}"
@@ -146,13 +170,17 @@ def test_search_averages_the_gap_over_its_validation_sets(tmp_path, monkeypatch)
             row["avg_gap"] = math.log(row["params"]["lr"] / optimum[row["seed"]]) ** 2
         return row
 
-    monkeypatch.setattr(quality, "run_one", fake_run_one)
+    monkeypatch.setattr(load("runs"), "run_one", fake_run_one)
     preset = quality.make_presets(tmp_path)["digits"]
     validations = quality.validation_sets(100, 2, 0, 10, tmp_path / "search")
     assert [(v.seed, v.workdir.name, v.forget_class) for v in validations] == [(100, "seed100", 1), (101, "seed101", 2)]
     selected, rows = quality.search(preset, ["ft"], validations, [], "random10")
-    assert [(r["method"], r["seed"]) for r in rows[:4]] == [("original", 100), ("retrain", 100),
-                                                          ("original", 101), ("retrain", 101)]
+    assert [(r["method"], r["seed"]) for r in rows[:4]] == [
+        ("original", 100),
+        ("retrain", 100),
+        ("original", 101),
+        ("retrain", 101),
+    ]
     ft = [r for r in rows if r["method"] == "ft"]
     by_seed = {seed: [r["params"]["lr"] for r in ft if r["seed"] == seed] for seed in optimum}
     assert by_seed[100] == by_seed[101] and len(set(by_seed[100])) == len(by_seed[100])  # each candidate once per set
@@ -175,10 +203,16 @@ def test_speed_digits_preset_matches_the_quality_configs():
 
 
 @pytest.mark.timeout(600)
-def test_speed_benchmark_reports_the_four_ratios(tmp_path):
+def test_speed_benchmark_reports_the_four_ratios_and_the_loader_rate(tmp_path):
     speed = load("speed")
     result = speed.main(["--out", str(tmp_path / "s"), "--steps", "3", "--retrain-epochs", "2"])
-    for key in ("hybrid_step_ratio", "data_path_speedup", "unlearn_vs_retrain_time", "eval_fraction"):
+    for key in (
+        "hybrid_step_ratio",
+        "data_path_speedup",
+        "loader_images_per_s",
+        "unlearn_vs_retrain_time",
+        "eval_fraction",
+    ):
         assert result[key] > 0, key
     saved = json.loads((tmp_path / "s" / "speed.json").read_text())
     assert saved["preset"] == "digits"
@@ -186,7 +220,11 @@ def test_speed_benchmark_reports_the_four_ratios(tmp_path):
     steps, data = saved["step_seconds"], saved["data_path"]
     assert [len(steps["rounds"][k]) for k in ("natmu", "fine_tune")] == [3, 3]
     assert steps["natmu"] == min(steps["rounds"]["natmu"]) and steps["fine_tune"] == min(steps["rounds"]["fine_tune"])
-    assert data["speedup"] == pytest.approx(max(data["rounds"]["ours"]) / max(data["rounds"]["pil"]))
+    assert data["speedup"] == pytest.approx(max(data["rounds"]["loader"]) / max(data["rounds"]["pil"]))
+    assert data["with_device_work_speedup"] == pytest.approx(
+        max(data["rounds"]["with_device_work"]) / max(data["rounds"]["pil"])
+    )
+    assert result["loader_images_per_s"] == max(data["rounds"]["loader"])
     assert result["hybrid_step_ratio"] == pytest.approx(steps["natmu"] / steps["fine_tune"])
 
 
@@ -194,8 +232,23 @@ def test_speed_benchmark_reports_the_four_ratios(tmp_path):
 @pytest.mark.parametrize("scenario", ["class", "hardest10"])
 def test_quality_benchmark_scenarios(tmp_path, scenario):
     quality = load("quality")
-    rows = quality.main(["--seeds", "1", "--methods", "natmu", "--scenario", scenario, "--forget-class", "3",
-                         "--out", str(tmp_path / scenario), "--extra", "--trainer.max_epochs", "1"])
+    rows = quality.main(
+        [
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu",
+            "--scenario",
+            scenario,
+            "--forget-class",
+            "3",
+            "--out",
+            str(tmp_path / scenario),
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
     natmu_dir = Path(rows[2]["log_dir"])
     forget = np.load(natmu_dir / "forget_indices.npy")
@@ -214,12 +267,27 @@ def test_quality_benchmark_scenarios(tmp_path, scenario):
 def test_quality_sequential_scenario_compares_three_requests_with_retrain_on_their_union(tmp_path):
     quality = load("quality")
     out = tmp_path / "sequential"
-    rows = quality.main(["--seeds", "1", "--methods", "natmu", "--scenario", "sequential", "--out", str(out),
-                         "--extra", "--trainer.max_epochs", "1"])
+    rows = quality.main(
+        [
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu",
+            "--scenario",
+            "sequential",
+            "--out",
+            str(out),
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     assert [r["method"] for r in rows] == ["original", "retrain", "natmu x3", "natmu x1"]
     assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
     union = np.load(out / "seed0" / "sequential" / "union_forget_indices.npy")
-    requests = [np.load(p) for p in sorted((out / "seed0" / "sequential" / "natmu").glob("request*/**/forget_indices.npy"))]
+    requests = [
+        np.load(p) for p in sorted((out / "seed0" / "sequential" / "natmu").glob("request*/**/forget_indices.npy"))
+    ]
     assert [len(r) for r in requests] == [40, 40, 40]  # 3.3% of digits' 1257 training samples, class-balanced
     assert np.array_equal(np.sort(np.concatenate(requests)), union) and len(np.unique(union)) == 120
     for row in rows:  # every model is judged on the union, against the one Retrain on it
@@ -234,11 +302,23 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     yaml = pytest.importorskip("yaml")
     quality = load("quality")
     # One walk step and one delta round keep this real run short; the unit test above covers longer walks.
-    monkeypatch.setattr(quality, "SEARCH_LR_WALK_STEPS", 1)
-    monkeypatch.setattr(quality, "SEARCH_NATMU_ROUNDS", 1)
+    monkeypatch.setattr(load("search"), "SEARCH_LR_WALK_STEPS", 1)
+    monkeypatch.setattr(load("search"), "SEARCH_NATMU_ROUNDS", 1)
     out = tmp_path / "search"
-    rows = quality.main(["--seeds", "1", "--methods", "natmu,ft,ssd", "--search", "--out", str(out),
-                         "--extra", "--trainer.max_epochs", "1"])
+    rows = quality.main(
+        [
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu,ft,ssd",
+            "--search",
+            "--out",
+            str(out),
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+        ]
+    )
     selection = json.loads((out / "selection.json").read_text())
     candidates = json.loads((out / "search.json").read_text())
     assert {r["seed"] for r in candidates} == {100}  # every candidate ran on the validation seed only
@@ -247,7 +327,9 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     natmu = [r for r in candidates if r["method"] == "natmu"]
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
-        base = quality.config_value(BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", "model", "init_args", "lr")
+        base = quality.config_value(
+            BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", "model", "init_args", "lr"
+        )
         assert [r["params"]["lr"] for r in runs][:5] == [float(f"{base * f:.3g}") for f in (1, 0.3, 3, 0.1, 10)]
         assert len({json.dumps(r["params"], sort_keys=True) for r in runs}) == len(runs)  # no candidate twice
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
@@ -264,19 +346,25 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     reported_set = np.load(Path(reported["retrain"]["log_dir"]) / "forget_indices.npy")
     assert not np.array_equal(np.sort(validation_set), np.sort(reported_set))
     table = (out / "results.md").read_text()
-    assert "selected by average gap on validation forget sets (data.seed = 100," in table and "- ssd: the config's own" in table
+    assert (
+        "selected by average gap on validation forget sets (data.seed = 100," in table
+        and "- ssd: the config's own" in table
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--search", "--scenario", "hardest10"], "not available for hardest10"),
-    (["--search", "--scenario", "sequential"], "not available for sequential"),
-    (["--search", "--seeds", "3", "--search-seed", "2"], "overlaps the reported seeds 0..2"),
-    (["--search", "--seeds", "3", "--search-seed", "-1", "--search-seeds", "2"], "overlaps the reported seeds"),
-    (["--search", "--search-seeds", "0"], "--search-seeds must be >= 1"),
-    (["--search-seeds", "3"], "--search-seeds needs --search"),
-    (["--search", "--scenario", "class", "--search-seeds", "10"], "at most 9"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--search", "--scenario", "hardest10"], "not available for hardest10"),
+        (["--search", "--scenario", "sequential"], "not available for sequential"),
+        (["--search", "--seeds", "3", "--search-seed", "2"], "overlaps the reported seeds 0..2"),
+        (["--search", "--seeds", "3", "--search-seed", "-1", "--search-seeds", "2"], "overlaps the reported seeds"),
+        (["--search", "--search-seeds", "0"], "--search-seeds must be >= 1"),
+        (["--search-seeds", "3"], "--search-seeds needs --search"),
+        (["--search", "--scenario", "class", "--search-seeds", "10"], "at most 9"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+    ],
+)
 def test_quality_refuses_bad_arguments(tmp_path, capsys, argv, message):
     quality = load("quality")
     with pytest.raises(SystemExit) as exit_info:
@@ -301,11 +389,27 @@ def test_quality_presets_find_their_configs(tmp_path):
 @pytest.mark.timeout(600)
 def test_quality_cifar10_small_preset_runs_on_a_tiny_subset(tmp_path):
     quality = load("quality")
-    if not quality.CIFAR10_JPEG.is_file():
-        pytest.skip(f"{quality.CIFAR10_JPEG} is not on this machine")
-    rows = quality.main(["--preset", "cifar10-small", "--seeds", "1", "--methods", "natmu", "--out", str(tmp_path / "c"),
-                         "--extra", "--trainer.max_epochs", "1", "--data.source.init_args.train_per_class", "8",
-                         "--data.source.init_args.test_per_class", "2"])
+    if not load("runs").CIFAR10_JPEG.is_file():
+        pytest.skip(f"{load('runs').CIFAR10_JPEG} is not on this machine")
+    rows = quality.main(
+        [
+            "--preset",
+            "cifar10-small",
+            "--seeds",
+            "1",
+            "--methods",
+            "natmu",
+            "--out",
+            str(tmp_path / "c"),
+            "--extra",
+            "--trainer.max_epochs",
+            "1",
+            "--data.source.init_args.train_per_class",
+            "8",
+            "--data.source.init_args.test_per_class",
+            "2",
+        ]
+    )
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"], [r.get("error") for r in rows]
     outputs = np.load(Path(rows[2]["log_dir"]) / "evaluation_outputs.npz")
     assert {len(outputs[k]) for k in outputs.files if k.startswith("test")} == {20}  # 2 test images per class

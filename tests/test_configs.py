@@ -35,16 +35,16 @@ import importlib
 import json
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
 from natmu_lightning.cli import main
-from natmu_lightning.methods.base import UnlearningModule
 from natmu_lightning.data import (
     CIFAR10,
     CIFAR10JPEG,
@@ -60,6 +60,7 @@ from natmu_lightning.data import (
     TinyImageNet,
 )
 from natmu_lightning.data.sources import ImageSplit, SourceData
+from natmu_lightning.methods.base import UnlearningModule
 from tests import fake_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,22 +171,34 @@ def _make_tiny_imagenet(folder: Path, per_class: int) -> Path:
 
 FAKES: dict[type, Fake] = {
     CIFAR10: Fake(
-        "root", lambda d, n: fake_data.make_fake_cifar10(d, train_per_class=n, test_per_class=1),
-        parse_per_class=1, run_per_class=6, real_train=50_000,
+        "root",
+        lambda d, n: fake_data.make_fake_cifar10(d, train_per_class=n, test_per_class=1),
+        parse_per_class=1,
+        run_per_class=6,
+        real_train=50_000,
     ),
     CIFAR10JPEG: Fake(
-        "path", lambda d, n: fake_data.make_fake_cifar10_npz(d / "cifar10_jpeg.npz", train_per_class=n, test_per_class=1),
-        parse_per_class=1, run_per_class=6, real_train=50_000,
+        "path",
+        lambda d, n: fake_data.make_fake_cifar10_npz(d / "cifar10_jpeg.npz", train_per_class=n, test_per_class=1),
+        parse_per_class=1,
+        run_per_class=6,
+        real_train=50_000,
     ),
     CIFAR100: Fake(
-        "root", lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n, test_per_fine_class=1),
-        parse_per_class=1, run_per_class=6, real_train=50_000,
+        "root",
+        lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n, test_per_fine_class=1),
+        parse_per_class=1,
+        run_per_class=6,
+        real_train=50_000,
     ),
     # 1 image per fine class = 5 per coarse class: enough for sub-class and class
     # requests; a random CIFAR-20 request would get 1 forget + 4 remaining per class.
     CIFAR20: Fake(
-        "root", lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n // 5, test_per_fine_class=1),
-        parse_per_class=5, run_per_class=5, real_train=50_000,
+        "root",
+        lambda d, n: fake_data.make_fake_cifar100(d, train_per_fine_class=n // 5, test_per_fine_class=1),
+        parse_per_class=5,
+        run_per_class=5,
+        real_train=50_000,
     ),
     TinyImageNet: Fake("root", _make_tiny_imagenet, parse_per_class=1, run_per_class=6, real_train=100_000),
 }
@@ -205,7 +218,7 @@ def source_class(config: dict) -> type:
     return import_object(source_spec(config)[0]["class_path"])
 
 
-def subset_train_per_class(config: dict) -> Optional[int]:
+def subset_train_per_class(config: dict) -> int | None:
     """The configured training images per class when the source is a ClassBalancedSubset."""
     spec = config["data"]["source"]
     return spec["init_args"]["train_per_class"] if import_object(spec["class_path"]) is ClassBalancedSubset else None
@@ -243,7 +256,12 @@ def source_args(config: dict, store: FakeStore, run: bool) -> list[str]:
     per_class = fake.run_per_class if run else fake.parse_per_class
     args = [f"{source_spec(config)[1]}.{fake.arg}", str(store.get(cls, per_class))]
     if subset_train_per_class(config) is not None:  # keep all of the fake data
-        args += ["--data.source.init_args.train_per_class", str(per_class), "--data.source.init_args.test_per_class", "1"]
+        args += [
+            "--data.source.init_args.train_per_class",
+            str(per_class),
+            "--data.source.init_args.test_per_class",
+            "1",
+        ]
     forget_cls = import_object(config["data"]["forget"]["class_path"])
     if run and issubclass(forget_cls, (RandomForget, HardestForget)):
         args += ["--data.forget.init_args.ratio", repr(1.0 / per_class)]
@@ -275,8 +293,10 @@ def checkpoint_outputs(config: dict) -> list[str]:
 
 def checkpoint_inputs(config: dict) -> list[str]:
     """Checkpoints the config needs before it can run: original weights and Retrain reference."""
-    inputs = [(config["model"].get("init_args") or {}).get("original_ckpt"),
-              (config.get("evaluator") or {}).get("reference_ckpt")]
+    inputs = [
+        (config["model"].get("init_args") or {}).get("original_ckpt"),
+        (config.get("evaluator") or {}).get("reference_ckpt"),
+    ]
     return [str(Path(p)) for p in inputs if p]
 
 
@@ -292,7 +312,7 @@ def producers(path: Path) -> dict[str, Path]:
 _FRESH: dict[str, Path] = {}
 
 
-def write_fresh_backbone(config: dict, target: str, cache: Optional[Path] = None) -> None:
+def write_fresh_backbone(config: dict, target: str, cache: Path | None = None) -> None:
     """A freshly initialised backbone of the config's architecture, as a plain state dict.
 
     With ``cache``, each architecture is built and saved once and linked to ``target``.
@@ -372,7 +392,9 @@ def at_real_size(data: SourceData, real_train: int) -> SourceData:
     factor = real_train // n
     train = data.train
     fine = None if train.fine_targets is None else train.fine_targets.repeat_interleave(factor)
-    big = ImageSplit(train.images[:, :, :1, :1].repeat_interleave(factor, 0), train.targets.repeat_interleave(factor), fine)
+    big = ImageSplit(
+        train.images[:, :, :1, :1].repeat_interleave(factor, 0), train.targets.repeat_interleave(factor), fine
+    )
     test = data.test
     small_test = ImageSplit(test.images[:, :, :1, :1], test.targets, test.fine_targets)
     return SourceData(big, small_test, data.classes, data.fine_classes)
@@ -393,12 +415,16 @@ def test_setting_is_consistent(folder: Path) -> None:
         assert c["model"]["init_args"]["backbone"] == original["model"]["init_args"]["backbone"], p.name
         assert c["data"]["source"] == original["data"]["source"], p.name
     for p in classifiers:  # same seed before the backbone is built: same initial weights
-        assert configs[p].get("seed_everything") == original.get("seed_everything"), f"{p.name}: seed differs from the original's"
+        assert configs[p].get("seed_everything") == original.get("seed_everything"), (
+            f"{p.name}: seed differs from the original's"
+        )
     for p, c in configs.items():
         original_ckpt = (c["model"].get("init_args") or {}).get("original_ckpt")
         if not original_ckpt:
             continue
-        assert original_ckpt in checkpoint_outputs(original), f"{p.name}: original_ckpt is not what {originals[0].name} writes"
+        assert original_ckpt in checkpoint_outputs(original), (
+            f"{p.name}: original_ckpt is not what {originals[0].name} writes"
+        )
         reference = (c.get("evaluator") or {}).get("reference_ckpt")
         assert reference, f"{p.name}: an unlearning config must compare with Retrain (evaluator.reference_ckpt)"
         assert str(Path(reference)) in made_by, f"{p.name}: no config in {folder.name} writes {reference}"
@@ -486,10 +512,7 @@ def is_slow(path: Path) -> bool:
     return path.parent.name in SLOW_SETTINGS or rel(path) in SLOW_FILES
 
 
-RUN_PARAMS = [
-    pytest.param(p, id=rel(p), marks=[pytest.mark.slow] if is_slow(p) else [])
-    for p in CONFIGS
-]
+RUN_PARAMS = [pytest.param(p, id=rel(p), marks=[pytest.mark.slow] if is_slow(p) else []) for p in CONFIGS]
 
 
 @pytest.mark.parametrize("path", RUN_PARAMS)
@@ -513,7 +536,9 @@ def test_config_runs(path: Path, runner: Runner) -> None:
 def test_trainer_fragment_composes(fragment: Path, capsys: pytest.CaptureFixture) -> None:
     """Each fragment composes after a complete config (GPU ones cannot start here, so only print)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(CONFIG_DIR / "digits" / "natmu.yaml"), "--config", str(fragment), "--print_config"])
+        main(
+            ["fit", "--config", str(CONFIG_DIR / "digits" / "natmu.yaml"), "--config", str(fragment), "--print_config"]
+        )
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     for section in ("trainer", "data"):

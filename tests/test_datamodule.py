@@ -7,7 +7,7 @@ import torch
 
 from natmu_lightning import hybrids
 from natmu_lightning.backbones import SmallCNN
-from natmu_lightning.data import Digits, ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
+from natmu_lightning.data import ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
 from natmu_lightning.methods import ClassifierModule
 from tests.test_hybrids import check_plan
@@ -16,8 +16,14 @@ from tests.test_hybrids import check_plan
 def attach(dm, tmp_path, module=None, max_epochs=2):
     """Give ``dm`` a trainer that holds ``module`` (as Lightning does before setup)."""
     module = module or ClassifierModule(SmallCNN(num_classes=10))
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
-                         max_epochs=max_epochs, enable_progress_bar=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs,
+        enable_progress_bar=False,
+    )
     trainer.strategy.connect(module)
     dm.trainer = trainer
     return trainer
@@ -68,8 +74,9 @@ def test_hybrids_exact_and_unaugmented_remaining_augmented(tmp_path):
         out = dm.on_after_batch_transfer(dict(raw), 0)
         assert out["image"].dtype == torch.float32 and 0 <= out["image"].min() and out["image"].max() <= 1
         is_hybrid = raw["mask_id"] >= 0
-        expected = hybrids.mix(raw["image"][is_hybrid], raw["partner"][is_hybrid],
-                               masks[raw["mask_id"][is_hybrid]].unsqueeze(1))
+        expected = hybrids.mix(
+            raw["image"][is_hybrid], raw["partner"][is_hybrid], masks[raw["mask_id"][is_hybrid]].unsqueeze(1)
+        )
         assert torch.equal((out["image"][is_hybrid] * 255).round().to(torch.uint8), expected)
         plain = ~is_hybrid
         changed = ((out["image"][plain] * 255).round().to(torch.uint8) != raw["image"][plain]).flatten(1).any(1)
@@ -118,22 +125,26 @@ def test_delta_schedules(tmp_path):
         listed.setup("fit")
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"delta": 1.5}, "delta"),
-    ({"delta": [0.0, -2.0]}, "delta"),
-    ({"delta_end": 3.0}, "delta"),
-    ({"k": 5}, "k must"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"stream": "everything"}, "stream"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"delta": 1.5}, "delta"),
+        ({"delta": [0.0, -2.0]}, "delta"),
+        ({"delta_end": 3.0}, "delta"),
+        ({"k": 5}, "k must"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"stream": "everything"}, "stream"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ForgetRemainDataModule(**kwargs)
 
 
 def test_k_larger_than_other_classes(tmp_path):
-    dm = ForgetRemainDataModule(source=SyntheticImages(num_classes=3, channels=1, height=8, width=8),
-                                stream="hybrid", k=3)
+    dm = ForgetRemainDataModule(
+        source=SyntheticImages(num_classes=3, channels=1, height=8, width=8), stream="hybrid", k=3
+    )
     attach(dm, tmp_path, module=ClassifierModule(SmallCNN(num_classes=3)))
     with pytest.raises(ValueError, match="k=3"):
         dm.setup("fit")
@@ -182,12 +193,18 @@ def test_forget_and_both_streams_flag_forgetting_samples():
 
 
 def test_batch_layouts_cover_each_set_once_per_pass_and_split_phases_across_ranks():
-    scrub = ForgetThenRemainLayout(num_remain=10, num_forget=5, batch_size=4, forget_batch_size=2, seed=1, forget_epochs=1)
+    scrub = ForgetThenRemainLayout(
+        num_remain=10, num_forget=5, batch_size=4, forget_batch_size=2, seed=1, forget_epochs=1
+    )
     phases = scrub.global_batches(0)
     forget, remain = ([rows for rows, _ in phase] for phase in phases)
     assert [len(rows) for rows in forget] == [2, 2, 1] and [len(rows) for rows in remain] == [4, 4, 2]
-    assert sorted(torch.cat(forget).tolist()) == list(range(10, 15)) and sorted(torch.cat(remain).tolist()) == list(range(10))
-    assert {extra["phase"] for _, extra in phases[0]} == {"forget"} and {extra["phase"] for _, extra in phases[1]} == {"remain"}
+    assert sorted(torch.cat(forget).tolist()) == list(range(10, 15)) and sorted(torch.cat(remain).tolist()) == list(
+        range(10)
+    )
+    assert {extra["phase"] for _, extra in phases[0]} == {"forget"} and {extra["phase"] for _, extra in phases[1]} == {
+        "remain"
+    }
     assert scrub.global_batches(1)[0] == [] and not torch.equal(remain[0], scrub.global_batches(1)[1][0][0])
     # Two ranks: each phase padded to an even count with its own first batch, then split.
     ranks = [scrub.batches(0, rank, 2) for rank in (0, 1)]
@@ -197,7 +214,7 @@ def test_batch_layouts_cover_each_set_once_per_pass_and_split_phases_across_rank
     paired = PairedLayout(num_remain=10, num_forget=3, batch_size=3, forget_batch_size=2, seed=1)
     [batches] = paired.global_batches(0)
     assert [extra["num_remain"] for _, extra in batches] == [3, 3, 3, 1]
-    forget_parts = [rows[extra["num_remain"]:] for rows, extra in batches]
+    forget_parts = [rows[extra["num_remain"] :] for rows, extra in batches]
     assert [len(rows) for rows in forget_parts] == [2, 1, 2, 1]  # itertools.cycle over the epoch's 2 forget batches
     assert torch.equal(forget_parts[0], forget_parts[2]) and torch.equal(forget_parts[1], forget_parts[3])
     with pytest.raises(ValueError, match="at least one forgetting sample"):

@@ -16,8 +16,9 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 def cli(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "natmu_lightning", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "natmu_lightning", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -29,16 +30,36 @@ def log_dir(root: Path) -> Path:
 @pytest.mark.timeout(900)
 def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     for name in ("original", "retrain"):
-        cli(["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "5", *QUIET], tmp_path)
+        cli(
+            ["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "5", *QUIET], tmp_path
+        )
     # lr 1e-3 (the paper's, not digits' searched 3e-2): the check is that batching is the only
     # difference; at 3e-2 the two trajectories drift further apart through it (forget accuracy
     # 84.6 against 90.0 after 3 epochs, measured 2026-11-30).
-    natmu = ["fit", "--config", str(CONFIGS / "digits" / "natmu.yaml"), "--trainer.max_epochs", "3",
-             "--model.init_args.lr", "1e-3", *QUIET]
+    natmu = [
+        "fit",
+        "--config",
+        str(CONFIGS / "digits" / "natmu.yaml"),
+        "--trainer.max_epochs",
+        "3",
+        "--model.init_args.lr",
+        "1e-3",
+        *QUIET,
+    ]
     cli([*natmu, "--trainer.default_root_dir", "one"], tmp_path)
     # Global batch kept at 64: 2 processes x 32 per process.
-    cli([*natmu, "--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml"), "--data.batch_size", "32",
-         "--trainer.default_root_dir", "two"], tmp_path)
+    cli(
+        [
+            *natmu,
+            "--config",
+            str(CONFIGS / "trainer" / "cpu_ddp2.yaml"),
+            "--data.batch_size",
+            "32",
+            "--trainer.default_root_dir",
+            "two",
+        ],
+        tmp_path,
+    )
     one, two = log_dir(tmp_path / "one"), log_dir(tmp_path / "two")
 
     # Exactly the same forget set, hybrid plan and Retrain reference numbers.
@@ -75,13 +96,37 @@ def test_two_process_fit_evaluates_the_checkpoint_it_saves(tmp_path):
     the evaluator's final numbers of a 2-process fit must still be those of its last.ckpt,
     as a 1-process validate computes them, per sample and key for key."""
     for name in ("original", "retrain"):
-        cli(["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "3", *QUIET], tmp_path)
+        cli(
+            ["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "3", *QUIET], tmp_path
+        )
     natmu = ["--config", str(CONFIGS / "digits" / "natmu.yaml"), "--evaluator.save_outputs", "true", *QUIET]
-    cli(["fit", *natmu, "--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml"), "--data.batch_size", "32",
-         "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0"], tmp_path)
+    cli(
+        [
+            "fit",
+            *natmu,
+            "--config",
+            str(CONFIGS / "trainer" / "cpu_ddp2.yaml"),
+            "--data.batch_size",
+            "32",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.limit_val_batches",
+            "0",
+        ],
+        tmp_path,
+    )
     fitted = log_dir(tmp_path / "runs" / "digits" / "natmu")
-    cli(["validate", *natmu, "--ckpt_path", "runs/digits/natmu/checkpoints/last.ckpt",
-         "--trainer.default_root_dir", "validated"], tmp_path)
+    cli(
+        [
+            "validate",
+            *natmu,
+            "--ckpt_path",
+            "runs/digits/natmu/checkpoints/last.ckpt",
+            "--trainer.default_root_dir",
+            "validated",
+        ],
+        tmp_path,
+    )
     validated = log_dir(tmp_path / "validated")
 
     a = json.loads((fitted / "unlearning_metrics.json").read_text())

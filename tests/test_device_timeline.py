@@ -51,9 +51,15 @@ def digits_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def natmu_args(runs: Path, *extra: str) -> list[str]:
     return [
-        "--config", str(DIGITS / "natmu.yaml"), *TIMELINE, *QUIET,
-        "--model.init_args.original_ckpt", str(runs / "runs/digits/original.ckpt"),
-        "--evaluator.reference_ckpt", str(runs / "runs/digits/retrain.ckpt"), *extra,
+        "--config",
+        str(DIGITS / "natmu.yaml"),
+        *TIMELINE,
+        *QUIET,
+        "--model.init_args.original_ckpt",
+        str(runs / "runs/digits/original.ckpt"),
+        "--evaluator.reference_ckpt",
+        str(runs / "runs/digits/retrain.ckpt"),
+        *extra,
     ]
 
 
@@ -108,8 +114,16 @@ def test_full_class_plan_ranks_with_the_original_head_then_reinitialises(digits_
     head = HeadAtTrainStart()
     from tests.accelerator_timeline import AcceleratorTimeline
 
-    trainer = pl.Trainer(strategy=AcceleratorTimeline(), max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, limit_val_batches=0, callbacks=[head], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        strategy=AcceleratorTimeline(),
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[head],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=datamodule)
 
     # Independent re-statement: the original checkpoint's ranking, the same seeded draw.
@@ -117,8 +131,15 @@ def test_full_class_plan_ranks_with_the_original_head_then_reinitialises(digits_
     reference.load_state_dict(read_state_dict(original))
     data, forget, remain = datamodule.data.train, datamodule.forget_indices, datamodule.remain_indices
     probs = predict_logits(reference, data.images[forget]).softmax(1)
-    expected = build_hybrid_plan(forget, data.targets[forget], probs, remain, data.targets[remain], k=4,
-                                 generator=torch.Generator().manual_seed(0))
+    expected = build_hybrid_plan(
+        forget,
+        data.targets[forget],
+        probs,
+        remain,
+        data.targets[remain],
+        k=4,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert expected.keys() == datamodule.hybrid_plan.keys()
     for key in expected:
         assert torch.equal(expected[key], datamodule.hybrid_plan[key]), key
@@ -147,23 +168,43 @@ class InputDtype(pl.Callback):
         self.dtype = batch["image"].dtype
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", torch.float32), ("bf16-true", torch.bfloat16),
-                                                   ("64-true", torch.float64)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16-mixed", torch.float32), ("bf16-true", torch.bfloat16), ("64-true", torch.float64)]
+)
 def test_training_inputs_follow_the_precision(digits_runs: Path, tmp_path: Path, precision: str, dtype) -> None:
     """Lightning casts a batch's floats before the transfer hooks, while our images are still
     uint8: the datamodule casts them after mixing instead."""
     original = str(digits_runs / "runs" / "digits" / "original.ckpt")
     spy = InputDtype()
-    trainer = pl.Trainer(accelerator="cpu", max_steps=1, precision=precision, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, limit_val_batches=0, callbacks=[spy], default_root_dir=tmp_path)
-    trainer.fit(NatMUModule(SmallCNN(num_classes=10), original_ckpt=original), datamodule=ForgetRemainDataModule(batch_size=64))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[spy],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=original), datamodule=ForgetRemainDataModule(batch_size=64)
+    )
     assert spy.dtype == dtype
 
 
 def test_options_the_method_cannot_honour_fail_before_training(digits_runs: Path, tmp_path: Path) -> None:
     def refused(backbone: torch.nn.Module, original: str, **trainer_options) -> str:
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, default_root_dir=tmp_path, **trainer_options)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp_path,
+            **trainer_options,
+        )
         module = NatMUModule(backbone, original_ckpt=original)
         before = {k: v.clone() for k, v in module.state_dict().items()}
         try:
@@ -196,13 +237,22 @@ def test_compiled_module_trains_and_evaluates(digits_runs: Path, tmp_path: Path)
         torch.manual_seed(0)
         torch._dynamo.reset()
         evaluator = UnlearningEvaluator(attacks=())
-        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, limit_val_batches=0, callbacks=[evaluator],
-                             default_root_dir=tmp_path)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            callbacks=[evaluator],
+            default_root_dir=tmp_path,
+        )
         module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=original)
         with torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True):
-            trainer.fit(torch.compile(module, backend="eager") if compiled else module,
-                        datamodule=ForgetRemainDataModule(batch_size=64))
+            trainer.fit(
+                torch.compile(module, backend="eager") if compiled else module,
+                datamodule=ForgetRemainDataModule(batch_size=64),
+            )
         results[compiled] = evaluator.last_metrics
     for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy"):
         assert results[True][key] == pytest.approx(results[False][key], abs=1.0), key

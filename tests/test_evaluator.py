@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, UnlearningEvaluator
+from natmu_lightning.callbacks import distributed
 from natmu_lightning.callbacks import evaluator as E
 from natmu_lightning.data import ClassForget, Digits, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
@@ -54,7 +55,9 @@ def make_dm(forget=None, source=None, **kw) -> ForgetRemainDataModule:
 
 def make_model(width: int = 4, num_classes: int = NUM_CLASSES, **kw) -> ClassifierModule:
     torch.manual_seed(0)
-    args = dict(train_on="remain", optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_epochs=0)
+    args = dict(
+        train_on="remain", optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_epochs=0
+    )
     args.update(kw)
     return ClassifierModule(SmallCNN(num_classes=num_classes, width=width), **args)
 
@@ -216,8 +219,9 @@ def test_split_metrics_matches_sklearn(seed, class_wise):
 
     got = E.split_metrics(probs, labels)
 
-    expected_keys = ({"forget_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS}
-                     | ({"forget_test_acc"} if class_wise else set()))
+    expected_keys = {"forget_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS} | (
+        {"forget_test_acc"} if class_wise else set()
+    )
     assert set(got) == expected_keys
     assert got["forget_acc"] == pytest.approx(sk_acc(probs["forget"], labels["forget"]), abs=1e-9)
     assert got["retain_acc"] == pytest.approx(sk_acc(probs["remain"], labels["remain"]), abs=1e-9)
@@ -256,7 +260,7 @@ def test_sharded_logits_single_process_equals_plain_forward(batch_size):
             model(torch.rand(16, 1, 8, 8) * 1.5)
     images = synthetic().load().train.images[:53]
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    got = E.sharded_logits(model, images, batch_size, trainer)
+    got = distributed.sharded_logits(model, images, batch_size, trainer)
     assert got.dtype == torch.float32 and got.device.type == "cpu"
     assert got.shape == (53, NUM_CLASSES)
     assert torch.equal(got, plain_logits(model, images, batch_size))
@@ -266,7 +270,7 @@ def test_sharded_logits_single_process_equals_plain_forward(batch_size):
 def test_sharded_logits_empty_split():
     model = SmallCNN(num_classes=NUM_CLASSES, width=4)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    out = E.sharded_logits(model, torch.zeros(0, 1, 8, 8, dtype=torch.uint8), 8, trainer)
+    out = distributed.sharded_logits(model, torch.zeros(0, 1, 8, 8, dtype=torch.uint8), 8, trainer)
     assert out.shape == (0, NUM_CLASSES)
 
 
@@ -325,7 +329,9 @@ def test_every_n_epochs_is_honoured(tmp_path, monkeypatch):
         return original(self, trainer, model, final)
 
     monkeypatch.setattr(UnlearningEvaluator, "_outputs", spy)
-    trainer = make_trainer(tmp_path, [UnlearningEvaluator(every_n_epochs=2, batch_size=32)], max_epochs=5, limit_train_batches=1)
+    trainer = make_trainer(
+        tmp_path, [UnlearningEvaluator(every_n_epochs=2, batch_size=32)], max_epochs=5, limit_train_batches=1
+    )
     trainer.fit(make_model(), datamodule=make_dm())
     assert calls == [1, 3, 4]  # epochs 2 and 4, and always the last one (0-based epoch numbers)
     rows = [r for r in read_csv(trainer) if r.get("forget/acc")]
@@ -377,8 +383,10 @@ def test_reference_checkpoint_against_itself_gives_zero_gap(tmp_path, trained):
     model = make_model(original_ckpt=trained["synthetic"])
     ckpt_dir = tmp_path / "ckpt"
     trainer = make_trainer(
-        tmp_path / "fit", [ModelCheckpoint(dirpath=str(ckpt_dir), filename="retrain")],
-        enable_checkpointing=True, limit_train_batches=3,
+        tmp_path / "fit",
+        [ModelCheckpoint(dirpath=str(ckpt_dir), filename="retrain")],
+        enable_checkpointing=True,
+        limit_train_batches=3,
     )
     trainer.fit(model, datamodule=dm)
     ckpt = ckpt_dir / "retrain.ckpt"
@@ -404,7 +412,9 @@ def test_reference_checkpoint_against_itself_gives_zero_gap(tmp_path, trained):
     # a plain state dict of another model as reference: the gap is the mean |difference|
     other = make_model()
     torch.save(other.backbone.state_dict(), tmp_path / "other.pt")
-    trainer = make_trainer(tmp_path / "val2", [UnlearningEvaluator(reference_ckpt=str(tmp_path / "other.pt"), batch_size=16)])
+    trainer = make_trainer(
+        tmp_path / "val2", [UnlearningEvaluator(reference_ckpt=str(tmp_path / "other.pt"), batch_size=16)]
+    )
     trainer.validate(evaluated, datamodule=make_dm())
     record = read_json(trainer)
     ref = reference_metrics(other, dm)
@@ -446,8 +456,12 @@ def test_class_wise_loss_attack_tells_members_from_test_samples_of_the_same_clas
     nothing to tell apart), while against the other classes' confident test samples the
     attack would score ~100 for telling classes apart, not members."""
     g = torch.Generator().manual_seed(3)
-    probs = {"remain": _random_probs(g, 120, 4, 6.0), "test": _random_probs(g, 80, 4, 6.0),
-             "forget": _random_probs(g, 60, 4, 0.3), "forget_test": _random_probs(g, 60, 4, 0.3)}
+    probs = {
+        "remain": _random_probs(g, 120, 4, 6.0),
+        "test": _random_probs(g, 80, 4, 6.0),
+        "forget": _random_probs(g, 60, 4, 0.3),
+        "forget_test": _random_probs(g, 60, 4, 0.3),
+    }
     labels = {k: v.argmax(1) for k, v in probs.items()}
     for name in ("forget", "forget_test"):
         labels[name] = torch.full((probs[name].shape[0],), 3)
@@ -471,9 +485,12 @@ def test_subclass_request_reports_the_forgotten_subclass_test_images_apart(tmp_p
         def load(self):
             base = SyntheticImages(num_classes=4, train_per_class=12, test_per_class=8, height=8, width=8).load()
             fine = lambda split: split.targets * 2 + torch.arange(split.targets.numel()) % 2  # noqa: E731
-            return SourceData(ImageSplit(base.train.images, base.train.targets // 2, fine(base.train)),
-                              ImageSplit(base.test.images, base.test.targets // 2, fine(base.test)),
-                              ["c0", "c1"], ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"])
+            return SourceData(
+                ImageSplit(base.train.images, base.train.targets // 2, fine(base.train)),
+                ImageSplit(base.test.images, base.test.targets // 2, fine(base.test)),
+                ["c0", "c1"],
+                ["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7"],
+            )
 
     dm = ForgetRemainDataModule(source=FineSynthetic(), forget=SubclassForget("f5"), stream="remain")
     dm.setup("fit")
@@ -509,7 +526,9 @@ def test_class_forget_reports_forget_test_accuracy(tmp_path, trained):
     train_predictions = plain_logits(model, data.train.images, 1000).argmax(1)
     forget = data.train.targets == 1
     assert torch.equal(dm.forget_indices, torch.nonzero(forget).flatten())
-    assert record["forget_acc"] == pytest.approx(100.0 * int((train_predictions[forget] == 1).sum()) / int(forget.sum()), abs=1e-9)
+    assert record["forget_acc"] == pytest.approx(
+        100.0 * int((train_predictions[forget] == 1).sum()) / int(forget.sum()), abs=1e-9
+    )
     assert_matches_reference(record, reference_metrics(model, dm))
 
     rows = [r for r in read_csv(trainer) if r.get("forget_test/acc")]
@@ -556,9 +575,11 @@ def test_attacks_are_computed_on_rank_zero_only_and_shared():
         calls.append(1)
         return {"mia_svc_entropy": 41.0}
 
-    assert E.on_rank_zero(_Ranks(1, 0), attack) == {"mia_svc_entropy": 41.0}
-    assert E.on_rank_zero(_Ranks(2, 0), attack) == {"mia_svc_entropy": 41.0}
+    assert distributed.on_rank_zero(_Ranks(1, 0), attack) == {"mia_svc_entropy": 41.0}
+    assert distributed.on_rank_zero(_Ranks(2, 0), attack) == {"mia_svc_entropy": 41.0}
     assert len(calls) == 2
     # another rank never fits: it takes rank 0's result from the broadcast
-    assert E.on_rank_zero(_Ranks(2, 1, rank_zero_value={"mia_svc_entropy": 41.0}), attack) == {"mia_svc_entropy": 41.0}
+    assert distributed.on_rank_zero(_Ranks(2, 1, rank_zero_value={"mia_svc_entropy": 41.0}), attack) == {
+        "mia_svc_entropy": 41.0
+    }
     assert len(calls) == 2

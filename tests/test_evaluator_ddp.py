@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.strategies import DDPStrategy
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, UnlearningEvaluator
-from natmu_lightning.callbacks.evaluator import sharded_logits
+from natmu_lightning.callbacks.distributed import sharded_logits
 from natmu_lightning.data import IndexForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
 
@@ -57,7 +57,9 @@ def _fresh_port_and_no_orphans(monkeypatch):
 
 
 def source() -> SyntheticImages:
-    return SyntheticImages(num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3)
+    return SyntheticImages(
+        num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3
+    )
 
 
 def make_dm() -> ForgetRemainDataModule:
@@ -113,7 +115,11 @@ def run_validate(root: Path, devices: int, weights: str, reference: str) -> pl.T
     ]
     # the "ddp_spawn" strategy, with a short collective timeout so that a mismatch of
     # collectives between the ranks fails the test instead of hanging it
-    strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=120)) if devices > 1 else "auto"
+    strategy = (
+        DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=120))
+        if devices > 1
+        else "auto"
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -139,7 +145,9 @@ def read_metrics(root: Path, name: str) -> dict:
 def plain_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(to_unit_float(images[s : s + batch_size])).float() for s in range(0, images.shape[0], batch_size)])
+        return torch.cat(
+            [model(to_unit_float(images[s : s + batch_size])).float() for s in range(0, images.shape[0], batch_size)]
+        )
 
 
 @pytest.mark.timeout(300)
@@ -164,7 +172,9 @@ def test_two_processes_give_identical_metrics_and_logits(tmp_path):
         assert 0.0 < one["mia_entropy"] < 100.0  # a non-degenerate attack on 7 forget samples
         assert ("reference" in one) == (bs == 8)
     with_reference = read_metrics(tmp_path / "two", METRIC_FILES[8])
-    assert with_reference["avg_gap"] > 0.0 and with_reference["reference"] != {k: with_reference[k] for k in with_reference["reference"]}
+    assert with_reference["avg_gap"] > 0.0 and with_reference["reference"] != {
+        k: with_reference[k] for k in with_reference["reference"]
+    }
     # every batch size gives the same numbers (same samples, no duplicates, none missed)
     keys = ("forget_acc", "retain_acc", "test_acc")
     values = [tuple(read_metrics(tmp_path / "two", name)[k] for k in keys) for name in METRIC_FILES.values()]
@@ -207,10 +217,19 @@ def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
 
     validate = ["validate", "--config", str(configs / "natmu.yaml"), *quiet]
     main([*validate, "--trainer.devices", "1", "--trainer.default_root_dir", "runs/one"])
-    main([
-        *validate, "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn", "--trainer.accelerator", "cpu",
-        "--trainer.default_root_dir", "runs/two",
-    ])
+    main(
+        [
+            *validate,
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp_spawn",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.default_root_dir",
+            "runs/two",
+        ]
+    )
 
     def written(folder: str) -> dict:
         found = sorted((tmp_path / "runs" / folder).rglob("unlearning_metrics.json"))

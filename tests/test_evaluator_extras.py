@@ -38,8 +38,9 @@ def test_attacks_and_divergences_match_direct_computation(tmp_path):
     labels = {name: targets for name, (_, targets) in splits.items()}
     ref_forget = predict_probs(reference_model, splits["forget"][0])
     for feature in ("confidence", "entropy", "m_entropy"):
-        expected = MF.svc_mia(probs["remain"], labels["remain"], probs["test"], labels["test"],
-                              probs["forget"], labels["forget"], feature)
+        expected = MF.svc_mia(
+            probs["remain"], labels["remain"], probs["test"], labels["test"], probs["forget"], labels["forget"], feature
+        )
         assert record[f"mia_svc_{feature}"] == pytest.approx(expected, abs=1e-9)
     assert record["kl_to_reference"] == pytest.approx(MF.kl_divergence(ref_forget, probs["forget"]), rel=1e-6)
     assert record["js_to_reference"] == pytest.approx(MF.js_divergence(ref_forget, probs["forget"]), rel=1e-6)
@@ -68,8 +69,13 @@ def test_gap_is_a_checkpoint_monitor(tmp_path):
     reference = tmp_path / "reference.pt"
     torch.save(other_weights().backbone.state_dict(), reference)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=1)
-    trainer = make_trainer(tmp_path, [UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16), checkpoint],
-                           max_epochs=4, limit_train_batches=2, enable_checkpointing=True)
+    trainer = make_trainer(
+        tmp_path,
+        [UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16), checkpoint],
+        max_epochs=4,
+        limit_train_batches=2,
+        enable_checkpointing=True,
+    )
     trainer.fit(make_model(lr=3e-2), datamodule=make_dm())
     gaps = [float(r["gap/avg"]) for r in read_csv(trainer) if r.get("gap/avg")]
     assert len(gaps) == 4
@@ -99,8 +105,9 @@ def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path):
     torch.save(other_weights().backbone.state_dict(), reference)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=-1)
     evaluator = UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16, every_n_epochs=2)
-    trainer = make_trainer(tmp_path, [evaluator, checkpoint], max_epochs=4, limit_train_batches=2,
-                           enable_checkpointing=True)
+    trainer = make_trainer(
+        tmp_path, [evaluator, checkpoint], max_epochs=4, limit_train_batches=2, enable_checkpointing=True
+    )
     trainer.fit(make_model(lr=3e-2), datamodule=make_dm())
     rows = [r for r in read_csv(trainer) if r.get("gap/avg")]
     assert [int(r["epoch"]) for r in rows] == [1, 3]
@@ -113,14 +120,22 @@ def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path):
         assert float(score) == pytest.approx(float(row["gap/avg"]), rel=1e-6)
 
 
-@pytest.mark.parametrize("checkpoint_kwargs,match", [
-    ({"every_n_epochs": 3}, "multiple of 2"),
-    ({"every_n_train_steps": 5}, "every n training steps"),
-])
+@pytest.mark.parametrize(
+    "checkpoint_kwargs,match",
+    [
+        ({"every_n_epochs": 3}, "multiple of 2"),
+        ({"every_n_train_steps": 5}, "every n training steps"),
+    ],
+)
 def test_gap_monitor_that_cannot_match_the_evaluator_is_refused(tmp_path, checkpoint_kwargs, match):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", **checkpoint_kwargs)
-    trainer = make_trainer(tmp_path, [UnlearningEvaluator(batch_size=16, every_n_epochs=2), checkpoint],
-                           max_epochs=2, limit_train_batches=1, enable_checkpointing=True)
+    trainer = make_trainer(
+        tmp_path,
+        [UnlearningEvaluator(batch_size=16, every_n_epochs=2), checkpoint],
+        max_epochs=2,
+        limit_train_batches=1,
+        enable_checkpointing=True,
+    )
     model = make_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=match):
@@ -153,11 +168,14 @@ def test_test_accuracy_has_one_owner(tmp_path):
     assert logged.count("test/acc") > 0 and "test/acc" in results[0]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"attacks": ["svm"]}, "unknown attacks"),
-    ({"remain_subset": 0}, "remain_subset"),
-    ({"every_n_epochs": 0}, "every_n_epochs"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"attacks": ["svm"]}, "unknown attacks"),
+        ({"remain_subset": 0}, "remain_subset"),
+        ({"every_n_epochs": 0}, "every_n_epochs"),
+    ],
+)
 def test_bad_evaluator_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UnlearningEvaluator(**kwargs)
@@ -166,4 +184,8 @@ def test_bad_evaluator_arguments(kwargs, match):
 def test_non_finite_values_are_written_as_null(tmp_path):
     from natmu_lightning.io import json_ready
 
-    assert json_ready({"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5}) == {"a": None, "b": {"c": None}, "d": 1.5}
+    assert json_ready({"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5}) == {
+        "a": None,
+        "b": {"c": None},
+        "d": 1.5,
+    }

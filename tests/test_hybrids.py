@@ -129,8 +129,9 @@ def check_plan(plan, forget, labels, probs, remain, k):
 def test_plan_invariants_and_rank_order():
     forget, labels, probs, remain = make_problem()
     k = 4
-    plan = hybrids.build_hybrid_plan(forget, labels[forget], probs, remain, labels[remain], k=k,
-                                     generator=torch.Generator().manual_seed(1))
+    plan = hybrids.build_hybrid_plan(
+        forget, labels[forget], probs, remain, labels[remain], k=k, generator=torch.Generator().manual_seed(1)
+    )
     check_plan(plan, forget, labels, probs, remain, k)
     # Plenty of images: mask j gets exactly the j-th ranked other class.
     for row, f in enumerate(forget.tolist()):
@@ -158,8 +159,9 @@ def test_plan_falls_back_when_a_class_runs_out():
     keep[forget] = False
     remain = torch.nonzero(keep).flatten()
     probs = torch.tensor([[0.0, 0.6, 0.2, 0.15, 0.05]]).repeat(6, 1)
-    plan = hybrids.build_hybrid_plan(forget, labels[forget], probs, remain, labels[remain], k=3,
-                                     generator=torch.Generator().manual_seed(0))
+    plan = hybrids.build_hybrid_plan(
+        forget, labels[forget], probs, remain, labels[remain], k=3, generator=torch.Generator().manual_seed(0)
+    )
     check_plan(plan, forget, labels, probs, remain, 3)
     assert (plan["label"] == 1).sum() == 2
 
@@ -177,5 +179,6 @@ def test_plan_fails_clearly_instead_of_hanging():
 def test_k_out_of_range(k, num_classes):
     probs = torch.full((1, num_classes), 1 / num_classes)
     with pytest.raises(ValueError, match="k="):
-        hybrids.build_hybrid_plan(torch.tensor([0]), torch.tensor([0]), probs,
-                                  torch.arange(1, 40), torch.arange(1, 40) % num_classes, k=k)
+        hybrids.build_hybrid_plan(
+            torch.tensor([0]), torch.tensor([0]), probs, torch.arange(1, 40), torch.arange(1, 40) % num_classes, k=k
+        )

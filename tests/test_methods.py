@@ -62,8 +62,14 @@ def test_finds_the_network_under_one_attribute_of_a_users_module(original_state,
 def test_loads_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = ClassifierModule(SmallCNN(num_classes=10))
-    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=ForgetRemainDataModule(batch_size=32))
     path = tmp_path / "original.ckpt"
     trainer.save_checkpoint(path)
@@ -124,8 +130,15 @@ def test_lr_factor_schedules():
 def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
     _, path = original_state
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), lr=1e-3, weight_decay=2e-3)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=128))
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.AdamW)
@@ -133,10 +146,16 @@ def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"lr": 0.0}, "lr"), ({"lr": math.nan}, "lr"), ({"optimizer": "adam"}, "optimizer"),
-    ({"lr_schedule": "linear"}, "lr_schedule"), ({"weight_decay": -1.0}, "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"optimizer": "adam"}, "optimizer"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
 def test_bad_optimisation_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClassifierModule(SmallCNN(), **kwargs)
@@ -161,7 +180,8 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
         def forward(self, x):
             return torch.full((x.shape[0], 10), math.nan) + self.w
 
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     with pytest.raises(FloatingPointError, match="step 0.*smaller learning rate"):
         trainer.fit(ClassifierModule(Exploding()), datamodule=ForgetRemainDataModule(batch_size=32))

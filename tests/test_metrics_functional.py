@@ -205,7 +205,9 @@ def test_fit_balanced_logistic_one_sample_per_class_and_constant_feature():
     sk = sk_balanced(np.array([0.1, 0.5]), np.array([1.0, 0.0]), tight=True)
     assert (w, b) == pytest.approx((sk.coef_[0, 0], sk.intercept_[0]), abs=1e-8)
     # a constant feature carries no information: w = b = 0
-    assert F.fit_balanced_logistic_1d(torch.full((7,), 0.1, dtype=torch.float64), torch.tensor([1, 1, 1, 0, 0, 0, 0])) == (0.0, 0.0)
+    assert F.fit_balanced_logistic_1d(
+        torch.full((7,), 0.1, dtype=torch.float64), torch.tensor([1, 1, 1, 0, 0, 0, 0])
+    ) == (0.0, 0.0)
 
 
 def test_fit_balanced_logistic_errors():
@@ -286,7 +288,10 @@ def test_mia_entropy_near_separable_and_float32():
     # float32 inputs are promoted to float64 before the entropy
     got32 = F.mia_entropy(members.float(), nonmembers.float(), targets.float())
     x32 = np.concatenate([np_entropy(members.float().numpy()), np_entropy(nonmembers.float().numpy())])
-    exp32 = 100.0 * sk_balanced(x32, y, tight=True, C=2.0).predict(np_entropy(targets.float().numpy()).reshape(-1, 1)).mean()
+    exp32 = (
+        100.0
+        * sk_balanced(x32, y, tight=True, C=2.0).predict(np_entropy(targets.float().numpy()).reshape(-1, 1)).mean()
+    )
     assert got32 == pytest.approx(exp32, abs=1e-9)
 
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from natmu_lightning import quickstart
 
@@ -47,9 +46,21 @@ def test_quickstart_end_to_end_and_cache(tmp_path, capsys):
     assert Path(written["natmu_ckpt"]).resolve() in {Path(e["path"]) for e in record["checkpoints_written"]}
 
     # As a user sees it: one line per phase, the table, and nothing from the stack.
-    result = subprocess.run([sys.executable, "-m", "natmu_lightning.quickstart", "--out", str(tmp_path / "run3"),
-                             "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "natmu_lightning.quickstart",
+            "--out",
+            str(tmp_path / "run3"),
+            "--cache-dir",
+            str(cache),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     console = result.stdout + result.stderr
     assert [line[:5] for line in console.splitlines() if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
@@ -68,8 +79,9 @@ def test_quickstart_refuses_to_overwrite(tmp_path):
 
 
 def test_module_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "natmu_lightning.quickstart", "--help"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "natmu_lightning.quickstart", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--out" in result.stdout
 
 

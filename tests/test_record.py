@@ -19,7 +19,14 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from natmu_lightning import ClassifierModule, FTModule, ForgetRemainDataModule, SmallCNN, UnlearningEvaluator, UnlearningRecord
+from natmu_lightning import (
+    ClassifierModule,
+    ForgetRemainDataModule,
+    FTModule,
+    SmallCNN,
+    UnlearningEvaluator,
+    UnlearningRecord,
+)
 from natmu_lightning.callbacks.record import find_record
 from natmu_lightning.data import RandomForget, SyntheticImages
 from natmu_lightning.records import RECORD_FILENAME
@@ -29,16 +36,33 @@ NUM_CLASSES = 4
 
 
 def make_dm(seed: int = 0) -> ForgetRemainDataModule:
-    source = SyntheticImages(num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8,
-                             width=8, seed=3)
-    return ForgetRemainDataModule(source=source, forget=RandomForget(0.2), batch_size=16, eval_batch_size=64,
-                                  crop_padding=1, horizontal_flip=False, seed=seed)
+    source = SyntheticImages(
+        num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3
+    )
+    return ForgetRemainDataModule(
+        source=source,
+        forget=RandomForget(0.2),
+        batch_size=16,
+        eval_batch_size=64,
+        crop_padding=1,
+        horizontal_flip=False,
+        seed=seed,
+    )
 
 
 def make_trainer(root: Path, callbacks: list, version: str, **kw) -> pl.Trainer:
-    args = dict(accelerator="cpu", devices=1, max_epochs=2, default_root_dir=str(root),
-                logger=CSVLogger(str(root), name="logs", version=version), enable_progress_bar=False,
-                enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0)
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        default_root_dir=str(root),
+        logger=CSVLogger(str(root), name="logs", version=version),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     args.update(kw)
     return pl.Trainer(callbacks=callbacks, **args)
 
@@ -56,8 +80,10 @@ def trained_weights(path: Path, train_on: str, steps: int = 60) -> str:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("weights")
-    return {"original": trained_weights(folder / "original.pt", "full"),
-            "retrain": trained_weights(folder / "retrain.pt", "remain")}
+    return {
+        "original": trained_weights(folder / "original.pt", "full"),
+        "retrain": trained_weights(folder / "retrain.pt", "remain"),
+    }
 
 
 def ft(original: str) -> FTModule:
@@ -92,9 +118,11 @@ def test_record_holds_the_forget_set_files_config_and_metrics(tmp_path, weights)
     assert record["forgotten"]["request"] == dm.forget.describe()
 
     # The files read and written, hashed from their bytes.
-    assert record["original_checkpoint"] == {"path": str(Path(weights["original"]).resolve()),
-                                             "bytes": Path(weights["original"]).stat().st_size,
-                                             "sha256": sha256_of(weights["original"])}
+    assert record["original_checkpoint"] == {
+        "path": str(Path(weights["original"]).resolve()),
+        "bytes": Path(weights["original"]).stat().st_size,
+        "sha256": sha256_of(weights["original"]),
+    }
     on_disk = sorted(str(p.resolve()) for p in (tmp_path / "ckpts").glob("*.ckpt"))
     assert len(on_disk) == 3  # two epochs and last.ckpt
     assert sorted(entry["path"] for entry in record["checkpoints_written"]) == on_disk
@@ -105,15 +133,26 @@ def test_record_holds_the_forget_set_files_config_and_metrics(tmp_path, weights)
     # final evaluation, as written to unlearning_metrics.json.
     check = UnlearningEvaluator(reference_ckpt=weights["retrain"])
     original = ClassifierModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=weights["original"])
-    make_trainer(tmp_path, [check], "validate", limit_val_batches=1.0).validate(original, datamodule=make_dm(), verbose=False)
-    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "reference_free_gap", "avg_gap",
-                "kl_to_reference"):
+    make_trainer(tmp_path, [check], "validate", limit_val_batches=1.0).validate(
+        original, datamodule=make_dm(), verbose=False
+    )
+    for key in (
+        "forget_acc",
+        "retain_acc",
+        "test_acc",
+        "mia_entropy",
+        "reference_free_gap",
+        "avg_gap",
+        "kl_to_reference",
+    ):
         assert record["metrics_before"][key] == check.last_metrics[key], key
     assert "mia_svc_entropy" not in record["metrics_before"]  # the slower attacks run on the result only
     metrics_file = json.loads((Path(trainer.log_dir) / "unlearning_metrics.json").read_text())
     assert record["metrics_after"] == metrics_file
-    assert record["metrics_after"]["forget_acc"] != record["metrics_before"]["forget_acc"] or \
-        record["metrics_after"]["mia_entropy"] != record["metrics_before"]["mia_entropy"]
+    assert (
+        record["metrics_after"]["forget_acc"] != record["metrics_before"]["forget_acc"]
+        or record["metrics_after"]["mia_entropy"] != record["metrics_before"]["mia_entropy"]
+    )
 
     # The method, its resolved hyperparameters and the environment.
     assert record["method"] == "FTModule"
@@ -137,7 +176,8 @@ def test_a_checkpoint_saved_after_fit_is_added_once(tmp_path, weights):
     record.add_checkpoint(target)
     record.add_checkpoint(target)
     assert read_record(trainer)["checkpoints_written"] == [
-        {"path": str(target.resolve()), "bytes": target.stat().st_size, "sha256": sha256_of(target)}]
+        {"path": str(target.resolve()), "bytes": target.stat().st_size, "sha256": sha256_of(target)}
+    ]
 
 
 def test_a_record_passed_to_the_trainer_is_kept(tmp_path, weights):
@@ -152,12 +192,16 @@ def test_a_record_passed_to_the_trainer_is_kept(tmp_path, weights):
 
 def test_a_resumed_fit_keeps_the_first_start_and_the_metrics_before(tmp_path, weights):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
-    first = make_trainer(tmp_path, [UnlearningEvaluator(), checkpoint], "first", max_epochs=1, enable_checkpointing=True)
+    first = make_trainer(
+        tmp_path, [UnlearningEvaluator(), checkpoint], "first", max_epochs=1, enable_checkpointing=True
+    )
     first.fit(ft(weights["original"]), datamodule=make_dm())
     before = read_record(first)
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
-    second = make_trainer(tmp_path, [UnlearningEvaluator(), checkpoint], "second", max_epochs=2, enable_checkpointing=True)
+    second = make_trainer(
+        tmp_path, [UnlearningEvaluator(), checkpoint], "second", max_epochs=2, enable_checkpointing=True
+    )
     second.fit(ft(weights["original"]), datamodule=make_dm(), ckpt_path=str(tmp_path / "ckpts" / "last.ckpt"))
     after = read_record(second)
     assert after["started_at"] == before["started_at"]
@@ -176,7 +220,10 @@ def test_summary_command_prints_the_record(tmp_path, weights, capsys):
     assert f"{record['forgotten']['count']} training samples" in text
     assert record["forgotten"]["indices_sha256"] in text and record["original_checkpoint"]["sha256"] in text
     line = next(row for row in text.splitlines() if row.startswith("forget acc"))
-    assert line.split()[-2:] == [f"{record['metrics_before']['forget_acc']:.2f}", f"{record['metrics_after']['forget_acc']:.2f}"]
+    assert line.split()[-2:] == [
+        f"{record['metrics_before']['forget_acc']:.2f}",
+        f"{record['metrics_after']['forget_acc']:.2f}",
+    ]
     assert any(row.startswith("avg gap to Retrain") for row in text.splitlines())
 
 

@@ -7,7 +7,7 @@ and ``scipy.stats.spearmanr`` for the benchmark's rank correlation.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import sys
@@ -91,13 +91,21 @@ def test_general_case_matches_scikit_learn_on_the_seeded_half():
 
 def test_the_evaluator_logs_and_writes_the_reference_free_gap(tmp_path):
     source = SyntheticImages(num_classes=4, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3)
-    dm = ForgetRemainDataModule(source=source, forget=RandomForget(0.2), batch_size=16, crop_padding=1,
-                                horizontal_flip=False)
+    dm = ForgetRemainDataModule(
+        source=source, forget=RandomForget(0.2), batch_size=16, crop_padding=1, horizontal_flip=False
+    )
     torch.manual_seed(0)
     model = ClassifierModule(SmallCNN(num_classes=4, width=4), train_on="remain")
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, default_root_dir=str(tmp_path), enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         callbacks=[UnlearningEvaluator()])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[UnlearningEvaluator()],
+    )
     trainer.fit(model, datamodule=dm)
     written = json.loads((Path(trainer.log_dir) / "unlearning_metrics.json").read_text())
     assert math.isfinite(written["reference_free_gap"])
@@ -105,12 +113,9 @@ def test_the_evaluator_logs_and_writes_the_reference_free_gap(tmp_path):
 
 
 def load_quality():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_quality_rf", BENCHMARKS / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    if str(BENCHMARKS.parent) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS.parent))
+    return importlib.import_module("benchmarks.quality")
 
 
 def test_rank_agreement_is_spearmans_rho():
@@ -119,8 +124,10 @@ def test_rank_agreement_is_spearmans_rho():
     a, b = [3.0, 1.0, 2.0, 2.0, 5.0, 0.5], [2.5, 0.1, 3.0, 3.0, 4.0, 1.0]
     assert quality.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
     assert math.isnan(quality.spearman([1.0, 2.0], [2.0, 1.0]))
-    rows = [{"method": m, "status": "ok", "avg_gap": g, "reference_free_gap": r}
-            for m, g, r in [("retrain", 0.0, 9.0), ("a", 1.0, 1.0), ("b", 2.0, 3.0), ("c", 3.0, 2.0), ("d", 4.0, 4.0)]]
+    rows = [
+        {"method": m, "status": "ok", "avg_gap": g, "reference_free_gap": r}
+        for m, g, r in [("retrain", 0.0, 9.0), ("a", 1.0, 1.0), ("b", 2.0, 3.0), ("c", 3.0, 2.0), ("d", 4.0, 4.0)]
+    ]
     summary = quality.summarise(rows)
     text = quality.rank_agreement(summary, rows)
     expected = stats.spearmanr([1, 2, 3, 4], [1, 3, 2, 4]).statistic

@@ -26,27 +26,45 @@ def test_original_reference_and_index_file_are_never_written(tmp_path):
     np.save(indices, np.arange(0, 1200, 10))
     before = {p: (digest(p), p.stat().st_mtime_ns) for p in (original, reference, indices)}
 
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, default_root_dir=tmp_path,
-                         enable_progress_bar=False, callbacks=[UnlearningEvaluator(reference_ckpt=str(reference))])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        callbacks=[UnlearningEvaluator(reference_ckpt=str(reference))],
+    )
     dm = ForgetRemainDataModule(forget=IndexForget(str(indices)), batch_size=32)
     trainer.fit(NatMUModule(SmallCNN(), original_ckpt=str(original)), datamodule=dm)
     after = {p: (digest(p), p.stat().st_mtime_ns) for p in before}
     assert after == before
 
 
-@pytest.mark.parametrize("override,match", [
-    (["--data.forget.init_args.ratio", "1.5"], "ratio"),
-    (["--data.delta", "2.0"], "delta"),
-    (["--data.k", "7"], "k must"),
-    (["--model.init_args.original_ckpt", "missing.ckpt"], "original_ckpt"),
-    (["--evaluator.reference_ckpt", "missing.ckpt"], "reference_ckpt"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (["--data.forget.init_args.ratio", "1.5"], "ratio"),
+        (["--data.delta", "2.0"], "delta"),
+        (["--data.k", "7"], "k must"),
+        (["--model.init_args.original_ckpt", "missing.ckpt"], "original_ckpt"),
+        (["--evaluator.reference_ckpt", "missing.ckpt"], "reference_ckpt"),
+    ],
+)
 def test_cli_bad_input_fails_before_training(tmp_path, monkeypatch, capsys, override, match):
     monkeypatch.chdir(tmp_path)
     torch.save(SmallCNN().state_dict(), tmp_path / "original.pt")
-    args = ["fit", "--config", str(Path(__file__).parents[1] / "configs/digits/natmu.yaml"),
-            "--model.init_args.original_ckpt", "original.pt", "--evaluator.reference_ckpt", "original.pt",
-            "--trainer.enable_progress_bar", "false", *override]
+    args = [
+        "fit",
+        "--config",
+        str(Path(__file__).parents[1] / "configs/digits/natmu.yaml"),
+        "--model.init_args.original_ckpt",
+        "original.pt",
+        "--evaluator.reference_ckpt",
+        "original.pt",
+        "--trainer.enable_progress_bar",
+        "false",
+        *override,
+    ]
     with pytest.raises((ValueError, SystemExit)) as error:
         main(args)
     # Lightning's parser reports errors raised while instantiating classes on stderr and exits 2.
@@ -62,9 +80,19 @@ def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
 
     config = Path(__file__).parents[1] / "configs/digits/natmu.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "natmu_lightning", "fit", "--config", str(config),
-         "--model.init_args.original_ckpt", str(tmp_path / "nowhere.ckpt")],
-        cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "natmu_lightning",
+            "fit",
+            "--config",
+            str(config),
+            "--model.init_args.original_ckpt",
+            str(tmp_path / "nowhere.ckpt"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "original_ckpt" in result.stderr and "does not exist" in result.stderr
@@ -91,14 +119,33 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path, monk
     torch.manual_seed(0)
     torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", lr=3e-3)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=64))
     trainer.save_checkpoint("natmu.ckpt", weights_only=False)
 
-    cli = main(["validate", "--config", str(Path(__file__).resolve().parents[1] / "configs/digits/natmu.yaml"),
-                "--model.init_args.original_ckpt", "original.pt", "--evaluator.reference_ckpt", "original.pt",
-                "--ckpt_path", "natmu.ckpt", "--trainer.enable_progress_bar", "false"])
+    cli = main(
+        [
+            "validate",
+            "--config",
+            str(Path(__file__).resolve().parents[1] / "configs/digits/natmu.yaml"),
+            "--model.init_args.original_ckpt",
+            "original.pt",
+            "--evaluator.reference_ckpt",
+            "original.pt",
+            "--ckpt_path",
+            "natmu.ckpt",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert type(cli.model) is NatMUModule and cli.model.hparams.lr == 3e-3  # merged from the checkpoint
     for name, tensor in module.state_dict().items():
         assert torch.equal(cli.model.state_dict()[name], tensor), name

@@ -117,8 +117,10 @@ def test_subclass_keeps_coarse_label():
     coarse = fine // 2
     images = torch.zeros(24, 1, 2, 2, dtype=torch.uint8)
     data = SourceData(
-        ImageSplit(images, coarse, fine), ImageSplit(images, coarse, fine),
-        ["c0", "c1", "c2"], ["a", "b", "rocket", "d", "e", "f"],
+        ImageSplit(images, coarse, fine),
+        ImageSplit(images, coarse, fine),
+        ["c0", "c1", "c2"],
+        ["a", "b", "rocket", "d", "e", "f"],
     )
     indices = SubclassForget("rocket").resolve(data, 0)
     assert torch.equal(indices, torch.arange(8, 12))
@@ -152,8 +154,9 @@ def test_hardest_takes_highest_loss(digits):
     seed=st.integers(0, 3),
 )
 def test_fuzz_requests_succeed_validly_or_fail_clearly(num_classes, per_class, kind, ratio, indices, classes, seed):
-    data = SyntheticImages(num_classes=num_classes, train_per_class=per_class, test_per_class=1,
-                           channels=1, height=4, width=4).load()
+    data = SyntheticImages(
+        num_classes=num_classes, train_per_class=per_class, test_per_class=1, channels=1, height=4, width=4
+    ).load()
     total = data.train.targets.numel()
     try:
         if kind == "random":
@@ -179,8 +182,9 @@ def test_fuzz_requests_succeed_validly_or_fail_clearly(num_classes, per_class, k
     probs = torch.rand(result.numel(), num_classes, generator=torch.Generator().manual_seed(seed)).softmax(1)
     k = 1 + seed % 4
     try:
-        plan = hybrids.build_hybrid_plan(result, labels[result], probs, remain, labels[remain], k=k,
-                                         generator=torch.Generator().manual_seed(seed))
+        plan = hybrids.build_hybrid_plan(
+            result, labels[result], probs, remain, labels[remain], k=k, generator=torch.Generator().manual_seed(seed)
+        )
     except ValueError as error:
         assert "k=" in str(error) or "cannot build" in str(error)
         return

@@ -41,16 +41,27 @@ def test_killed_run_resumes_exactly(tmp_path):
 
     straight = tmp_path / "straight"
     straight.mkdir()
-    natmu = ["fit", "--config", str(CONFIGS / "natmu.yaml"), *epochs, *QUIET,
-             "--model.init_args.original_ckpt", str(tmp_path / "runs/digits/original.ckpt"),
-             "--evaluator.reference_ckpt", str(tmp_path / "runs/digits/retrain.ckpt")]
+    natmu = [
+        "fit",
+        "--config",
+        str(CONFIGS / "natmu.yaml"),
+        *epochs,
+        *QUIET,
+        "--model.init_args.original_ckpt",
+        str(tmp_path / "runs/digits/original.ckpt"),
+        "--evaluator.reference_ckpt",
+        str(tmp_path / "runs/digits/retrain.ckpt"),
+    ]
     cli(natmu, straight)
 
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     marker = tmp_path / "paused"
-    pause = ["--trainer.callbacks+=tests.pause_callback.PauseAfterEpoch",
-             "--trainer.callbacks.epoch=0", f"--trainer.callbacks.marker={marker}"]
+    pause = [
+        "--trainer.callbacks+=tests.pause_callback.PauseAfterEpoch",
+        "--trainer.callbacks.epoch=0",
+        f"--trainer.callbacks.marker={marker}",
+    ]
     process = cli(natmu + pause, interrupted, popen=True)
     deadline = time.time() + 300
     while not marker.exists():
@@ -73,9 +84,13 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert a_metrics == b_metrics
 
     # The resumed run's record keeps the first start and the original's metrics.
-    records = [json.loads(p.read_text()) for p in
-               sorted((interrupted / run / "lightning_logs").glob("version_*/unlearning_record.json"))]
-    straight_record = json.loads(next((straight / run / "lightning_logs").glob("version_*/unlearning_record.json")).read_text())
+    records = [
+        json.loads(p.read_text())
+        for p in sorted((interrupted / run / "lightning_logs").glob("version_*/unlearning_record.json"))
+    ]
+    straight_record = json.loads(
+        next((straight / run / "lightning_logs").glob("version_*/unlearning_record.json")).read_text()
+    )
     assert len(records) == 1  # the killed run never reached the end of its fit
     assert len(records[0]["resumed_at"]) == 1 and records[0]["started_at"] < records[0]["resumed_at"][0]
     assert records[0]["metrics_before"] == straight_record["metrics_before"]

@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from natmu_lightning import ClassifierModule, FTModule, ForgetRemainDataModule, NatMUModule, SmallCNN
+from natmu_lightning import ClassifierModule, ForgetRemainDataModule, FTModule, NatMUModule, SmallCNN
 from natmu_lightning.data import IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, RECORD_FILENAME, indices_sha256, load_previous_request
 
@@ -26,19 +26,36 @@ NUM_CLASSES = 4
 
 
 def make_dm(previous=None, forget=None, seed: int = 0) -> ForgetRemainDataModule:
-    source = SyntheticImages(num_classes=NUM_CLASSES, train_per_class=20, test_per_class=6, channels=1, height=8,
-                             width=8, seed=5)
-    return ForgetRemainDataModule(source=source, forget=forget or RandomForget(0.1), batch_size=16, eval_batch_size=64,
-                                  crop_padding=1, horizontal_flip=False, seed=seed, k=2,
-                                  previous_record=None if previous is None else str(previous))
+    source = SyntheticImages(
+        num_classes=NUM_CLASSES, train_per_class=20, test_per_class=6, channels=1, height=8, width=8, seed=5
+    )
+    return ForgetRemainDataModule(
+        source=source,
+        forget=forget or RandomForget(0.1),
+        batch_size=16,
+        eval_batch_size=64,
+        crop_padding=1,
+        horizontal_flip=False,
+        seed=seed,
+        k=2,
+        previous_record=None if previous is None else str(previous),
+    )
 
 
 def fit(root: Path, name: str, module: pl.LightningModule, dm: ForgetRemainDataModule) -> Path:
     """One epoch with a ModelCheckpoint; returns the run's log dir."""
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, default_root_dir=str(root),
-                         logger=CSVLogger(str(root), name=name, version=""), enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         callbacks=[ModelCheckpoint(dirpath=root / name / "ckpts", save_last=True)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        default_root_dir=str(root),
+        logger=CSVLogger(str(root), name=name, version=""),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[ModelCheckpoint(dirpath=root / name / "ckpts", save_last=True)],
+    )
     trainer.fit(module, datamodule=dm)
     return Path(trainer.log_dir)
 
@@ -94,15 +111,22 @@ def test_three_requests_accumulate_and_link_their_records(tmp_path, original):
 
     record = json.loads((second / RECORD_FILENAME).read_text())
     first_record = first / RECORD_FILENAME
-    assert record["previous_record"] == {"path": str(first_record.resolve()), "bytes": first_record.stat().st_size,
-                                         "sha256": hashlib.sha256(first_record.read_bytes()).hexdigest()}
+    assert record["previous_record"] == {
+        "path": str(first_record.resolve()),
+        "bytes": first_record.stat().st_size,
+        "sha256": hashlib.sha256(first_record.read_bytes()).hexdigest(),
+    }
     assert record["already_forgotten"]["count"] == first_forget.size
     assert record["already_forgotten"]["indices_sha256"] == indices_sha256(first_forget)
     assert record["forgotten"]["indices_file"] == str((second / "forget_indices.npy").resolve())
 
     third_dm = make_dm(previous=second, forget=RandomForget(0.1), seed=2)
-    third = fit(tmp_path, "third", FTModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=last_ckpt(second)),
-                third_dm)
+    third = fit(
+        tmp_path,
+        "third",
+        FTModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=last_ckpt(second)),
+        third_dm,
+    )
     union = set(first_forget.tolist()) | set(second_forget.tolist())
     assert set(np.load(third / ALREADY_FORGOTTEN_FILENAME).tolist()) == union
     assert not set(third_dm.forget_indices.tolist()) & union
@@ -125,8 +149,12 @@ def test_a_request_that_cannot_continue_the_chain_is_refused_before_any_write(tm
     # An explicit request re-listing an already-forgotten sample.
     new_sample = next(i for i in range(1000) if i not in set(already.tolist()))
     with pytest.raises(ValueError, match="earlier requests already forgot"):
-        fit(tmp_path, "relisted", natmu(last_ckpt(first)),
-            make_dm(previous=first, forget=IndexForget([int(already[0]), new_sample])))
+        fit(
+            tmp_path,
+            "relisted",
+            natmu(last_ckpt(first)),
+            make_dm(previous=first, forget=IndexForget([int(already[0]), new_sample])),
+        )
     assert _nothing_written(tmp_path / "relisted")
 
     # A record whose index file no longer matches its digest, and a record that does not exist.
@@ -164,4 +192,5 @@ def test_the_readme_second_request_command_runs(tmp_path, monkeypatch):
     first = tmp_path / "runs" / "digits" / "natmu" / "lightning_logs" / "version_0" / RECORD_FILENAME
     assert record["previous_record"]["path"] == str(first.resolve())
     assert not set(np.load(second / "forget_indices.npy").tolist()) & set(
-        np.load(first.parent / "forget_indices.npy").tolist())
+        np.load(first.parent / "forget_indices.npy").tolist()
+    )

@@ -1,7 +1,6 @@
 """Tests for natmu_lightning.data.sources (all on small fake data, no network)."""
 
 import io
-import os
 import pickle
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from natmu_lightning.data import sources
 from natmu_lightning.data.sources import (
     CIFAR10,
     CIFAR10JPEG,
@@ -25,6 +23,7 @@ from natmu_lightning.data.sources import (
     SourceData,
     SyntheticImages,
     TinyImageNet,
+    cifar_jpeg,
 )
 from tests.fake_data import (
     CIFAR10_CLASSES,
@@ -181,6 +180,7 @@ def test_digits_noise_is_fixed_per_image_and_seeded():
 
     def images(data):
         return set(map(bytes, torch.cat([data.train.images, data.test.images]).numpy()))
+
     assert images(other_split) == images(noisy)
     # Additive and clipped to the pixel range: on mid-grey clean pixels, where clipping is
     # rare, the residual std is close to 0.25 * 255 (0.234 * 255 measured).
@@ -224,10 +224,7 @@ def test_cifar_str_keys(tmp_path):
     for path in base.iterdir():
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="bytes")
-        entry = {
-            k.decode(): ([v.decode() for v in val] if k == b"label_names" else val)
-            for k, val in entry.items()
-        }
+        entry = {k.decode(): ([v.decode() for v in val] if k == b"label_names" else val) for k, val in entry.items()}
         with open(path, "wb") as f:
             pickle.dump(entry, f)
     assert CIFAR10(root=str(root)).load().classes == CIFAR10_CLASSES
@@ -401,7 +398,7 @@ def test_cifar10_jpeg_cache_reused(tmp_path, monkeypatch):
     def boom(_):
         raise AssertionError("decoded although the cache exists")
 
-    monkeypatch.setattr(sources, "_decode_jpeg_bytes", boom)
+    monkeypatch.setattr(cifar_jpeg, "_decode_jpeg_bytes", boom)
     second = CIFAR10JPEG(path=str(npz), cache_dir=str(cache)).load()
     assert_same(first, second)
     assert sorted(p.name for p in cache.iterdir()) == files  # nothing new, no temp files
@@ -642,9 +639,7 @@ def test_synthetic_images_errors(kwargs):
         lambda tmp: CIFAR20(root=str(make_fake_cifar100(tmp))),
         lambda tmp: CIFAR10JPEG(path=str(make_fake_cifar10_npz(tmp / "c.npz")), cache_dir=str(tmp / "cache")),
         lambda tmp: TinyImageNet(root=str(make_fake_tiny_imagenet(tmp, num_classes=5))),
-        lambda tmp: ImageFolder(
-            str(make_fake_image_folder(tmp) / "train"), str(tmp / "test"), image_size=8
-        ),
+        lambda tmp: ImageFolder(str(make_fake_image_folder(tmp) / "train"), str(tmp / "test"), image_size=8),
         lambda tmp: SyntheticImages(num_classes=3, train_per_class=4, test_per_class=2),
         lambda tmp: MapDataset(
             ListDataset([(torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(i)), i) for i in range(2)]),
@@ -675,8 +670,14 @@ def test_jsonargparse_class_path(tmp_path):
             "class_path": "natmu_lightning.data.sources.CIFAR10JPEG",
             "init_args": {"path": str(npz), "cache_dir": str(tmp_path / "cache")},
         },
-        {"class_path": "natmu_lightning.data.sources.ImageFolder", "init_args": {"train_root": "a", "test_root": "b", "image_size": 32, "mode": "L"}},
-        {"class_path": "natmu_lightning.data.sources.SyntheticImages", "init_args": {"num_classes": 2, "classes": ["u", "v"]}},
+        {
+            "class_path": "natmu_lightning.data.sources.ImageFolder",
+            "init_args": {"train_root": "a", "test_root": "b", "image_size": 32, "mode": "L"},
+        },
+        {
+            "class_path": "natmu_lightning.data.sources.SyntheticImages",
+            "init_args": {"num_classes": 2, "classes": ["u", "v"]},
+        },
     ]
     for config in configs:
         cfg = parser.parse_object({"source": config})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from natmu_lightning.backbones.normalize import CIFAR10_MEAN, CIFAR10_STD, Normalize, check_backbone_args
 
-_VGG16_CFG: tuple[Union[int, str], ...] = (
+_VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )  # fmt: skip
 

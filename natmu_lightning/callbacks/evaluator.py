@@ -14,8 +14,8 @@ the weights and buffers the checkpoint holds.
 from __future__ import annotations
 
 import copy
-import math
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -24,11 +24,12 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from natmu_lightning.callbacks.distributed import on_rank_zero, sharded_logits, sync_buffers_from_rank_zero
 from natmu_lightning.checkpoints import load_weights
+from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.reference_free import reference_free_targets
-from natmu_lightning.predict import eval_mode, model_inputs
 
 LOG_KEYS = {
     "forget_acc": "forget/acc",
@@ -46,7 +47,6 @@ LOG_KEYS = {
     "tug_of_war": "gap/tow",
     "reference_free_gap": "gap/reference_free",
 }
-T = TypeVar("T")
 ATTACKS = ("svc", "loss_cv")
 """Attacks beyond the entropy MIA (always computed): the SVC shadow protocol on
 confidence / entropy / m-entropy, and the cross-validated loss attack."""
@@ -106,11 +106,11 @@ class UnlearningEvaluator(Callback):
 
     def __init__(
         self,
-        reference_ckpt: Optional[str] = None,
+        reference_ckpt: str | None = None,
         every_n_epochs: int = 1,
         batch_size: int = 512,
         filename: str = "unlearning_metrics.json",
-        remain_subset: Optional[int] = None,
+        remain_subset: int | None = None,
         attacks: Sequence[str] = ATTACKS,
         attacks_every_epoch: bool = False,
         seed: int = 0,
@@ -127,15 +127,15 @@ class UnlearningEvaluator(Callback):
         self.every_n_epochs, self.batch_size, self.filename = every_n_epochs, batch_size, filename
         self.remain_subset, self.attacks, self.attacks_every_epoch = remain_subset, tuple(attacks), attacks_every_epoch
         self.seed, self.save_outputs = seed, save_outputs
-        self.reference_metrics: Optional[dict[str, float]] = None
-        self.last_metrics: Optional[dict[str, Any]] = None
-        self._reference_forget_probs: Optional[Tensor] = None
+        self.reference_metrics: dict[str, float] | None = None
+        self.last_metrics: dict[str, Any] | None = None
+        self._reference_forget_probs: Tensor | None = None
         # keyed by (evaluates the full remaining set, attacks run): a final evaluation's
         # reference numbers include its attacks even after per-epoch ones without them
         self._reference_cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
-        self._evaluated_step: Optional[int] = None
+        self._evaluated_step: int | None = None
         self._last_was_final = False
-        self._whole_classes: Optional[bool] = None
+        self._whole_classes: bool | None = None
 
     @property
     def logged_keys(self) -> frozenset[str]:
@@ -171,7 +171,7 @@ class UnlearningEvaluator(Callback):
                     "every_n_epochs"
                 )
             if epochs == 1 and self.every_n_epochs > 1:
-                checkpoint._every_n_epochs = self.every_n_epochs
+                checkpoint._every_n_epochs = self.every_n_epochs  # type: ignore[attr-defined]  # ModelCheckpoint's
                 rank_zero_info(
                     f"ModelCheckpoint(monitor={monitor!r}) saves every {self.every_n_epochs} epochs, when the "
                     "evaluator measures it"
@@ -221,16 +221,23 @@ class UnlearningEvaluator(Callback):
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
         return split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
 
-    def _outputs(self, trainer: pl.Trainer, model: nn.Module, final: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def _outputs(
+        self, trainer: pl.Trainer, model: nn.Module, final: bool
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         splits = dict(_splits(trainer))
         # From the whole remaining set: a rare class may be missing from its subset.
         self._whole_classes = not bool(torch.isin(splits["forget"][1].unique(), splits["remain"][1]).any())
         if not final and self.remain_subset is not None and splits["remain"][1].numel() > self.remain_subset:
             images, targets = splits["remain"]
-            keep = torch.randperm(targets.numel(), generator=torch.Generator().manual_seed(self.seed))[: self.remain_subset]
+            keep = torch.randperm(targets.numel(), generator=torch.Generator().manual_seed(self.seed))[
+                : self.remain_subset
+            ]
             keep = keep.sort().values
             splits["remain"] = (images[keep], targets[keep])
-        probs = {name: sharded_logits(model, images, self.batch_size, trainer).softmax(1) for name, (images, _) in splits.items()}
+        probs = {
+            name: sharded_logits(model, images, self.batch_size, trainer).softmax(1)
+            for name, (images, _) in splits.items()
+        }
         return probs, {name: targets for name, (_, targets) in splits.items()}
 
     def _reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> dict[str, float]:
@@ -238,9 +245,11 @@ class UnlearningEvaluator(Callback):
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
         key = (final or self.remain_subset is None, attacks)
         if key not in self._reference_cache:
+            assert self.reference_ckpt is not None  # only called with a reference
             probs, labels = self._file_outputs(trainer, pl_module, self.reference_ckpt, "reference_ckpt", final)
             self._reference_cache[key] = on_rank_zero(
-                trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
+                trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
+            )
             self._reference_forget_probs = probs["forget"]
         return self._reference_cache[key]
 
@@ -252,18 +261,30 @@ class UnlearningEvaluator(Callback):
         load_weights(model, path, what)
         return self._outputs(trainer, model, final)
 
-    def _comparison(self, trainer: pl.Trainer, metrics: dict[str, float], forget_probs: Tensor,
-                    reference: dict[str, float]) -> dict[str, float]:
+    def _comparison(
+        self, trainer: pl.Trainer, metrics: dict[str, float], forget_probs: Tensor, reference: dict[str, float]
+    ) -> dict[str, float]:
         """Divergences on the forget set and gaps to the reference's metrics."""
-        return on_rank_zero(trainer, lambda: {
-            "kl_to_reference": MF.kl_divergence(self._reference_forget_probs, forget_probs),
-            "js_to_reference": MF.js_divergence(self._reference_forget_probs, forget_probs),
-            "avg_gap": MF.avg_gap(metrics, reference),
-            "tug_of_war": MF.tug_of_war(metrics, reference),
-        })
+        reference_probs = self._reference_forget_probs
+        assert reference_probs is not None  # set with the reference's metrics
+        return on_rank_zero(
+            trainer,
+            lambda: {
+                "kl_to_reference": MF.kl_divergence(reference_probs, forget_probs),
+                "js_to_reference": MF.js_divergence(reference_probs, forget_probs),
+                "avg_gap": MF.avg_gap(metrics, reference),
+                "tug_of_war": MF.tug_of_war(metrics, reference),
+            },
+        )
 
-    def measure_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str,
-                           what: str = "checkpoint", attacks: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    def measure_checkpoint(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        path: str,
+        what: str = "checkpoint",
+        attacks: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """A final evaluation of the module's backbone with the weights in ``path``, e.g. the
         original model before unlearning, with the gaps to the reference when there is one.
         ``attacks`` (default: the evaluator's) are the slower attacks to run. Logs and writes
@@ -271,9 +292,12 @@ class UnlearningEvaluator(Callback):
         attacks = self.attacks if attacks is None else tuple(attacks)
         probs, labels = self._file_outputs(trainer, pl_module, path, what, final=True)
         metrics: dict[str, Any] = on_rank_zero(
-            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
+            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
+        )
         if self.reference_ckpt is not None:
-            metrics.update(self._comparison(trainer, metrics, probs["forget"], self._reference(trainer, pl_module, True)))
+            metrics.update(
+                self._comparison(trainer, metrics, probs["forget"], self._reference(trainer, pl_module, True))
+            )
         return json_ready(metrics)
 
     def final_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -281,15 +305,19 @@ class UnlearningEvaluator(Callback):
         under DDP in that case)."""
         if self._evaluated_step != trainer.global_step or not self._last_was_final or self.last_metrics is None:
             self._run(trainer, pl_module, "fit", log=False, final=True)
+        assert self.last_metrics is not None  # _run sets it
         return dict(self.last_metrics)
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool, final: bool = True) -> None:
+    def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log: bool, final: bool = True
+    ) -> None:
         if stage == "fit":
             sync_buffers_from_rank_zero(trainer, pl_module)
         probs, labels = self._outputs(trainer, pl_module, final)
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
         metrics: dict[str, Any] = on_rank_zero(
-            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes))
+            trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
+        )
         if self.reference_ckpt is not None:
             reference = self._reference(trainer, pl_module, final)
             self.reference_metrics = reference
@@ -297,10 +325,11 @@ class UnlearningEvaluator(Callback):
         if log:
             # Identical on every rank, so averaging across ranks changes nothing (and keeps
             # Lightning's distributed logging consistent for monitors such as gap/avg).
-            pl_module.log_dict({LOG_KEYS[k]: float(v) for k, v in metrics.items() if k in LOG_KEYS},
-                               sync_dist=trainer.world_size > 1)
+            pl_module.log_dict(
+                {LOG_KEYS[k]: float(v) for k, v in metrics.items() if k in LOG_KEYS}, sync_dist=trainer.world_size > 1
+            )
         self._evaluated_step, self._last_was_final = trainer.global_step, final
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
         per_device = getattr(datamodule, "batch_size", None)
         record = {
             **metrics,
@@ -309,7 +338,9 @@ class UnlearningEvaluator(Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "world_size": trainer.world_size,
-            "effective_batch_size": None if per_device is None else per_device * trainer.world_size * trainer.accumulate_grad_batches,
+            "effective_batch_size": None
+            if per_device is None
+            else per_device * trainer.world_size * trainer.accumulate_grad_batches,
             "seed": getattr(datamodule, "seed", None),
             "remain_evaluated": int(labels["remain"].numel()),
         }
@@ -330,8 +361,11 @@ class UnlearningEvaluator(Callback):
 
 
 def split_metrics(
-    probs: dict[str, Tensor], labels: dict[str, Tensor], attacks: Sequence[str] = (), seed: int = 0,
-    whole_classes: Optional[bool] = None,
+    probs: dict[str, Tensor],
+    labels: dict[str, Tensor],
+    attacks: Sequence[str] = (),
+    seed: int = 0,
+    whole_classes: bool | None = None,
 ) -> dict[str, float]:
     """Accuracies (percent) of each split, the entropy MIA and the requested slower ``attacks``
     (see :data:`ATTACKS`).
@@ -354,21 +388,43 @@ def split_metrics(
     }
     if "forget_test" in probs:
         metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
-    metrics.update(reference_free_targets(
-        probs["forget"], labels["forget"], probs["remain"], labels["remain"], probs["test"], labels["test"],
-        probs.get("forget_test"), labels.get("forget_test"), seed=seed, whole_classes=whole_classes,
-    ))
+    metrics.update(
+        reference_free_targets(
+            probs["forget"],
+            labels["forget"],
+            probs["remain"],
+            labels["remain"],
+            probs["test"],
+            labels["test"],
+            probs.get("forget_test"),
+            labels.get("forget_test"),
+            seed=seed,
+            whole_classes=whole_classes,
+        )
+    )
     if "svc" in attacks:
         for feature in ("confidence", "entropy", "m_entropy"):
             metrics[f"mia_svc_{feature}"] = MF.svc_mia(
-                probs["remain"], labels["remain"], probs["test"], labels["test"], probs["forget"], labels["forget"], feature
+                probs["remain"],
+                labels["remain"],
+                probs["test"],
+                labels["test"],
+                probs["forget"],
+                labels["forget"],
+                feature,
             )
     if "loss_cv" in attacks:
         nonmembers = "forget_test" if "forget_test" in probs and labels["forget_test"].numel() else "test"
-        losses = {name: -torch.log(probs[name].double().gather(1, labels[name][:, None]).clamp_min(1e-30)).flatten()
-                  for name in ("forget", nonmembers)}
+        losses = {
+            name: -torch.log(probs[name].double().gather(1, labels[name][:, None]).clamp_min(1e-30)).flatten()
+            for name in ("forget", nonmembers)
+        }
         smaller = min(losses["forget"].numel(), losses[nonmembers].numel())
-        metrics["mia_loss_cv"] = MF.loss_mia_cv(losses["forget"], losses[nonmembers], n_splits=min(5, smaller), seed=seed) if smaller >= 2 else float("nan")
+        metrics["mia_loss_cv"] = (
+            MF.loss_mia_cv(losses["forget"], losses[nonmembers], n_splits=min(5, smaller), seed=seed)
+            if smaller >= 2
+            else float("nan")
+        )
     return metrics
 
 
@@ -377,100 +433,14 @@ def per_sample_outputs(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> d
     out = {}
     for name, p in probs.items():
         out[f"{name}_entropy"] = MF.entropy(p.double()).numpy()
-        out[f"{name}_loss"] = (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
+        out[f"{name}_loss"] = (
+            (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
+        )
     return out
 
 
 def _reaches_max_steps(trainer: pl.Trainer) -> bool:
     return trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-
-
-def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: pl.Trainer) -> Tensor:
-    """Logits of ``model`` on every image, computed across ranks, in the input's order.
-
-    Global batch ``b`` (images ``b * batch_size`` onwards) runs on rank
-    ``b % world_size``, on the model's own device; the results are all-gathered with
-    equal shapes (padded rows carry position -1) and scattered back, so no sample is
-    counted twice or missed. Under DDP this is a collective: every rank must call it
-    with the same images and batch size (an empty input returns at once on every rank,
-    without a gather).
-
-    Returns:
-        (N, C) float32 logits on the CPU, the same on every rank.
-    """
-    world, rank = trainer.world_size, trainer.global_rank
-    total = images.shape[0]
-    if total == 0:  # the same on every rank: nothing to compute or gather
-        return torch.zeros(0, _num_classes(model, images))
-    starts = list(range(0, total, batch_size))[rank::world]
-    outputs, positions = [], []
-    with eval_mode(model):
-        for start in starts:
-            stop = min(start + batch_size, total)
-            outputs.append(model(model_inputs(model, images[start:stop])).float())
-            positions.append(torch.arange(start, stop))
-    num_classes = outputs[0].shape[1] if outputs else _num_classes(model, images)
-    local = torch.cat(outputs).cpu() if outputs else torch.zeros(0, num_classes)  # one copy back, not one per batch
-    local_pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
-    if world == 1:
-        return local
-    rows = math.ceil(math.ceil(total / batch_size) / world) * batch_size
-    padded = torch.zeros(rows, num_classes)
-    padded[: local.shape[0]] = local
-    padded_pos = torch.full((rows,), -1, dtype=torch.long)
-    padded_pos[: local_pos.numel()] = local_pos
-    gathered = _all_gather(trainer, padded).reshape(-1, num_classes)
-    gathered_pos = _all_gather(trainer, padded_pos).reshape(-1)
-    valid = gathered_pos >= 0
-    result = torch.empty(total, num_classes)
-    result[gathered_pos[valid]] = gathered[valid]
-    return result
-
-
-def _collective_device(trainer: pl.Trainer) -> torch.device:
-    """The device collectives run on: the strategy's (NCCL needs CUDA tensors, gloo CPU ones),
-    which may differ from the model's after teardown. Never used for the model's inputs."""
-    return trainer.strategy.root_device
-
-
-def _all_gather(trainer: pl.Trainer, tensor: Tensor) -> Tensor:
-    return trainer.strategy.all_gather(tensor.to(_collective_device(trainer))).cpu()
-
-
-def sync_buffers_from_rank_zero(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-    """Give every rank rank 0's buffers (batch-norm running statistics) before a fit's evaluation.
-
-    Under DDP the weights are the same on every rank but each rank's last training forward
-    updated its own batch-norm statistics; the checkpoint holds rank 0's. Broadcasting them
-    makes every evaluation during ``fit`` that of the checkpoint's weights and buffers, and
-    changes nothing DDP would not (its ``broadcast_buffers`` copies rank 0's buffers at the
-    next training forward). A no-op on one process.
-    """
-    if trainer.world_size == 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return
-    device = _collective_device(trainer)
-    for buffer in pl_module.buffers():
-        shared = buffer.detach().to(device)
-        torch.distributed.broadcast(shared, src=0)
-        buffer.copy_(shared.to(buffer.device))
-
-
-def on_rank_zero(trainer: pl.Trainer, compute: Callable[[], T]) -> T:
-    """``compute()`` on global rank 0 only, its result broadcast to every rank.
-
-    The attacks fit models (logistic regression, SVC, cross-validated classifiers): they
-    run once, and every rank reports rank 0's numbers.
-    """
-    if trainer.world_size == 1:
-        return compute()
-    result = compute() if trainer.is_global_zero else None
-    return trainer.strategy.broadcast(result, src=0)
-
-
-def _num_classes(model: nn.Module, images: Tensor) -> int:
-    """Output width for a rank that holds no batch (it must still join the gather)."""
-    with eval_mode(model):
-        return int(model(model_inputs(model, torch.zeros(1, *images.shape[1:], dtype=torch.uint8))).shape[1])
 
 
 def _backbone(pl_module: pl.LightningModule) -> nn.Module:
@@ -481,7 +451,4 @@ def _backbone(pl_module: pl.LightningModule) -> nn.Module:
 
 
 def _splits(trainer: pl.Trainer) -> dict[str, tuple[Tensor, Tensor]]:
-    datamodule = getattr(trainer, "datamodule", None)
-    if datamodule is None or not hasattr(datamodule, "evaluation_splits"):
-        raise ValueError("UnlearningEvaluator needs a datamodule with evaluation_splits(), e.g. ForgetRemainDataModule")
-    return datamodule.evaluation_splits()
+    return unlearning_data(trainer, "UnlearningEvaluator").evaluation_splits()

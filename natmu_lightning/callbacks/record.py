@@ -46,7 +46,7 @@ import platform
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -65,8 +65,15 @@ from natmu_lightning.records import (
 )
 
 VERSIONED_PACKAGES = (
-    "natmu-lightning", "torch", "torchvision", "pytorch-lightning", "torchmetrics",
-    "lightning-utilities", "numpy", "scikit-learn", "jsonargparse",
+    "natmu-lightning",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "lightning-utilities",
+    "numpy",
+    "scikit-learn",
+    "jsonargparse",
 )
 
 
@@ -85,7 +92,7 @@ class UnlearningRecord(Callback):
             raise ValueError(f"filename must be a plain file name, got {filename!r}")
         self.filename, self.metrics_before = filename, metrics_before
         self.record: dict[str, Any] = {}
-        self.path: Optional[Path] = None
+        self.path: Path | None = None
         self._resumed = False
 
     @property
@@ -104,17 +111,20 @@ class UnlearningRecord(Callback):
         self.path = folder / self.filename
         if not self._resumed:
             original = pl_module.hparams.get("original_ckpt") if hasattr(pl_module, "hparams") else None
-            self.record.update({
-                "started_at": _now(),
-                "original_checkpoint": file_entry(original) if original and trainer.is_global_zero else None,
-                "metrics_before": None,
-            })
+            self.record.update(
+                {
+                    "started_at": _now(),
+                    "original_checkpoint": file_entry(original) if original and trainer.is_global_zero else None,
+                    "metrics_before": None,
+                }
+            )
             evaluator = find_evaluator(trainer)
             if self.metrics_before and evaluator is not None and original:
                 # Read again from the file: by now a resumed fit holds later weights and NatMU's
                 # full-class recipe a re-initialised classifier. A collective: every rank measures.
                 self.record["metrics_before"] = evaluator.measure_checkpoint(
-                    trainer, pl_module, original, "original_ckpt", attacks=())
+                    trainer, pl_module, original, "original_ckpt", attacks=()
+                )
         self.record.update(describe_run(trainer, pl_module))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -126,15 +136,17 @@ class UnlearningRecord(Callback):
             return
         since = datetime.fromisoformat(self.record["started_at"]).timestamp()
         written = [file_entry(path) for path in checkpoint_paths(trainer, since)]
-        self.record.update({
-            "metrics_after": after,
-            "checkpoints_written": written,
-            "finished_at": _now(),
-            "global_step": trainer.global_step,
-        })
+        self.record.update(
+            {
+                "metrics_after": after,
+                "checkpoints_written": written,
+                "finished_at": _now(),
+                "global_step": trainer.global_step,
+            }
+        )
         atomic_write_json(self.path, json_ready(self.record))
 
-    def add_checkpoint(self, path: Union[str, Path]) -> None:
+    def add_checkpoint(self, path: str | Path) -> None:
         """Add a checkpoint written after ``fit`` (``trainer.save_checkpoint``) to the record
         and rewrite it. Under DDP only global rank 0 writes (a no-op on the other ranks); with
         ``ddp_spawn`` the record lives in the worker processes, so this cannot reach it."""
@@ -145,6 +157,7 @@ class UnlearningRecord(Callback):
         entry = file_entry(path)
         written = [item for item in self.record.get("checkpoints_written", []) if item["path"] != entry["path"]]
         self.record["checkpoints_written"] = [*written, entry]
+        assert self.path is not None  # rank 0 keeps its record's path
         atomic_write_json(self.path, json_ready(self.record))
 
     # ------------------------------------------------------------------ resume
@@ -162,14 +175,14 @@ class UnlearningRecord(Callback):
         self._resumed = True
 
 
-def find_record(trainer: pl.Trainer) -> Optional[UnlearningRecord]:
+def find_record(trainer: pl.Trainer) -> UnlearningRecord | None:
     """The trainer's :class:`UnlearningRecord` (attached by the method during ``fit``), if any."""
-    return next((c for c in trainer.callbacks if isinstance(c, UnlearningRecord)), None)
+    return next((c for c in trainer.callbacks if isinstance(c, UnlearningRecord)), None)  # type: ignore[attr-defined]  # Lightning sets it
 
 
-def find_evaluator(trainer: pl.Trainer) -> Optional[UnlearningEvaluator]:
+def find_evaluator(trainer: pl.Trainer) -> UnlearningEvaluator | None:
     """The trainer's first :class:`UnlearningEvaluator`, if any."""
-    return next((c for c in trainer.callbacks if isinstance(c, UnlearningEvaluator)), None)
+    return next((c for c in trainer.callbacks if isinstance(c, UnlearningEvaluator)), None)  # type: ignore[attr-defined]  # Lightning sets it
 
 
 def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -180,12 +193,20 @@ def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str
     return {
         "method": type(pl_module).__name__,
         "method_class_path": class_path,
-        "config": cli_config(trainer) or {
-            "model": {"class_path": class_path, "init_args": hparams,
-                      "backbone": _class_path(getattr(pl_module, "backbone", None))},
+        "config": cli_config(trainer)
+        or {
+            "model": {
+                "class_path": class_path,
+                "init_args": hparams,
+                "backbone": _class_path(getattr(pl_module, "backbone", None)),
+            },
             "data": datamodule_settings(datamodule),
-            "trainer": {"max_epochs": trainer.max_epochs, "max_steps": trainer.max_steps,
-                        "precision": str(trainer.precision), "accumulate_grad_batches": trainer.accumulate_grad_batches},
+            "trainer": {
+                "max_epochs": trainer.max_epochs,
+                "max_steps": trainer.max_steps,
+                "precision": str(trainer.precision),
+                "accumulate_grad_batches": trainer.accumulate_grad_batches,
+            },
         },
         **forgotten(datamodule),
         "world_size": trainer.world_size,
@@ -204,8 +225,9 @@ def forgotten(datamodule: Any) -> dict[str, Any]:
         return {"forgotten": None, "previous_record": None, "already_forgotten": None}
     saved = getattr(datamodule, "saved_files", {})
     request = getattr(datamodule, "forget", None)
+    describe = getattr(request, "describe", None)
     entry: dict[str, Any] = {
-        "request": request.describe() if hasattr(request, "describe") else repr(request),
+        "request": describe() if callable(describe) else repr(request),
         **indices_entry(indices, saved.get(FORGET_INDICES_FILENAME)),
         "per_class": None,
     }
@@ -224,7 +246,7 @@ def forgotten(datamodule: Any) -> dict[str, Any]:
     }
 
 
-def checkpoint_paths(trainer: pl.Trainer, since: Optional[float] = None) -> list[str]:
+def checkpoint_paths(trainer: pl.Trainer, since: float | None = None) -> list[str]:
     """Checkpoint files of the trainer's ``ModelCheckpoint`` callbacks that exist now: the
     top-k and last files they track and, since a callback without a monitor tracks only its
     latest file, every checkpoint file in their folders written at or after ``since``
@@ -236,30 +258,43 @@ def checkpoint_paths(trainer: pl.Trainer, since: Optional[float] = None) -> list
         tracked = [*callback.best_k_models, callback.last_model_path, callback.best_model_path]
         folder = Path(callback.dirpath) if callback.dirpath else None
         if since is not None and folder is not None and folder.is_dir():
-            tracked += sorted(str(p) for p in folder.glob(f"*{callback.FILE_EXTENSION}")
-                              if p.is_file() and p.stat().st_mtime >= since)
+            tracked += sorted(
+                str(p) for p in folder.glob(f"*{callback.FILE_EXTENSION}") if p.is_file() and p.stat().st_mtime >= since
+            )
         for path in tracked:
             if path and Path(path).is_file() and str(Path(path).resolve()) not in paths:
                 paths.append(str(Path(path).resolve()))
     return paths
 
 
-def cli_config(trainer: pl.Trainer) -> Optional[dict[str, Any]]:
+def cli_config(trainer: pl.Trainer) -> dict[str, Any] | None:
     """The whole resolved config of a ``natmu-lightning`` (LightningCLI) run, else ``None``."""
     import yaml  # jsonargparse's dependency
 
-    for callback in trainer.callbacks:
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning sets it
         if isinstance(callback, SaveConfigCallback):
             return yaml.safe_load(callback.parser.dump(callback.config, skip_none=False, skip_check=True))
     return None
 
 
-def datamodule_settings(datamodule: Any) -> Optional[dict[str, Any]]:
+def datamodule_settings(datamodule: Any) -> dict[str, Any] | None:
     """The settings of a :class:`~natmu_lightning.data.ForgetRemainDataModule` built in Python."""
     if datamodule is None:
         return None
-    names = ("batch_size", "eval_batch_size", "num_workers", "seed", "k", "delta", "delta_end",
-             "redraw_plan_every_epoch", "crop_padding", "horizontal_flip", "stream", "previous_record")
+    names = (
+        "batch_size",
+        "eval_batch_size",
+        "num_workers",
+        "seed",
+        "k",
+        "delta",
+        "delta_end",
+        "redraw_plan_every_epoch",
+        "crop_padding",
+        "horizontal_flip",
+        "stream",
+        "previous_record",
+    )
     settings = {name: getattr(datamodule, name) for name in names if hasattr(datamodule, name)}
     settings["class_path"] = _class_path(datamodule)
     settings["source"] = repr(getattr(datamodule, "source", None))
@@ -267,9 +302,9 @@ def datamodule_settings(datamodule: Any) -> Optional[dict[str, Any]]:
     return settings
 
 
-def package_versions() -> dict[str, Optional[str]]:
+def package_versions() -> dict[str, str | None]:
     """Installed versions of the stack (``None`` when a package is absent), and Python's."""
-    versions: dict[str, Optional[str]] = {}
+    versions: dict[str, str | None] = {}
     for name in VERSIONED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -279,11 +314,11 @@ def package_versions() -> dict[str, Optional[str]]:
     return versions
 
 
-def _class_path(obj: Any) -> Optional[str]:
+def _class_path(obj: Any) -> str | None:
     return None if obj is None else f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def _int_or_none(value: Optional[str]) -> Optional[int]:
+def _int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
     except ValueError:

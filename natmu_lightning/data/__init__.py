@@ -1,5 +1,6 @@
 """Datasets, forget requests and the ForgetRemainDataModule."""
 
+from natmu_lightning.data.contracts import UnlearningData
 from natmu_lightning.data.datamodule import ForgetRemainDataModule
 from natmu_lightning.data.requests import (
     ClassForget,
@@ -29,5 +30,5 @@ __all__ = [
     "CIFAR10", "CIFAR10JPEG", "CIFAR20", "CIFAR100", "ClassBalancedSubset", "ClassForget", "DataSource", "Digits",
     "ForgetRemainDataModule", "ForgetRequest", "HardestForget", "ImageFolder", "ImageSplit",
     "IndexForget", "MapDataset", "RandomForget", "SourceData", "SubclassForget",
-    "SyntheticImages", "TinyImageNet",
+    "SyntheticImages", "TinyImageNet", "UnlearningData",
 ]

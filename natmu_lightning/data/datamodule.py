@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -17,6 +17,8 @@ from natmu_lightning import hybrids
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
+    LAYOUT_STREAMS,
+    STREAMS,
     Batch,
     BatchLayout,
     EpochShuffleSampler,
@@ -25,10 +27,11 @@ from natmu_lightning.data.streams import (
     LayoutBatches,
     LayoutSampler,
     PairedLayout,
+    Stream,
     TrainStream,
     collate_batch,
 )
-from natmu_lightning.data.transforms import random_crop_flip, to_unit_float
+from natmu_lightning.data.transforms import augment_seed, random_crop_flip, to_unit_float
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
 from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, FORGET_INDICES_FILENAME, PreviousRequest, load_previous_request
@@ -36,11 +39,6 @@ from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, FORGET_INDICES_F
 #: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
 PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED = "plain_rows", "hybrid_rows", "augment_seed"
 TRANSFER_KEYS = (PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED)
-
-Stream = Literal["full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired"]
-STREAMS = ("full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired")
-#: Streams made of whole batches laid out per epoch (see :class:`~natmu_lightning.data.streams.BatchLayout`).
-LAYOUT_STREAMS = ("forget_then_remain", "paired")
 
 
 class ForgetRemainDataModule(pl.LightningDataModule):
@@ -133,14 +131,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if num_workers < 0 or crop_padding < 0:
             raise ValueError("num_workers and crop_padding must be >= 0")
-        for value in [delta] if isinstance(delta, (int, float)) else delta:
-            hybrids.validate_delta(value)
-        if isinstance(delta, list) and not delta:
-            raise ValueError("a delta schedule must hold at least one value")
-        if delta_end is not None:
-            if not isinstance(delta, (int, float)):
-                raise ValueError("delta_end needs a single starting delta, not a list")
-            hybrids.validate_delta(delta_end)
+        hybrids.validate_delta_schedule(delta, delta_end)
         if not 1 <= k <= hybrids.NUM_MASKS:
             raise ValueError(f"k must lie in [1, {hybrids.NUM_MASKS}], got {k}")
         self.requested_stream = stream
@@ -215,16 +206,17 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             self.stream = self._resolve_stream()
             if self.stream == "hybrid" and self.hybrid_plan is None:
                 hybrids.validate_k(self.k, self.num_classes)
-                self._check_delta_schedule()
+                if self.trainer is not None:
+                    hybrids.check_schedule_length(self.delta, self.trainer.max_epochs)
                 self.hybrid_plan = self._draw_plan(epoch=0)
                 self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
                 self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
                 if self.redraw_plan_every_epoch and self.trainer is not None:
                     # The plan lives in the train dataloader, so it must be rebuilt each epoch.
-                    self.trainer.reload_dataloaders_every_n_epochs = 1
+                    self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
             if self.stream in LAYOUT_STREAMS and self.trainer is not None:
                 # An epoch's layout (and so its length) is fixed when its loader is built.
-                self.trainer.reload_dataloaders_every_n_epochs = 1
+                self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
 
     def _already_forgotten(self) -> Tensor:
         """Training indices earlier deletion requests forgot (empty for a first request)."""
@@ -241,15 +233,21 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def _check_continues_previous_request(self) -> None:
         """An unlearning module continuing a chain of requests must start from the previous result."""
         module = self.trainer.lightning_module if self.trainer is not None else None
-        if self.previous_request is None or not getattr(module, "requires_original_ckpt", False):
+        if self.previous_request is None or module is None or not getattr(module, "requires_original_ckpt", False):
             return
         self.previous_request.check_original(module.hparams["original_ckpt"])
+
+    def _resolved_indices(self) -> tuple[Tensor, Tensor]:
+        """The forget and remaining indices that ``setup`` resolved."""
+        if self.forget_indices is None or self.remain_indices is None:
+            raise RuntimeError("the forget request is not resolved yet: call setup() first")
+        return self.forget_indices, self.remain_indices
 
     def _training_indices(self) -> Tensor:
         """Every training sample still in the training set (all of them for a first request)."""
         if self.previous_request is None:
             return torch.arange(self.train_targets.numel())
-        return torch.cat([self.forget_indices, self.remain_indices]).sort().values
+        return torch.cat(self._resolved_indices()).sort().values
 
     def _resolve_stream(self) -> str:
         if self.requested_stream is not None:
@@ -262,15 +260,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 f"{STREAMS}, or use a module with a train_stream attribute (got {stream!r})"
             )
         return stream
-
-    def _check_delta_schedule(self) -> None:
-        if not isinstance(self.delta, list) or self.trainer is None:
-            return
-        epochs = self.trainer.max_epochs
-        if epochs is not None and epochs > 0 and len(self.delta) != epochs:
-            raise ValueError(
-                f"the delta schedule has {len(self.delta)} values but the trainer runs {epochs} epochs"
-            )
 
     def _model(self) -> torch.nn.Module:
         module = self.trainer.lightning_module if self.trainer is not None else None
@@ -293,9 +282,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
 
     def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
-        data = self._loaded()
+        data, (forget_indices, remain_indices) = self._loaded(), self._resolved_indices()
         if self._forget_probs is None:
-            images = data.train.images[self.forget_indices]
+            images = data.train.images[forget_indices]
             logits = predict_logits(self._model(), images, self.eval_batch_size)
             if logits.shape[1] != self.num_classes:
                 raise ValueError(
@@ -304,11 +293,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             self._forget_probs = logits.softmax(dim=1)
         generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
         return hybrids.build_hybrid_plan(
-            self.forget_indices,
-            data.train.targets[self.forget_indices],
+            forget_indices,
+            data.train.targets[forget_indices],
             self._forget_probs,
-            self.remain_indices,
-            data.train.targets[self.remain_indices],
+            remain_indices,
+            data.train.targets[remain_indices],
             k=self.k,
             generator=generator,
         )
@@ -325,22 +314,12 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         """The first ``num_forget`` forgetting samples' hybrids, for figures: uint8 ``forget``,
         ``remain`` and ``hybrid`` images (rows x k x C x H x W), ``label``, ``mask_id``,
         ``classes`` and the ``delta`` used."""
-        data, plan = self._loaded(), self.hybrid_plan
-        rows = min(num_forget, plan["label"].numel() // self.k) * self.k
-        xf, xr = data.train.images[plan["forget_index"][:rows]], data.train.images[plan["remain_index"][:rows]]
-        delta = self.current_delta(epoch)
-        masks = hybrids.gradual_masks(xf.shape[-2], xf.shape[-1], delta)[plan["mask_id"][:rows]].unsqueeze(1)
-        shape = (-1, self.k, *xf.shape[1:])
-        return {
-            "forget": xf.reshape(shape).numpy(),
-            "remain": xr.reshape(shape).numpy(),
-            "hybrid": hybrids.mix(xf, xr, masks).reshape(shape).numpy(),
-            "label": plan["label"][:rows].reshape(-1, self.k).numpy(),
-            "forget_label": data.train.targets[plan["forget_index"][:rows]].reshape(-1, self.k).numpy(),
-            "mask_id": plan["mask_id"][:rows].reshape(-1, self.k).numpy(),
-            "classes": np.asarray(data.classes),
-            "delta": np.asarray(delta),
-        }
+        data = self._loaded()
+        if self.hybrid_plan is None:
+            raise RuntimeError("no hybrid plan yet: call setup('fit') for a hybrid stream first")
+        examples = hybrids.plan_examples(data.train.images, data.train.targets, self.hybrid_plan, self.k,
+                                         self.current_delta(epoch), num_forget)
+        return {**examples, "classes": np.asarray(data.classes)}
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
@@ -348,14 +327,15 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self.stream is None:
             raise RuntimeError("call setup('fit') before train_dataloader()")
         plan = None
+        forget_indices, remain_indices = self._resolved_indices()
         if self.stream == "full":
             indices = self._training_indices()
         elif self.stream == "forget":
-            indices = self.forget_indices
+            indices = forget_indices
         elif self.stream in ("both", *LAYOUT_STREAMS):
-            indices = torch.cat([self.remain_indices, self.forget_indices])
+            indices = torch.cat([remain_indices, forget_indices])
         else:
-            indices = self.remain_indices
+            indices = remain_indices
         if self.stream == "hybrid":
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             if self.redraw_plan_every_epoch and epoch != self._plan_epoch:
@@ -377,7 +357,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""
         module = self.trainer.lightning_module if self.trainer is not None else None
         forget_batch_size = getattr(module, "forget_batch_size", None) or self.batch_size
-        sizes = (self.remain_indices.numel(), self.forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
+        forget_indices, remain_indices = self._resolved_indices()
+        sizes = (remain_indices.numel(), forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
         if self.stream == "paired":
             return PairedLayout(*sizes)
         return ForgetThenRemainLayout(*sizes, forget_epochs=getattr(module, "forget_pass_epochs", None))
@@ -396,7 +377,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate_batch,
+            collate_fn=collate_batch,  # type: ignore[arg-type]  # whole batches come from __getitems__
             persistent_workers=self.num_workers > 0,
             pin_memory=self._pins_memory(),
         )
@@ -435,6 +416,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def current_delta(self, epoch: int) -> float:
         """The mask shift used in ``epoch`` (constant, per-epoch list, or linear to ``delta_end``)."""
         if self.delta_end is not None:
+            assert isinstance(self.delta, (int, float))  # __init__ refuses delta_end after a list
             epochs = (self.trainer.max_epochs if self.trainer is not None else None) or 1
             return hybrids.linear_delta_schedule(float(self.delta), self.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
         return hybrids.delta_for_epoch(self.delta, epoch)
@@ -450,7 +432,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self._pins_memory():  # a pageable host-to-device copy would synchronise the stream
             rows = {key: value.pin_memory() for key, value in rows.items()}
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return {**batch, **rows, AUGMENT_SEED: self._augment_seed(batch["index"].cpu(), epoch)}
+        return {**batch, **rows, AUGMENT_SEED: augment_seed(self.seed, epoch, batch["index"].cpu())}
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Mix hybrids and augment remaining images on the batch's device; images -> float.
@@ -484,13 +466,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         floats = to_unit_float(images)
         return self.trainer.precision_plugin.convert_input(floats) if self.trainer is not None else floats
 
-    def _augment_seed(self, index: Tensor, epoch: int) -> int:
-        """A seed from (seed, epoch, batch content): augmentation is reproducible on resume
-        and independent of the number of data-loader workers."""
-        first = int(index[0]) if index.numel() else 0
-        key = (self.seed * 1_000_003 + epoch) * 1_000_003 + first * 7919 + index.numel()
-        return key % (2**63)
-
     def _masks(self, height: int, width: int, delta: float, device: torch.device) -> Tensor:
         key = (height, width, delta, str(device))
         if key not in self._mask_cache:
@@ -500,7 +475,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
         """The resolved forget set and plan, so a resumed run continues on the same ones."""
-        state = {"seed": self.seed}
+        state: dict[str, Any] = {"seed": self.seed}
         if self.forget_indices is not None:
             state["forget_indices"] = self.forget_indices.clone()
         if self.hybrid_plan is not None:

@@ -148,10 +148,14 @@ class SubclassForget(ForgetRequest):
         self.subclass = subclass
 
     def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
-        return _finish(torch.nonzero(data.train.fine_targets == self._fine_id(data)).flatten(), data)
+        fine_id, fine_targets = self._fine_id(data), data.train.fine_targets
+        assert fine_targets is not None  # _fine_id raised otherwise
+        return _finish(torch.nonzero(fine_targets == fine_id).flatten(), data)
 
     def forgotten_test_mask(self, data: SourceData) -> Tensor:
-        return data.test.fine_targets == self._fine_id(data)
+        fine_id, fine_targets = self._fine_id(data), data.test.fine_targets
+        assert fine_targets is not None  # SourceData holds fine labels in both splits or in neither
+        return fine_targets == fine_id
 
     def _fine_id(self, data: SourceData) -> int:
         if data.train.fine_targets is None or data.fine_classes is None:

@@ -6,13 +6,20 @@ instead of a per-sample Python loop; :func:`collate_batch` passes the result thr
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-Batch = dict[str, Tensor]
+#: A batch: named tensors, plus after ``on_before_batch_transfer`` the augmentation seed (an int).
+Batch = dict[str, Any]
+
+#: The training streams a ``ForgetRemainDataModule`` builds (its class docstring says which is which).
+Stream = Literal["full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired"]
+STREAMS = ("full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired")
+#: Streams made of whole batches laid out per epoch (see :class:`BatchLayout`).
+LAYOUT_STREAMS = ("forget_then_remain", "paired")
 
 
 def collate_batch(batch: Batch) -> Batch:
@@ -241,6 +248,8 @@ class LayoutSampler(DistributedSampler):
     already gives each rank its share, phase by phase) instead of swapping in its own,
     which would shuffle the batches across phases.
     """
+
+    dataset: LayoutBatches
 
     def __init__(self, dataset: LayoutBatches, epoch: int = 0) -> None:  # noqa: D107 (no super().__init__: no process group needed)
         self.dataset, self.epoch = dataset, epoch

@@ -56,3 +56,11 @@ def to_device(tensor: Tensor, device: torch.device) -> Tensor:
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+def augment_seed(seed: int, epoch: int, index: Tensor) -> int:
+    """The seed of one batch's augmentation, from (seed, epoch, the batch's sample indices):
+    reproducible on resume and independent of the number of data-loader workers."""
+    first = int(index[0]) if index.numel() else 0
+    key = (seed * 1_000_003 + epoch) * 1_000_003 + first * 7919 + index.numel()
+    return key % (2**63)

@@ -14,6 +14,17 @@ from natmu_lightning.methods.scrub import SCRUBModule
 from natmu_lightning.methods.ssd import SSDModule
 
 __all__ = [
-    "BadTeacherModule", "BackboneModule", "UnlearningModule", "ClassifierModule", "FTModule", "GAModule", "L1SparseModule", "NatMUModule",
-    "NegGradPlusModule", "RLModule", "SalUnModule", "SCRUBModule", "SSDModule",
+    "BadTeacherModule",
+    "BackboneModule",
+    "UnlearningModule",
+    "ClassifierModule",
+    "FTModule",
+    "GAModule",
+    "L1SparseModule",
+    "NatMUModule",
+    "NegGradPlusModule",
+    "RLModule",
+    "SalUnModule",
+    "SCRUBModule",
+    "SSDModule",
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
     images_and_forget_flags,
@@ -129,8 +130,16 @@ class BadTeacherModule(UnlearningModule):
         if kl_reduction not in ("batchmean", "mean"):
             raise ValueError(f"kl_reduction must be 'batchmean' or 'mean', got {kl_reduction!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
         )
         self.teachers = FrozenTeachers()
         self.teachers.add("competent", self.backbone)
@@ -144,7 +153,7 @@ class BadTeacherModule(UnlearningModule):
         competent = self.teachers.logits("competent", images)
         incompetent = self.teachers.logits("incompetent", images)
         loss = bad_teacher_loss(
-            self(images), competent, incompetent, is_forget, self.hparams.temperature, self.hparams.kl_reduction
+            self(images), competent, incompetent, is_forget, self.hparams["temperature"], self.hparams["kl_reduction"]
         )
         check_finite(loss, self)
         n = images.shape[0]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from natmu_lightning.callbacks.record import UnlearningRecord
@@ -48,7 +50,7 @@ class BackboneModule(pl.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        original_ckpt: Optional[str] = None,
+        original_ckpt: str | None = None,
         optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -138,7 +140,7 @@ class BackboneModule(pl.LightningModule):
         self.finite_checks.flush()
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         images, targets = unpack(batch)
         loss = nn.functional.cross_entropy(self(images), targets)
         check_finite(loss, self)
@@ -157,25 +159,33 @@ class BackboneModule(pl.LightningModule):
         n = targets.numel()
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, targets), batch_size=n, sync_dist=True)
         if not self._logged_by_a_callback(f"{stage}/acc"):
-            self.log(f"{stage}/acc", (logits.argmax(1) == targets).float().mean() * 100, batch_size=n, sync_dist=True,
-                     prog_bar=True)
+            self.log(
+                f"{stage}/acc",
+                (logits.argmax(1) == targets).float().mean() * 100,
+                batch_size=n,
+                sync_dist=True,
+                prog_bar=True,
+            )
 
     def _logged_by_a_callback(self, key: str) -> bool:
         """Whether a callback owns ``key`` (the evaluator logs an exact ``test/acc``)."""
         trainer = self._trainer
-        return trainer is not None and any(key in getattr(c, "logged_keys", ()) for c in trainer.callbacks)
+        return trainer is not None and any(key in getattr(c, "logged_keys", ()) for c in trainer.callbacks)  # type: ignore[attr-defined]  # Lightning sets it
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        if hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        optimizer: torch.optim.Optimizer
+        if hp["optimizer"] == "adamw":
+            optimizer = torch.optim.AdamW(
+                params, lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"]
+            )
         else:
-            optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
-        factor = lr_factor_fn(hp.lr_schedule, total, round(hp.warmup_epochs * per_epoch), hp.milestones)
+        factor = lr_factor_fn(hp["lr_schedule"], total, round(hp["warmup_epochs"] * per_epoch), hp["milestones"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -193,7 +203,7 @@ class UnlearningModule(BackboneModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         trainer = self._trainer
-        if trainer is not None and any(isinstance(c, UnlearningRecord) for c in trainer.callbacks):
+        if trainer is not None and any(isinstance(c, UnlearningRecord) for c in trainer.callbacks):  # type: ignore[attr-defined]  # Lightning sets it
             return []
         return [UnlearningRecord()]
 
@@ -216,7 +226,9 @@ class _LrFactor:
         return 1.0
 
 
-def lr_factor_fn(schedule: str, total_steps: int, warmup_steps: int, milestones: Sequence[float] = (0.6, 0.8)) -> _LrFactor:
+def lr_factor_fn(
+    schedule: str, total_steps: int, warmup_steps: int, milestones: Sequence[float] = (0.6, 0.8)
+) -> _LrFactor:
     """The learning-rate multiplier as a function of the optimizer step.
 
     Example:
@@ -296,7 +308,8 @@ def check_finite(loss: Tensor, module: pl.LightningModule) -> None:
         return
     checks = getattr(module, "finite_checks", None)
     if not isinstance(checks, DeferredFiniteChecks):  # a module outside the BackboneModule family
-        checks = module.finite_checks = DeferredFiniteChecks()
+        checks = DeferredFiniteChecks()
+        setattr(module, "finite_checks", checks)  # nn.Module types attribute assignment for tensors and modules only
     checks.add(loss, module.global_step)
 
 

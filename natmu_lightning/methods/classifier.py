@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -34,7 +35,7 @@ class ClassifierModule(BackboneModule):
         self,
         backbone: nn.Module,
         train_on: Literal["full", "remain"] = "full",
-        original_ckpt: Optional[str] = None,
+        original_ckpt: str | None = None,
         optimizer: OptimizerName = "sgd",
         lr: float = 0.1,
         weight_decay: float = 5e-4,
@@ -48,7 +49,16 @@ class ClassifierModule(BackboneModule):
         if train_on not in ("full", "remain"):
             raise ValueError(f"train_on must be 'full' or 'remain', got {train_on!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )
         self.train_stream = train_on

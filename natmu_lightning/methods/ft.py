@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule
 
 
 class FTModule(UnlearningModule):
@@ -59,6 +59,15 @@ class FTModule(UnlearningModule):
         reinit_classifier: bool = False,
     ) -> None:
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )

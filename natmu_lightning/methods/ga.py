@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite, unpack
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite, unpack
 
 
 class GAModule(UnlearningModule):
@@ -58,8 +59,17 @@ class GAModule(UnlearningModule):
         reinit_classifier: bool = False,
     ) -> None:
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Literal, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite, unpack
-
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite, unpack
 
 L1Schedule = Literal["epoch", "step"]
 
@@ -54,7 +54,9 @@ def l1_norm(params: Iterable[Tensor]) -> Tensor:
     return torch.stack(terms).sum()
 
 
-def l1_sparse_loss(logits: Tensor, targets: Tensor, params: Iterable[Tensor], weight: float) -> tuple[Tensor, Tensor, Tensor]:
+def l1_sparse_loss(
+    logits: Tensor, targets: Tensor, params: Iterable[Tensor], weight: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(CE + weight * ||theta||_1, CE, ||theta||_1)``."""
     ce = nn.functional.cross_entropy(logits, targets)
     l1 = l1_norm(params)
@@ -136,17 +138,26 @@ class L1SparseModule(UnlearningModule):
         if isinstance(no_l1_epochs, bool) or not isinstance(no_l1_epochs, int) or no_l1_epochs < 0:
             raise ValueError(f"no_l1_epochs must be an integer >= 0, got {no_l1_epochs!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )
-        self.total_steps: Optional[int] = None
+        self.total_steps: int | None = None
 
     def on_train_start(self) -> None:
         self.total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
 
     def current_l1_weight(self) -> float:
         """The penalty weight of the coming optimizer step."""
-        alpha = float(self.hparams.alpha)
+        alpha = float(self.hparams["alpha"])
         if self.hparams.get("l1_schedule", "step") == "epoch":
             epochs = self.trainer.max_epochs
             if epochs is None or epochs < 1:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 from natmu_lightning.data.streams import NUM_REMAIN
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
 
 
-def neggrad_plus_loss(remain_logits: Tensor, remain_targets: Tensor, forget_logits: Tensor, forget_targets: Tensor,
-                      alpha: float) -> Tensor:
+def neggrad_plus_loss(
+    remain_logits: Tensor, remain_targets: Tensor, forget_logits: Tensor, forget_targets: Tensor, alpha: float
+) -> Tensor:
     """``alpha * CE(remaining batch) - (1 - alpha) * CE(forget batch)``, each the batch mean.
 
     The SCRUB authors' ``train_negrad``: ``loss = alpha * r_loss - (1 - alpha) * del_loss``.
@@ -94,14 +96,23 @@ class NegGradPlusModule(UnlearningModule):
         if isinstance(forget_batch_size, bool) or not isinstance(forget_batch_size, int) or forget_batch_size < 1:
             raise ValueError(f"forget_batch_size must be an integer >= 1, got {forget_batch_size!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )
 
     @property
     def forget_batch_size(self) -> int:
         """Forget rows per step (read by the datamodule)."""
-        return int(self.hparams.forget_batch_size)
+        return int(self.hparams["forget_batch_size"])
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         num_remain = batch.get(NUM_REMAIN) if isinstance(batch, dict) else None
@@ -113,8 +124,9 @@ class NegGradPlusModule(UnlearningModule):
         images, targets = batch["image"], batch["target"]
         remain_logits = self(images[:num_remain])
         forget_logits = self(images[num_remain:])
-        loss = neggrad_plus_loss(remain_logits, targets[:num_remain], forget_logits, targets[num_remain:],
-                                 float(self.hparams.alpha))
+        loss = neggrad_plus_loss(
+            remain_logits, targets[:num_remain], forget_logits, targets[num_remain:], float(self.hparams["alpha"])
+        )
         check_finite(loss, self)
         self.log("train/loss", loss, prog_bar=True, batch_size=num_remain)
         return loss

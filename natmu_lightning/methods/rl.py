@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
+from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
 
 Relabel = Literal["fixed", "per_batch"]
 
 
-def random_other_labels(targets: Tensor, num_classes: int, generator: Optional[torch.Generator] = None) -> Tensor:
+def random_other_labels(targets: Tensor, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
     """A label drawn uniformly from the classes OTHER than each target.
 
     ``y' = (y + r) mod C`` with ``r`` uniform in ``{1, ..., C - 1}``: every wrong class
@@ -140,10 +142,19 @@ class RLModule(UnlearningModule):
     ) -> None:
         check_relabel(relabel)
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
         )
-        self.wrong_labels: Optional[Tensor]
+        self.wrong_labels: Tensor | None
         self.register_buffer("wrong_labels", None, persistent=False)
 
     def setup(self, stage: str) -> None:
@@ -154,16 +165,18 @@ class RLModule(UnlearningModule):
             self.wrong_labels = self._fixed_label_table()
 
     def _fixed_label_table(self) -> Tensor:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        needed = ("forget_indices", "train_targets", "num_classes", "seed")
-        if datamodule is None or any(getattr(datamodule, name, None) is None for name in needed):
-            raise ValueError(
-                f"{type(self).__name__}(relabel='fixed') draws one wrong label per forgetting sample from the "
-                f"datamodule's forget set and seed: train it with a ForgetRemainDataModule (a datamodule with "
-                f"{', '.join(needed)}), or pass relabel='per_batch'"
-            )
-        return fixed_wrong_labels(datamodule.train_targets, datamodule.forget_indices, int(datamodule.num_classes),
-                                  int(datamodule.seed))
+        datamodule = unlearning_data(
+            self.trainer,
+            f"{type(self).__name__}(relabel='fixed'), which draws one wrong label per forgetting sample "
+            "from the forget set and seed,",
+            ("forget_indices", "train_targets", "num_classes", "seed"),
+            hint=", or pass relabel='per_batch'",
+        )
+        if datamodule.forget_indices is None:
+            raise RuntimeError("the datamodule's forget set is resolved in its setup('fit'), before the module's")
+        return fixed_wrong_labels(
+            datamodule.train_targets, datamodule.forget_indices, int(datamodule.num_classes), int(datamodule.seed)
+        )
 
     def training_targets(self, batch: Any, is_forget: Tensor, num_classes: int) -> Tensor:
         """The labels a batch is trained on: its forgetting rows' wrong labels (see ``relabel``)."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from natmu_lightning.predict import model_inputs
+from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.methods.base import OptimizerName, ScheduleName
 from natmu_lightning.methods.rl import Relabel, RLModule
+from natmu_lightning.predict import model_inputs
 
 CHECKPOINT_KEY = "salun_saliency_mask"
 
@@ -170,12 +172,22 @@ class SalUnModule(RLModule):
         ):
             raise ValueError(f"saliency_fraction must lie in (0, 1], got {saliency_fraction!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones, reinit_classifier, relabel,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
+            reinit_classifier,
+            relabel,
         )
-        self.saliency: Optional[dict[str, Tensor]] = None  # parameter name -> bool mask
-        self._originals: Optional[dict[str, Tensor]] = None
-        self._loaded_saliency: Optional[dict[str, Tensor]] = None
+        self.saliency: dict[str, Tensor] | None = None  # parameter name -> bool mask
+        self._originals: dict[str, Tensor] | None = None
+        self._loaded_saliency: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------------ the mask
     def _trainable(self) -> list[tuple[str, nn.Parameter]]:
@@ -191,18 +203,13 @@ class SalUnModule(RLModule):
 
     def compute_saliency(self) -> dict[str, Tensor]:
         """The mask of the current weights on the datamodule's forget set (see the class doc)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "evaluation_splits"):
-            raise ValueError(
-                "SalUn computes weight saliency on the forget set: train it with a ForgetRemainDataModule "
-                "(a datamodule with evaluation_splits())"
-            )
+        datamodule = unlearning_data(
+            self.trainer, "SalUn's weight saliency on the forget set", ("evaluation_splits", "eval_batch_size")
+        )
         images, targets = datamodule.evaluation_splits()["forget"]
         named = self._trainable()
-        grads = forget_gradients(
-            self.backbone, named, images, targets, int(getattr(datamodule, "eval_batch_size", 512))
-        )
-        masks = saliency_masks(grads, float(self.hparams.saliency_fraction))
+        grads = forget_gradients(self.backbone, named, images, targets, int(datamodule.eval_batch_size))
+        masks = saliency_masks(grads, float(self.hparams["saliency_fraction"]))
         return {name: mask for (name, _), mask in zip(named, masks)}
 
     def on_train_start(self) -> None:
@@ -221,7 +228,7 @@ class SalUnModule(RLModule):
         self._originals = {name: p.detach().clone() for name, p in named}
         rank_zero_info(
             f"SalUn: {self.mask_fraction:.2%} of {sum(m.numel() for m in saliency.values())} weights may change "
-            f"(saliency_fraction={self.hparams.saliency_fraction})"
+            f"(saliency_fraction={self.hparams['saliency_fraction']})"
         )
 
     # ------------------------------------------------------------------ masking the updates

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName, check_finite
 from natmu_lightning.data.streams import PHASE
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
 from natmu_lightning.methods.teachers import FrozenTeachers, move_teachers
 
 
@@ -122,8 +123,16 @@ class SCRUBModule(UnlearningModule):
         if isinstance(forget_batch_size, bool) or not isinstance(forget_batch_size, int) or forget_batch_size < 1:
             raise ValueError(f"forget_batch_size must be an integer >= 1, got {forget_batch_size!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
         )
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
@@ -136,17 +145,17 @@ class SCRUBModule(UnlearningModule):
     @property
     def forget_batch_size(self) -> int:
         """The size of the forget pass's batches (read by the datamodule)."""
-        return int(self.hparams.forget_batch_size)
+        return int(self.hparams["forget_batch_size"])
 
     @property
     def forget_pass_epochs(self) -> int:
         """How many leading epochs hold the forget pass (read by the datamodule)."""
-        return int(self.hparams.max_phase_epochs)
+        return int(self.hparams["max_phase_epochs"])
 
-    def in_max_phase(self, epoch: Optional[int] = None) -> bool:
+    def in_max_phase(self, epoch: int | None = None) -> bool:
         """Whether ``epoch`` (default: the current one) takes max steps."""
         epoch = self.current_epoch if epoch is None else epoch
-        return epoch < self.hparams.max_phase_epochs
+        return epoch < self.hparams["max_phase_epochs"]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         phase = batch.get(PHASE) if isinstance(batch, dict) else None
@@ -157,7 +166,7 @@ class SCRUBModule(UnlearningModule):
             )
         images, targets = batch["image"], batch["target"]
         counts = self.step_counts.setdefault(self.current_epoch, {"max": 0, "min": 0})
-        temperature = self.hparams.temperature
+        temperature = self.hparams["temperature"]
         teacher = self.teachers.logits("original", images)
         logits = self(images)
         divergence = distill_kl(logits, teacher, temperature)
@@ -167,7 +176,7 @@ class SCRUBModule(UnlearningModule):
             self.log("train/max_kl", divergence.detach(), batch_size=n)
             counts["max"] += 1
         else:
-            loss = self.hparams.gamma * F.cross_entropy(logits, targets) + self.hparams.alpha * divergence
+            loss = self.hparams["gamma"] * F.cross_entropy(logits, targets) + self.hparams["alpha"] * divergence
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
             self.log("train/min_kl", divergence.detach(), batch_size=n)
             counts["min"] += 1

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule
 from natmu_lightning.predict import model_inputs
-from natmu_lightning.methods.base import UnlearningModule, OptimizerName, ScheduleName
 
 BatchWeighting = Literal["size", "uniform"]
 
@@ -181,15 +183,29 @@ class SSDModule(UnlearningModule):
     ) -> None:
         if not (isinstance(selection_alpha, (int, float)) and math.isfinite(selection_alpha) and selection_alpha > 0):
             raise ValueError(f"selection_alpha must be a positive number, got {selection_alpha!r}")
-        if not (isinstance(dampening_lambda, (int, float)) and math.isfinite(dampening_lambda) and dampening_lambda >= 0):
+        if not (
+            isinstance(dampening_lambda, (int, float)) and math.isfinite(dampening_lambda) and dampening_lambda >= 0
+        ):
             raise ValueError(f"dampening_lambda must be a finite number >= 0, got {dampening_lambda!r}")
-        if isinstance(importance_batch_size, bool) or not isinstance(importance_batch_size, int) or importance_batch_size < 1:
+        if (
+            isinstance(importance_batch_size, bool)
+            or not isinstance(importance_batch_size, int)
+            or importance_batch_size < 1
+        ):
             raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
         if batch_weighting not in ("size", "uniform"):
             raise ValueError(f"batch_weighting must be 'size' or 'uniform', got {batch_weighting!r}")
         super().__init__(
-            backbone, original_ckpt, optimizer, lr, weight_decay, momentum, betas,
-            lr_schedule, warmup_epochs, milestones,
+            backbone,
+            original_ckpt,
+            optimizer,
+            lr,
+            weight_decay,
+            momentum,
+            betas,
+            lr_schedule,
+            warmup_epochs,
+            milestones,
         )
         self.automatic_optimization = False
         self.dampened = False
@@ -199,18 +215,13 @@ class SSDModule(UnlearningModule):
     def on_train_start(self) -> None:
         if self.dampened:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "evaluation_splits"):
-            raise ValueError("SSDModule needs a datamodule with evaluation_splits(), e.g. ForgetRemainDataModule")
-        splits = datamodule.evaluation_splits()
+        splits = unlearning_data(self.trainer, "SSDModule").evaluation_splits()
         forget_images, forget_targets = splits["forget"]
         remain_images, remain_targets = splits["remain"]
         if forget_images.shape[0] == 0:
             raise ValueError("SSD needs a non-empty forget set")
-        batch, weighting = self.hparams.importance_batch_size, self.hparams.batch_weighting
-        forget_importance = diagonal_importance(
-            self.backbone, forget_images, forget_targets, batch, weighting
-        )
+        batch, weighting = self.hparams["importance_batch_size"], self.hparams["batch_weighting"]
+        forget_importance = diagonal_importance(self.backbone, forget_images, forget_targets, batch, weighting)
         full_importance = diagonal_importance(
             self.backbone,
             torch.cat([remain_images, forget_images]),
@@ -219,8 +230,11 @@ class SSDModule(UnlearningModule):
             weighting,
         )
         self.selected = dampen_parameters(
-            self.backbone, forget_importance, full_importance,
-            self.hparams.selection_alpha, self.hparams.dampening_lambda,
+            self.backbone,
+            forget_importance,
+            full_importance,
+            self.hparams["selection_alpha"],
+            self.hparams["dampening_lambda"],
         )
         self.dampened = True
         total = sum(p.numel() for p in self.backbone.parameters() if p.requires_grad)

@@ -21,7 +21,8 @@ so a run resumed with ``fit --ckpt_path`` gets the same teachers without storing
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +51,9 @@ def randomly_initialised_copy(module: nn.Module, seed: int) -> nn.Module:
     Every sub-module with a ``reset_parameters()`` method (convolutions, linear and
     batch-norm layers, ...) is reset in ``modules()`` order under a forked RNG seeded
     with ``seed``; batch-norm running statistics are reset too. The global RNG state
-    is left untouched. The copy is drawn and returned on the CPU. Layers without ``reset_parameters`` keep the copied values; a
-    backbone in which nothing at all can be reset is rejected.
+    is left untouched. The copy is drawn and returned on the CPU. Layers without
+    ``reset_parameters`` keep the copied values; a backbone in which nothing at all can be
+    reset is rejected.
 
     Args:
         module: the architecture to copy (its current weights are discarded).
@@ -121,7 +123,7 @@ class FrozenTeachers:
     def names(self) -> list[str]:
         return list(self._nets)
 
-    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> "FrozenTeachers":
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> FrozenTeachers:
         """Move every teacher to ``device`` (and floating ``dtype``, if given), in eval mode."""
         for net in self._nets.values():
             if dtype is None:

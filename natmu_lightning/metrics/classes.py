@@ -17,8 +17,6 @@ outputs gathered in dataset order.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -37,7 +35,9 @@ class SplitAccuracy(Metric):
     """
 
     full_state_update = False
-    higher_is_better: Optional[bool] = None
+    higher_is_better: bool | None = None
+    correct: Tensor
+    total: Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -71,7 +71,7 @@ class EntropyMIA(Metric):
     """
 
     full_state_update = False
-    higher_is_better: Optional[bool] = None
+    higher_is_better: bool | None = None
     ROLES = ("member", "nonmember", "target")
 
     def __init__(self, **kwargs) -> None:
@@ -88,9 +88,11 @@ class EntropyMIA(Metric):
         member, nonmember, target = (_cat(getattr(self, f"{role}_entropy")) for role in self.ROLES)
         if target.numel() == 0:
             return torch.tensor(float("nan"), dtype=torch.float64)
-        w, b = MF.fit_balanced_logistic_1d(torch.cat([member, nonmember]),
-                                           torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]),
-                                           C=MF.MIA_ENTROPY_C)
+        w, b = MF.fit_balanced_logistic_1d(
+            torch.cat([member, nonmember]),
+            torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]),
+            C=MF.MIA_ENTROPY_C,
+        )
         return 100.0 * ((target * w + b) > 0).to(torch.float64).mean()
 
 
@@ -99,6 +101,8 @@ class _RowDivergence(Metric):
 
     full_state_update = False
     higher_is_better = False
+    total: Tensor
+    count: Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -25,8 +25,6 @@ ranks methods the way the gap to a real Retrain does.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -42,10 +40,10 @@ def reference_free_targets(
     remain_labels: Tensor,
     test_probs: Tensor,
     test_labels: Tensor,
-    forget_test_probs: Optional[Tensor] = None,
-    forget_test_labels: Optional[Tensor] = None,
+    forget_test_probs: Tensor | None = None,
+    forget_test_labels: Tensor | None = None,
     seed: int = 0,
-    whole_classes: Optional[bool] = None,
+    whole_classes: bool | None = None,
 ) -> dict[str, float]:
     """The reference-free targets and the gap to them (see the module docstring).
 

@@ -1,0 +1,317 @@
+"""Running the shipped configs through the CLI for the quality benchmark: the presets, one fit
+(or a finished one read back), one seed's Original, Retrain and methods, and a validation.
+
+Used by :mod:`benchmarks.quality`, :mod:`benchmarks.search` and :mod:`benchmarks.sequential`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from benchmarks.presets import CIFAR10_JPEG  # noqa: E402
+from natmu_lightning.checkpoints import load_weights  # noqa: E402
+from natmu_lightning.cli import main as cli_main  # noqa: E402
+from natmu_lightning.data import HardestForget  # noqa: E402
+from natmu_lightning.io import atomic_write_json  # noqa: E402
+from natmu_lightning.predict import predict_logits  # noqa: E402
+
+CLASSIFIERS = ("original", "retrain")
+SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
+METRICS = (
+    "forget_acc",
+    "retain_acc",
+    "test_acc",
+    "mia_entropy",
+    "avg_gap",
+    "kl_to_reference",
+    "js_to_reference",
+    "reference_free_gap",
+)
+#: Written beside each fit's unlearning_metrics.json: its wall time, read back by ``--resume``.
+TIMING_FILE = "benchmark_seconds.json"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@dataclass(frozen=True)
+class QualityPreset:
+    """A folder of configs: ``original.yaml``, ``retrain<suffix>.yaml`` and ``<method><suffix>.yaml``.
+
+    ``suffixes`` maps a scenario to the suffix of its config files (``""`` when one set
+    of configs serves every scenario); ``data_args`` are CLI overrides pointing the
+    configs' data source at an absolute path, since every run works in its own folder.
+    """
+
+    folder: Path
+    suffixes: dict
+    data_args: tuple = ()
+
+    def config(self, name: str, scenario: str) -> Path:
+        return self.folder / ("original.yaml" if name == "original" else f"{name}{self.suffixes[scenario]}.yaml")
+
+    def methods(self, scenario: str) -> list[str]:
+        """Every unlearning config of the scenario, by method name."""
+        suffix = self.suffixes[scenario]
+        names = [p.stem[: len(p.stem) - len(suffix)] for p in self.folder.glob(f"*{suffix}.yaml")]
+        return sorted(n for n in names if n not in CLASSIFIERS and "_random" not in n)
+
+
+def make_presets(data_root: Path) -> dict[str, QualityPreset]:
+    every = lambda suffix: dict.fromkeys(SCENARIOS, suffix)  # noqa: E731
+    return {
+        "digits": QualityPreset(REPO / "configs" / "digits", every("")),
+        "cifar10-small": QualityPreset(
+            REPO / "configs" / "cifar10_small",
+            every(""),
+            ("--data.source.init_args.source.init_args.path", str(CIFAR10_JPEG)),
+        ),
+        "cifar10-vgg16": QualityPreset(
+            REPO / "configs" / "cifar10_vgg16",
+            {**every("_random10"), "random1": "_random1"},
+            ("--data.source.init_args.root", str(data_root.resolve())),
+        ),
+    }
+
+
+PRESET_NAMES = ("digits", "cifar10-small", "cifar10-vgg16")
+
+
+def scenario_overrides(scenario: str, forget_class: int) -> list[str]:
+    """CLI overrides selecting the forget request of ``scenario`` (hardest10: see run_seed)."""
+    if scenario == "random1":
+        return ["--data.forget", "natmu_lightning.data.RandomForget", "--data.forget.ratio", "0.01"]
+    if scenario == "class":
+        return ["--data.forget", "natmu_lightning.data.ClassForget", "--data.forget.classes", f"[{forget_class}]"]
+    return []
+
+
+def hardest_indices(original_config: Path, workdir: Path, seed: int, out_file: Path) -> Path:
+    """Resolve HardestForget(0.1) with the seed's trained original model; save the indices."""
+    with working_dir(workdir):
+        cli = cli_main(
+            ["--config", str(original_config), "--seed_everything", str(seed), "--data.seed", str(seed)], run=False
+        )
+        load_weights(cli.model.backbone, _checkpoint_of(cli), "original checkpoint")
+        data = cli.datamodule.source.load()
+
+        def losses(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(predict_logits(cli.model, images), targets, reduction="none")
+
+        indices = HardestForget(0.1).resolve(data, seed, original_losses=losses)
+    np.save(out_file, indices.numpy())
+    return out_file
+
+
+def _checkpoint_of(cli) -> Path:
+    """The file the config's ModelCheckpoint (fixed dirpath and filename) wrote."""
+    callback = cli.trainer.checkpoint_callback
+    return Path(callback.dirpath) / f"{callback.filename}.ckpt"
+
+
+@contextlib.contextmanager
+def working_dir(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tuple[dict, float, Path]:
+    """Fit one config inside ``workdir``; return its final metrics, wall time and log dir."""
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        "--seed_everything",
+        str(seed),
+        "--data.seed",
+        str(seed),
+        "--evaluator.save_outputs",
+        "true",
+        *QUIET,
+        *extra,
+    ]
+    with working_dir(workdir):
+        start = time.perf_counter()
+        cli = cli_main(args)
+        seconds = time.perf_counter() - start
+        log_dir = Path(cli.trainer.log_dir).resolve()
+        atomic_write_json(log_dir / TIMING_FILE, {"seconds": seconds})
+        return json.loads((log_dir / "unlearning_metrics.json").read_text()), seconds, log_dir
+
+
+def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[dict, float | None, Path] | None:
+    """The metrics, wall time and log dir of a finished fit of ``config`` in ``workdir`` with
+    ``seed`` and ``params`` (``--resume``); None when there is none.
+
+    A run counts as finished when its ``unlearning_metrics.json`` holds the final
+    evaluation. Its saved ``config.yaml`` must carry the seed, and the lr and delta that
+    ``params`` (or else ``config``) set. The wall time is None for runs written before
+    the timing file existed.
+    """
+    root = config_value(config, "trainer", "default_root_dir")
+    if root is None:
+        return None
+    expected = {
+        ("seed_everything",): seed,
+        ("data", "seed"): seed,
+        ("model", "init_args", "lr"): params.get("lr", config_value(config, "model", "init_args", "lr")),
+        ("data", "delta"): params.get("delta", config_value(config, "data", "delta")),
+    }
+    for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
+        metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
+        if not (metrics_file.exists() and saved.exists()):
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("final") is not True:
+            continue
+        if not all(_saved_matches(config_value(saved, *keys), value) for keys, value in expected.items()):
+            continue
+        timing = log_dir / TIMING_FILE
+        seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+        return metrics, seconds, log_dir.resolve()
+    return None
+
+
+def _saved_matches(saved, expected) -> bool:
+    """A saved config value against the expected one; nothing expected (unset) matches anything."""
+    return expected is None or (saved is not None and math.isclose(saved, expected))
+
+
+def run_one(config: Path, row: dict, workdir: Path, extra: list[str], resume: bool = False) -> dict:
+    """Fit one config; fill ``row`` with its metrics, or with the error when it fails.
+
+    With ``resume``, a finished run of the same config, seed and parameters in
+    ``workdir`` (``finished_run``) is read instead of fitted again.
+    """
+    print(f"[seed {row['seed']}] {row['method']} {row.get('params') or ''}", flush=True)
+    previous = finished_run(config, row["seed"], workdir, row.get("params", {})) if resume else None
+    if previous is not None:
+        metrics, seconds, log_dir = previous
+        row.update(
+            {k: metrics.get(k) for k in METRICS if k in metrics},
+            seconds=seconds,
+            status="ok",
+            log_dir=str(log_dir),
+            resumed=True,
+        )
+        return row
+    try:
+        metrics, seconds, log_dir = run_config(config, row["seed"], workdir, extra + param_args(row.get("params", {})))
+        row.update(
+            {k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir)
+        )
+    except (Exception, SystemExit) as error:  # reported as failed, never dropped (the CLI exits on bad configs)
+        row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+    return row
+
+
+def run_seed(
+    preset: QualityPreset,
+    methods: list[str],
+    seed: int,
+    workdir: Path,
+    extra: list[str],
+    scenario: str = "random10",
+    forget_class: int = 0,
+    params: dict | None = None,
+    resume: bool = False,
+) -> list[dict]:
+    """Original and Retrain, then every method (with ``params[method]`` overrides), in ``workdir``
+    (``resume``: see ``run_one``)."""
+    params = params or {}
+    forget = scenario_overrides(scenario, forget_class)
+    original_config = preset.config("original", scenario)
+    rows: list[dict] = []
+    for name in CLASSIFIERS:
+        row: dict = {"method": name, "seed": seed, "scenario": scenario, "params": {}}
+        if scenario == "hardest10" and name == "retrain":
+            try:
+                indices = hardest_indices(original_config, workdir, seed, workdir / "hardest_forget_indices.npy")
+                forget = ["--data.forget", "natmu_lightning.data.IndexForget", "--data.forget.indices", str(indices)]
+                # The original was evaluated on the random set while training: evaluate it on this one.
+                rows[0].update(validate_checkpoint(original_config, seed, workdir, extra + forget))
+            except (Exception, SystemExit) as error:
+                row.update(
+                    status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:]
+                )
+        if "status" not in row:
+            run_one(preset.config(name, scenario), row, workdir, extra + forget, resume)
+        rows.append(row)
+        if row["status"] != "ok":
+            print(f"[seed {seed}] {name} failed; skipping this seed's methods", flush=True)
+            return rows
+    rows[1]["avg_gap"] = 0.0
+    for name in methods:
+        row = {"method": name, "seed": seed, "scenario": scenario, "params": params.get(name, {})}
+        rows.append(run_one(preset.config(name, scenario), row, workdir, extra + forget, resume))
+    for row in rows[1:]:
+        if row["status"] == "ok" and None not in (rows[1]["seconds"], row["seconds"]):
+            row["efficiency"] = rows[1]["seconds"] / row["seconds"]
+    return rows
+
+
+def param_args(params: dict) -> list[str]:
+    """CLI overrides for searched hyperparameters."""
+    args = []
+    if "lr" in params:
+        args += ["--model.init_args.lr", repr(params["lr"])]
+    if "delta" in params:
+        args += ["--data.delta", repr(params["delta"])]
+    return args
+
+
+def config_value(config: Path, *keys: str):
+    """A nested value of a YAML config, or None when the file or a key is missing."""
+    if not config.exists():
+        return None
+    value = yaml.safe_load(config.read_text())
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def validate_checkpoint(config: Path, seed: int, workdir: Path, extra: list[str], ckpt: Path | None = None) -> dict:
+    """Metrics of the weights in ``ckpt`` (default: the file the config's ModelCheckpoint
+    writes) through ``config``'s module, data and evaluator, validated inside ``workdir``."""
+    with working_dir(workdir):
+        cli = cli_main(
+            [
+                "--config",
+                str(config),
+                "--seed_everything",
+                str(seed),
+                "--data.seed",
+                str(seed),
+                "--evaluator.save_outputs",
+                "true",
+                *QUIET,
+                *extra,
+            ],
+            run=False,
+        )
+        ckpt_path = str(ckpt if ckpt is not None else _checkpoint_of(cli))
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, verbose=False)
+        log_dir = Path(cli.trainer.log_dir).resolve()
+        metrics = json.loads((log_dir / "unlearning_metrics.json").read_text())
+    return {**{k: metrics[k] for k in METRICS if k in metrics}, "log_dir": str(log_dir)}

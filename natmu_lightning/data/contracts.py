@@ -1,0 +1,84 @@
+"""What the methods and callbacks read from the datamodule they run with, declared once.
+
+:class:`~natmu_lightning.data.ForgetRemainDataModule` provides all of it. Another
+datamodule works with a method or a callback when it provides what that part reads:
+:func:`unlearning_data` checks exactly those names, before any work, and says which
+are missing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
+
+from torch import Tensor
+
+#: What every part that evaluates, or reads the forget set, needs.
+EVALUATION = ("evaluation_splits",)
+
+
+class UnlearningData(Protocol):
+    """The datamodule as methods, the evaluator and the record read it.
+
+    Attributes:
+        seed: seed of the forget set (and of what is drawn from it).
+        eval_batch_size: batch size of evaluation passes.
+        forget_indices: training-set indices of the forget set, once resolved (``setup``).
+    """
+
+    seed: int
+    eval_batch_size: int
+    forget_indices: Tensor | None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        ...
+
+    @property
+    def train_targets(self) -> Tensor:
+        """Label of every training sample (index = training-set index)."""
+        ...
+
+    def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """(uint8 images, labels) of ``forget``, ``remain`` and ``test`` (and ``forget_test``
+        for class requests)."""
+        ...
+
+
+def unlearning_data(trainer: Any, user: str, needs: Sequence[str] = EVALUATION, hint: str = "") -> UnlearningData:
+    """The trainer's datamodule, once it declares every name in ``needs``.
+
+    Names are looked up without evaluating properties (no dataset is loaded to check).
+
+    Args:
+        trainer: the Lightning trainer (or None, outside one).
+        user: who asks, for the error (e.g. ``"SSDModule"``).
+        needs: the :class:`UnlearningData` members ``user`` reads.
+        hint: appended to the error (another way to run ``user``).
+
+    Raises:
+        ValueError: no datamodule, or one that lacks some of ``needs``.
+    """
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    missing = [name for name in needs if not _declares(datamodule, name)]
+    if datamodule is None or missing:
+        found = "the trainer has none" if datamodule is None else f"{type(datamodule).__name__} lacks {missing}"
+        raise ValueError(
+            f"{user} needs a datamodule with {', '.join(needs)}, e.g. ForgetRemainDataModule ({found}){hint}"
+        )
+    return cast(UnlearningData, datamodule)
+
+
+def _declares(obj: Any, name: str) -> bool:
+    try:
+        inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return True
