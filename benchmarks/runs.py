@@ -167,14 +167,15 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
     ``params`` (or else ``config``) set. The wall time is None for runs written before
     the timing file existed.
     """
-    root = config_value(config, "trainer", "default_root_dir")
+    shipped = yaml.safe_load(config.read_text()) if config.exists() else None
+    root = nested(shipped, "trainer", "default_root_dir")
     if root is None:
         return None
     expected = {
         ("seed_everything",): seed,
         ("data", "seed"): seed,
-        ("model", "init_args", "lr"): params.get("lr", config_value(config, "model", "init_args", "lr")),
-        ("data", "delta"): params.get("delta", config_value(config, "data", "delta")),
+        ("model", "init_args", "lr"): params["lr"] if "lr" in params else nested(shipped, "model", "init_args", "lr"),
+        ("data", "delta"): params["delta"] if "delta" in params else nested(shipped, "data", "delta"),
     }
     for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
         metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
@@ -183,7 +184,8 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
         metrics = json.loads(metrics_file.read_text())
         if metrics.get("final") is not True:
             continue
-        if not all(_saved_matches(config_value(saved, *keys), value) for keys, value in expected.items()):
+        saved_config = yaml.safe_load(saved.read_text())
+        if not all(_saved_matches(nested(saved_config, *keys), value) for keys, value in expected.items()):
             continue
         timing = log_dir / TIMING_FILE
         seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
@@ -283,7 +285,11 @@ def config_value(config: Path, *keys: str):
     """A nested value of a YAML config, or None when the file or a key is missing."""
     if not config.exists():
         return None
-    value = yaml.safe_load(config.read_text())
+    return nested(yaml.safe_load(config.read_text()), *keys)
+
+
+def nested(value, *keys: str):
+    """``value[keys[0]][keys[1]]...`` of a loaded YAML document, or None when a key is missing."""
     for key in keys:
         if not isinstance(value, dict) or key not in value:
             return None
