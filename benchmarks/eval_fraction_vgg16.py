@@ -5,9 +5,11 @@
 Running a full NatMU epoch of VGG-16 on a CPU takes hours, so this times per image, on
 the config's own backbone and batch sizes: a training step (batch 128: forward, backward,
 AdamW update) and an evaluation forward (batch 512, eval mode). It then scales both to the
-config's sizes: 45,000 remaining + 4 x 5,000 hybrid rows per epoch, and 5,000 forget +
-45,000 remaining + 10,000 test images per evaluation. Prints the per-image times and the
-estimated fraction.
+config's sizes: 45,000 remaining + 4 x 5,000 hybrid rows per epoch, and per evaluation
+during training the 5,000 forget images plus the evaluator's default subsets of the 45,000
+remaining and 10,000 test images (``eval_fraction``; ``eval_fraction_whole_sets`` for all
+60,000, the final evaluation's forwards). Prints the per-image times and the estimated
+fractions.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # an uninstalled checkout runs too
-from natmu_lightning import VGG16BN  # noqa: E402
+from natmu_lightning import VGG16BN, UnlearningEvaluator  # noqa: E402
+from natmu_lightning.callbacks.evaluator import subset_size  # noqa: E402
 
-TRAIN_ROWS = 45_000 + 4 * 5_000
-EVAL_ROWS = 5_000 + 45_000 + 10_000
+FORGET, REMAIN, TEST = 5_000, 45_000, 10_000
+TRAIN_ROWS = REMAIN + 4 * FORGET
+WHOLE_EVAL_ROWS = FORGET + REMAIN + TEST
 
 
 def main(argv=None) -> dict:
@@ -58,12 +62,17 @@ def main(argv=None) -> dict:
     for _ in range(args.batches):
         eval_step()
     eval_per_image = (time.perf_counter() - start) / (args.batches * 512)
+    defaults = UnlearningEvaluator()
+    eval_rows = FORGET + subset_size(REMAIN, defaults.remain_subset) + subset_size(TEST, defaults.test_subset)
+    epoch_seconds = train_per_image * TRAIN_ROWS
     result = {
         "train_seconds_per_image": train_per_image,
         "eval_seconds_per_image": eval_per_image,
-        "estimated_epoch_seconds": train_per_image * TRAIN_ROWS,
-        "estimated_eval_seconds": eval_per_image * EVAL_ROWS,
-        "eval_fraction": (eval_per_image * EVAL_ROWS) / (train_per_image * TRAIN_ROWS),
+        "estimated_epoch_seconds": epoch_seconds,
+        "evaluated_images": eval_rows,
+        "estimated_eval_seconds": eval_per_image * eval_rows,
+        "eval_fraction": eval_per_image * eval_rows / epoch_seconds,
+        "eval_fraction_whole_sets": eval_per_image * WHOLE_EVAL_ROWS / epoch_seconds,
     }
     for key, value in result.items():
         print(f"{key:>26}: {value:.4g}")

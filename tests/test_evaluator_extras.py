@@ -1,4 +1,5 @@
-"""Evaluator options: the slower attacks, divergences, the remaining subset, best-gap checkpoints."""
+"""Evaluator options: the slower attacks, divergences, the training subsets, Lightning's validation loop,
+best-gap checkpoints."""
 
 import math
 
@@ -7,6 +8,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from natmu_lightning import UnlearningEvaluator
+from natmu_lightning.callbacks.evaluator import split_metrics
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.predict import predict_probs
 from tests.test_evaluator import make_dm, make_model, make_trainer, read_csv, read_json
@@ -65,6 +67,108 @@ def test_remain_subset_during_training_full_at_the_end(tmp_path):
     assert seen == [(False, 10, False), (False, 10, False), (True, full, True)]
 
 
+class SubsetSpy(UnlearningEvaluator):
+    """Records (final, remaining evaluated, test evaluated) of every evaluation."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def _run(self, trainer, pl_module, stage, log, final=True):
+        super()._run(trainer, pl_module, stage, log, final)
+        record = self.last_metrics
+        self.seen.append((final, record["remain_evaluated"], record["test_evaluated"]))
+
+
+def test_default_training_evaluations_use_a_tenth_of_remaining_and_test(tmp_path):
+    evaluator = SubsetSpy(batch_size=16)
+    dm = make_dm()
+    model = make_model()
+    make_trainer(tmp_path, [evaluator], max_epochs=2, limit_train_batches=1).fit(model, datamodule=dm)
+    splits = dm.evaluation_splits()
+    remain, test = splits["remain"][1].numel(), splits["test"][1].numel()
+    assert remain > 10 and test > 10  # so that a tenth is a strict subset
+    tenth = math.ceil(0.1 * remain), math.ceil(0.1 * test)
+    assert evaluator.seen == [(False, *tenth), (True, remain, test)]
+
+    # The numbers of a training evaluation: the same model on the documented seeded subsets
+    # (remaining: seed, test: seed + 1), the forget set whole.
+    subsets = dict(splits)
+    for offset, (name, count) in enumerate(zip(("remain", "test"), tenth)):
+        keep = torch.randperm(splits[name][1].numel(), generator=torch.Generator().manual_seed(offset))[:count]
+        images, targets = splits[name]
+        subsets[name] = (images[keep.sort().values], targets[keep.sort().values])
+    probs = {name: predict_probs(model, images) for name, (images, _) in subsets.items()}
+    labels = {name: targets for name, (_, targets) in subsets.items()}
+    got = evaluator.evaluate(model.trainer, model, final=False)
+    expected = split_metrics(probs, labels, whole_classes=False)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-9, nan_ok=True), key
+
+
+def test_subset_sizes_as_counts_fractions_or_everything(tmp_path):
+    evaluator = SubsetSpy(batch_size=16, remain_subset=7, test_subset=None)
+    dm = make_dm()
+    make_trainer(tmp_path, [evaluator], max_epochs=2, limit_train_batches=1).fit(make_model(), datamodule=dm)
+    splits = dm.evaluation_splits()
+    full = (splits["remain"][1].numel(), splits["test"][1].numel())
+    assert evaluator.seen == [(False, 7, full[1]), (True, *full)]
+
+
+def test_a_monitor_on_an_evaluator_key_makes_every_evaluation_whole(tmp_path):
+    """A checkpoint chosen by gap/avg compares epochs with each other (and with the final,
+    whole evaluation): they must all measure the same samples."""
+    reference = tmp_path / "reference.pt"
+    torch.save(other_weights().backbone.state_dict(), reference)
+    evaluator = SubsetSpy(reference_ckpt=str(reference), batch_size=16)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min")
+    dm = make_dm()
+    trainer = make_trainer(
+        tmp_path, [evaluator, checkpoint], max_epochs=2, limit_train_batches=1, enable_checkpointing=True
+    )
+    trainer.fit(make_model(), datamodule=dm)
+    splits = dm.evaluation_splits()
+    full = (splits["remain"][1].numel(), splits["test"][1].numel())
+    assert evaluator.seen == [(False, *full), (True, *full)]
+
+
+@pytest.mark.parametrize("value", [0, -3, 0.0, 1.5, True, "all"])
+def test_bad_subset_sizes_are_refused(value):
+    for name in ("remain_subset", "test_subset"):
+        with pytest.raises(ValueError, match=name):
+            UnlearningEvaluator(**{name: value})
+
+
+@pytest.mark.parametrize("keep", ["lightning_validation", "val_monitor", None])
+def test_lightnings_validation_loop_is_off_during_fit_unless_asked(tmp_path, keep):
+    """The evaluator measures the test split; Lightning's validation loop would do it again."""
+    callbacks = [UnlearningEvaluator(batch_size=16, lightning_validation=keep == "lightning_validation")]
+    if keep == "val_monitor":
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/acc", mode="max"))
+    trainer = make_trainer(
+        tmp_path, callbacks, max_epochs=2, limit_train_batches=1, limit_val_batches=1.0, enable_checkpointing=True
+    )
+    model = make_model()
+    trainer.fit(model, datamodule=make_dm())
+    validated = [r for r in read_csv(trainer) if r.get("val/acc")]
+    assert len(validated) == (0 if keep is None else 2)
+    assert trainer.limit_val_batches == 1.0  # restored for what follows
+    metrics = trainer.validate(model, datamodule=make_dm(), verbose=False)[0]
+    assert "val/loss" in metrics and read_json(trainer)["stage"] == "validate"
+
+
+def test_evaluation_splits_are_gathered_once_per_request():
+    dm = make_dm()
+    dm.setup("fit")
+    first = dm.evaluation_splits()
+    assert dm.evaluation_splits() is first
+    dm.forget_indices, dm.remain_indices = dm.remain_indices[:3], dm.forget_indices
+    moved = dm.evaluation_splits()
+    assert moved is not first and moved["forget"][1].numel() == 3
+    assert torch.equal(moved["remain"][1], first["forget"][1])
+
+
 def test_gap_is_a_checkpoint_monitor(tmp_path):
     reference = tmp_path / "reference.pt"
     torch.save(other_weights().backbone.state_dict(), reference)
@@ -98,13 +202,16 @@ def test_the_final_reference_numbers_include_every_attack_run(tmp_path, remain_s
     assert attacks <= set(record) and attacks <= set(record["reference"])
 
 
-def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path):
-    """Lightning's validation loop runs every epoch; the evaluator every second one. The
-    checkpoint callback saves on the evaluated epochs only, with that epoch's gap."""
+@pytest.mark.parametrize("lightning_validation", [False, True])
+def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path, lightning_validation):
+    """The evaluator runs every second epoch (with Lightning's validation loop every epoch, or
+    none). The checkpoint callback saves on the evaluated epochs only, with that epoch's gap."""
     reference = tmp_path / "reference.pt"
     torch.save(other_weights().backbone.state_dict(), reference)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=-1)
-    evaluator = UnlearningEvaluator(reference_ckpt=str(reference), batch_size=16, every_n_epochs=2)
+    evaluator = UnlearningEvaluator(
+        reference_ckpt=str(reference), batch_size=16, every_n_epochs=2, lightning_validation=lightning_validation
+    )
     trainer = make_trainer(
         tmp_path, [evaluator, checkpoint], max_epochs=4, limit_train_batches=2, enable_checkpointing=True
     )

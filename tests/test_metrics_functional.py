@@ -241,6 +241,20 @@ def test_mia_entropy_matches_sklearn_pipeline(seed):
     assert abs(w - sk.coef_[0, 0]) < 1e-6 and abs(b - sk.intercept_[0]) < 1e-6
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_mia_entropy_rates_fit_once_and_score_each_target_as_sklearn(seed):
+    members, nonmembers, targets = random_mia_problem(seed)
+    x = np.concatenate([np_entropy(members.numpy()), np_entropy(nonmembers.numpy())])
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
+    attack = sk_balanced(x, y, tight=True, C=2.0)
+    halves = (targets[: len(targets) // 2], targets[len(targets) // 2 :], targets[:0])
+    got = F.mia_entropy_rates(members, nonmembers, *halves)
+    for rate, target in zip(got[:2], halves[:2]):
+        assert rate == pytest.approx(100.0 * attack.predict(np_entropy(target.numpy()).reshape(-1, 1)).mean(), abs=1e-9)
+    assert math.isnan(got[2])
+    assert got[0] == F.mia_entropy(members, nonmembers, halves[0])
+
+
 def multinomial_two_class_fit(x: np.ndarray, y: np.ndarray, C: float = 1.0) -> tuple[float, float]:
     """The authors' ``LogisticRegression(class_weight="balanced", multi_class="multinomial")``
     re-stated (scikit-learn 1.9 no longer has ``multi_class``): one coefficient and one free

@@ -14,6 +14,7 @@ the weights and buffers the checkpoint holds.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,13 +96,24 @@ class UnlearningEvaluator(Callback):
         batch_size: samples per forward pass (the unit of work split across ranks).
         filename: name of the metrics file in the log dir.
         remain_subset: during training, evaluate the remaining set (accuracy and the
-            MIA's members) on this many samples, a fixed seeded subset; the final
-            evaluation always uses all of it. ``None`` uses all of it every time.
+            MIA's members) on a fixed seeded subset: a fraction of it (a float in (0, 1])
+            or a number of samples (an int). The final evaluation always uses all of it;
+            so does every evaluation when a callback selects or stops on an evaluator key
+            (``ModelCheckpoint(monitor="gap/avg")``), which compares evaluations with each
+            other. ``None`` uses all of it every time. The default, a tenth, keeps an
+            evaluation during training near a tenth of a NatMU epoch or less
+            (benchmarks/RESULTS.md, "Speed").
+        test_subset: the same for the test set (the MIA's non-members). The forget set,
+            and for class requests the forgotten kind's test samples, are always whole.
         attacks: which slower attacks to run (subset of ``("svc", "loss_cv")``).
         attacks_every_epoch: run ``attacks`` at every evaluation, not only the final one.
         seed: seed of the remaining subset and of the loss attack's folds.
         save_outputs: at the final evaluation also write ``evaluation_outputs.npz``
             (per-sample entropy and loss of every split) for reports and plots.
+        lightning_validation: keep Lightning's own validation loop during ``fit``. It runs
+            over the test split, which this callback already measures, so it is switched
+            off for the fit (``limit_val_batches = 0``, restored afterwards) unless this is
+            set or a callback monitors a ``val/`` key. ``validate`` is unaffected.
     """
 
     def __init__(
@@ -110,23 +122,26 @@ class UnlearningEvaluator(Callback):
         every_n_epochs: int = 1,
         batch_size: int = 512,
         filename: str = "unlearning_metrics.json",
-        remain_subset: int | None = None,
+        remain_subset: int | float | None = 0.1,
+        test_subset: int | float | None = 0.1,
         attacks: Sequence[str] = ATTACKS,
         attacks_every_epoch: bool = False,
         seed: int = 0,
         save_outputs: bool = False,
+        lightning_validation: bool = False,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
-        if remain_subset is not None and remain_subset < 1:
-            raise ValueError(f"remain_subset must be >= 1 or None, got {remain_subset}")
+        _check_subset("remain_subset", remain_subset)
+        _check_subset("test_subset", test_subset)
         unknown = set(attacks) - set(ATTACKS)
         if unknown:
             raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
         self.reference_ckpt = reference_ckpt
         self.every_n_epochs, self.batch_size, self.filename = every_n_epochs, batch_size, filename
-        self.remain_subset, self.attacks, self.attacks_every_epoch = remain_subset, tuple(attacks), attacks_every_epoch
-        self.seed, self.save_outputs = seed, save_outputs
+        self.remain_subset, self.test_subset = remain_subset, test_subset
+        self.attacks, self.attacks_every_epoch = tuple(attacks), attacks_every_epoch
+        self.seed, self.save_outputs, self.lightning_validation = seed, save_outputs, lightning_validation
         self.reference_metrics: dict[str, float] | None = None
         self.last_metrics: dict[str, Any] | None = None
         self._reference_forget_probs: Tensor | None = None
@@ -136,6 +151,11 @@ class UnlearningEvaluator(Callback):
         self._evaluated_step: int | None = None
         self._last_was_final = False
         self._whole_classes: bool | None = None
+        # set per fit: whether a callback compares evaluations (then every one uses the full sets)
+        self._full_sets_every_time = False
+        self._val_batches_to_restore: int | float | None = None
+        # the training subsets of the last splits seen: (splits, their subsets)
+        self._subsets: tuple[dict[str, tuple[Tensor, Tensor]], dict[str, tuple[Tensor, Tensor]]] | None = None
 
     @property
     def logged_keys(self) -> frozenset[str]:
@@ -146,6 +166,18 @@ class UnlearningEvaluator(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._align_checkpoint_monitors(trainer)
+            monitors = [getattr(callback, "monitor", None) for callback in trainer.callbacks]  # type: ignore[attr-defined]  # Lightning's
+            self._full_sets_every_time = self._uses_subsets() and any(m in self.logged_keys for m in monitors)
+            if self._full_sets_every_time:
+                rank_zero_info(
+                    "UnlearningEvaluator: a callback monitors an evaluator key, so every evaluation uses the whole "
+                    "remaining and test sets (comparable from epoch to epoch)"
+                )
+            watches_validation = any(isinstance(m, str) and m.startswith("val/") for m in monitors)
+            if not self.lightning_validation and not watches_validation:
+                # Lightning's validation loop would measure the test split again, every epoch.
+                self._val_batches_to_restore = trainer.limit_val_batches
+                trainer.limit_val_batches = 0
         if self.reference_ckpt is not None and self.reference_metrics is None:
             # Fail on a bad reference before any training, not at the first epoch's end.
             load_weights(copy.deepcopy(_backbone(pl_module)), self.reference_ckpt, "reference_ckpt")
@@ -182,6 +214,14 @@ class UnlearningEvaluator(Callback):
                     f"epochs the evaluator does not measure (every_n_epochs={self.every_n_epochs}): use a multiple "
                     f"of {self.every_n_epochs}"
                 )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self._val_batches_to_restore is not None:
+            trainer.limit_val_batches = self._val_batches_to_restore
+            self._val_batches_to_restore = None
+
+    def _uses_subsets(self) -> bool:
+        return self.remain_subset is not None or self.test_subset is not None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -224,26 +264,34 @@ class UnlearningEvaluator(Callback):
     def _outputs(
         self, trainer: pl.Trainer, model: nn.Module, final: bool
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        splits = dict(_splits(trainer))
+        splits = _splits(trainer)
         # From the whole remaining set: a rare class may be missing from its subset.
         self._whole_classes = not bool(torch.isin(splits["forget"][1].unique(), splits["remain"][1]).any())
-        if not final and self.remain_subset is not None and splits["remain"][1].numel() > self.remain_subset:
-            images, targets = splits["remain"]
-            keep = torch.randperm(targets.numel(), generator=torch.Generator().manual_seed(self.seed))[
-                : self.remain_subset
-            ]
-            keep = keep.sort().values
-            splits["remain"] = (images[keep], targets[keep])
+        if not final and not self._full_sets_every_time:
+            splits = self._training_subsets(splits)
         probs = {
             name: sharded_logits(model, images, self.batch_size, trainer).softmax(1)
             for name, (images, _) in splits.items()
         }
         return probs, {name: targets for name, (_, targets) in splits.items()}
 
+    def _training_subsets(self, splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
+        """``splits`` with the remaining and test sets cut to their seeded subsets, drawn once
+        for a given splits object (the datamodule prepares its splits once per run)."""
+        if self._subsets is None or self._subsets[0] is not splits:
+            subsets = dict(splits)
+            for offset, (name, size) in enumerate((("remain", self.remain_subset), ("test", self.test_subset))):
+                images, targets = splits[name]
+                keep = _subset_indices(targets.numel(), size, self.seed + offset)
+                if keep is not None:
+                    subsets[name] = (images[keep], targets[keep])
+            self._subsets = (splits, subsets)
+        return self._subsets[1]
+
     def _reference(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> dict[str, float]:
         """The reference's metrics (computed once per kind of evaluation) and its forget-set outputs."""
         attacks = self.attacks if (final or self.attacks_every_epoch) else ()
-        key = (final or self.remain_subset is None, attacks)
+        key = (final or self._full_sets_every_time or not self._uses_subsets(), attacks)
         if key not in self._reference_cache:
             assert self.reference_ckpt is not None  # only called with a reference
             probs, labels = self._file_outputs(trainer, pl_module, self.reference_ckpt, "reference_ckpt", final)
@@ -343,6 +391,7 @@ class UnlearningEvaluator(Callback):
             else per_device * trainer.world_size * trainer.accumulate_grad_batches,
             "seed": getattr(datamodule, "seed", None),
             "remain_evaluated": int(labels["remain"].numel()),
+            "test_evaluated": int(labels["test"].numel()),
         }
         if self.reference_metrics is not None:
             record["reference"] = dict(self.reference_metrics)
@@ -437,6 +486,37 @@ def per_sample_outputs(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> d
             (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
         )
     return out
+
+
+def _check_subset(name: str, size: int | float | None) -> None:
+    valid = (
+        size is None
+        or (isinstance(size, int) and not isinstance(size, bool) and size >= 1)
+        or (isinstance(size, float) and 0.0 < size <= 1.0)
+    )
+    if not valid:
+        raise ValueError(f"{name} must be a fraction in (0, 1], a number of samples >= 1, or None; got {size!r}")
+
+
+def subset_size(total: int, size: int | float | None) -> int:
+    """How many of ``total`` samples a ``remain_subset`` / ``test_subset`` of ``size`` evaluates:
+    a fraction rounded up, a count, or all of them.
+
+    Example:
+        >>> subset_size(45_000, 0.1), subset_size(45_000, 1000), subset_size(500, 1000), subset_size(500, None)
+        (4500, 1000, 500, 500)
+    """
+    count = total if size is None else math.ceil(size * total) if isinstance(size, float) else size
+    return min(count, total)
+
+
+def _subset_indices(total: int, size: int | float | None, seed: int) -> Tensor | None:
+    """Sorted indices of a seeded subset of :func:`subset_size` samples out of ``total``;
+    ``None`` when that is every sample."""
+    count = subset_size(total, size)
+    if count >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values
 
 
 def _reaches_max_steps(trainer: pl.Trainer) -> bool:

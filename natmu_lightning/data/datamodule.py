@@ -156,6 +156,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         self._forget_probs: Optional[Tensor] = None
         self._plan_epoch = 0
         self._mask_cache: dict[tuple, Tensor] = {}
+        # (the data, forget and remaining indices they were gathered from, the splits)
+        self._evaluation_cache: Optional[tuple[tuple[object, ...], dict[str, tuple[Tensor, Tensor]]]] = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -396,13 +398,20 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         holds the test samples outside the forgotten classes (sub-class) and
         ``forget_test`` those inside (the NatMU authors' ``retainDL_inTestSet`` and
         ``forgetDL_inTestSet`` in ``class-wise/natmu.py``).
+
+        The splits are gathered once per resolved request and the same dict is returned on
+        every later call (the evaluator runs every epoch): treat it as read-only.
         """
         data = self._loaded()
         if self.forget_indices is None:
             self.setup("validate")
+        forget_indices, remain_indices = self._resolved_indices()
+        key = (data, forget_indices, remain_indices)
+        if self._evaluation_cache is not None and all(a is b for a, b in zip(self._evaluation_cache[0], key)):
+            return self._evaluation_cache[1]
         splits = {
-            "forget": (data.train.images[self.forget_indices], data.train.targets[self.forget_indices]),
-            "remain": (data.train.images[self.remain_indices], data.train.targets[self.remain_indices]),
+            "forget": (data.train.images[forget_indices], data.train.targets[forget_indices]),
+            "remain": (data.train.images[remain_indices], data.train.targets[remain_indices]),
         }
         inside = self.forget.forgotten_test_mask(data)
         if inside is None:
@@ -410,6 +419,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         else:
             splits["test"] = (data.test.images[~inside], data.test.targets[~inside])
             splits["forget_test"] = (data.test.images[inside], data.test.targets[inside])
+        self._evaluation_cache = (key, splits)
         return splits
 
     # ------------------------------------------------------------------ per-batch work

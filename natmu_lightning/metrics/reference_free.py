@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from natmu_lightning.metrics.functional import accuracy, mia_entropy
+from natmu_lightning.metrics.functional import accuracy, mia_entropy_rates
 
 REFERENCE_FREE_KEYS = ("rf_forget_acc_target", "rf_mia_forget", "rf_mia_target", "reference_free_gap")
 
@@ -84,8 +84,7 @@ def reference_free_targets(
     if held_out.shape[0] == 0 or fit_nonmembers.shape[0] == 0 or remain_probs.shape[0] == 0:
         mia_forget = mia_target = float("nan")
     else:
-        mia_forget = mia_entropy(remain_probs, fit_nonmembers, forget_probs)
-        mia_target = mia_entropy(remain_probs, fit_nonmembers, held_out)
+        mia_forget, mia_target = mia_entropy_rates(remain_probs, fit_nonmembers, forget_probs, held_out)
     forget_acc = accuracy(forget_probs, forget_labels)
     return {
         "rf_forget_acc_target": target,

@@ -26,7 +26,12 @@ from natmu_lightning.metrics.functional.divergences import (
     kl_divergence,
     kl_divergence_rows,
 )
-from natmu_lightning.metrics.functional.entropy_mia import MIA_ENTROPY_C, fit_balanced_logistic_1d, mia_entropy
+from natmu_lightning.metrics.functional.entropy_mia import (
+    MIA_ENTROPY_C,
+    fit_balanced_logistic_1d,
+    mia_entropy,
+    mia_entropy_rates,
+)
 from natmu_lightning.metrics.functional.features import accuracy, entropy, m_entropy
 from natmu_lightning.metrics.functional.summaries import AVG_GAP_KEYS, TUG_OF_WAR_KEYS, avg_gap, tug_of_war
 
@@ -39,6 +44,7 @@ __all__ = [
     "fit_balanced_logistic_1d",
     "MIA_ENTROPY_C",
     "mia_entropy",
+    "mia_entropy_rates",
     "kl_divergence",
     "kl_divergence_rows",
     "js_divergence",

@@ -198,25 +198,37 @@ def mia_entropy(member_probs: Tensor, nonmember_probs: Tensor, target_probs: Ten
         >>> mia_entropy(confident, unsure, torch.cat([confident, unsure[:1]]))
         75.0
     """
+    return mia_entropy_rates(member_probs, nonmember_probs, target_probs)[0]
+
+
+def mia_entropy_rates(member_probs: Tensor, nonmember_probs: Tensor, *targets: Tensor) -> tuple[float, ...]:
+    """:func:`mia_entropy` of several target sets with one fit of the attack.
+
+    Example:
+        >>> confident = torch.tensor([[0.99, 0.01], [0.98, 0.02]])
+        >>> unsure = torch.tensor([[0.6, 0.4], [0.5, 0.5]])
+        >>> mia_entropy_rates(confident, unsure, confident, unsure)
+        (100.0, 0.0)
+    """
     _check_probs(member_probs, "member_probs", allow_empty=False)
     _check_probs(nonmember_probs, "nonmember_probs", allow_empty=False)
-    _check_probs(target_probs, "target_probs")
+    for target in targets:
+        _check_probs(target, "target_probs")
     _check_same_classes(
         ("member_probs", member_probs),
         ("nonmember_probs", nonmember_probs),
-        ("target_probs", target_probs),
+        *(("target_probs", target) for target in targets),
     )
     x_m = entropy(member_probs.detach().to("cpu", torch.float64))
     x_n = entropy(nonmember_probs.detach().to("cpu", torch.float64))
-    x_t = entropy(target_probs.detach().to("cpu", torch.float64))
-    for name, feat in (("member_probs", x_m), ("nonmember_probs", x_n), ("target_probs", x_t)):
+    x_ts = [entropy(target.detach().to("cpu", torch.float64)) for target in targets]
+    for name, feat in (("member_probs", x_m), ("nonmember_probs", x_n), *(("target_probs", x_t) for x_t in x_ts)):
         if not bool(torch.isfinite(feat).all()):
             raise ValueError(f"{name} gives non-finite entropies (NaN or inf in the input?)")
-    if x_t.numel() == 0:
-        return float("nan")
+    if all(x_t.numel() == 0 for x_t in x_ts):
+        return tuple(float("nan") for _ in x_ts)
     x = torch.cat([x_m, x_n])
     y = torch.cat([torch.ones_like(x_m), torch.zeros_like(x_n)])
     w, b = fit_balanced_logistic_1d(x, y, C=MIA_ENTROPY_C)
     # same arithmetic as sklearn's decision_function: x @ coef + intercept
-    predicted_member = (x_t * w + b) > 0
-    return 100.0 * int(predicted_member.sum()) / x_t.numel()
+    return tuple(100.0 * int(((x_t * w + b) > 0).sum()) / x_t.numel() if x_t.numel() else float("nan") for x_t in x_ts)
