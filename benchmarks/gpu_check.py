@@ -56,7 +56,7 @@ from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
 CONFIGS = REPO / "configs"
 GPU = ["--config", str(CONFIGS / "trainer" / "gpu.yaml")]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference")
+METRICS = ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference")
 METHODS = ("natmu", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd", "bad_teacher")
 
 

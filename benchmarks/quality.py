@@ -130,7 +130,7 @@ def markdown(
 ) -> str:
     columns = [
         ("forget_acc", "FA"),
-        ("retain_acc", "RA"),
+        ("remain_acc", "RA"),
         ("test_acc", "TA"),
         ("mia_entropy", "MIA (entropy)"),
         ("avg_gap", "avg gap"),

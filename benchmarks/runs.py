@@ -29,13 +29,14 @@ from natmu_lightning.checkpoints import load_weights  # noqa: E402
 from natmu_lightning.cli import main as cli_main  # noqa: E402
 from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
+from natmu_lightning.metrics.names import current_names  # noqa: E402
 from natmu_lightning.predict import predict_logits  # noqa: E402
 
 CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
 METRICS = (
     "forget_acc",
-    "retain_acc",
+    "remain_acc",
     "test_acc",
     "mia_entropy",
     "avg_gap",
@@ -155,7 +156,7 @@ def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tupl
         seconds = time.perf_counter() - start
         log_dir = Path(cli.trainer.log_dir).resolve()
         atomic_write_json(log_dir / TIMING_FILE, {"seconds": seconds})
-        return json.loads((log_dir / "unlearning_metrics.json").read_text()), seconds, log_dir
+        return read_metrics(log_dir), seconds, log_dir
 
 
 def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[dict, float | None, Path] | None:
@@ -181,7 +182,7 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
         metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
         if not (metrics_file.exists() and saved.exists()):
             continue
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_metrics(log_dir)
         if metrics.get("final") is not True:
             continue
         saved_config = yaml.safe_load(saved.read_text())
@@ -319,5 +320,11 @@ def validate_checkpoint(config: Path, seed: int, workdir: Path, extra: list[str]
         ckpt_path = str(ckpt if ckpt is not None else _checkpoint_of(cli))
         cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, verbose=False)
         log_dir = Path(cli.trainer.log_dir).resolve()
-        metrics = json.loads((log_dir / "unlearning_metrics.json").read_text())
+        metrics = read_metrics(log_dir)
     return {**{k: metrics[k] for k in METRICS if k in metrics}, "log_dir": str(log_dir)}
+
+
+def read_metrics(log_dir: Path) -> dict:
+    """A run's unlearning_metrics.json, with the current metric names (runs from before a
+    rename are read back by ``--resume``)."""
+    return current_names(json.loads((log_dir / "unlearning_metrics.json").read_text()))

@@ -17,7 +17,7 @@ from natmu_lightning.methods import (
     SSDModule,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BadTeacherModule",

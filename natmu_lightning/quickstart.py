@@ -237,7 +237,7 @@ def _run(cfg: QuickstartConfig, out: Path, cache: Path | None, progress: bool) -
 
 
 def _public(metrics: dict) -> dict:
-    keys = ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap")
+    keys = ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap")
     return {key: round(float(metrics[key]), 4) for key in keys if key in metrics}
 
 
@@ -250,7 +250,7 @@ def format_table(models: dict[str, dict]) -> str:
     lines = ["", header, "-" * len(header)]
     for role, m in models.items():
         lines.append(
-            f"{role:<10}{m['forget_acc']:>12.2f}{m['retain_acc']:>12.2f}{m['test_acc']:>10.2f}"
+            f"{role:<10}{m['forget_acc']:>12.2f}{m['remain_acc']:>12.2f}{m['test_acc']:>10.2f}"
             f"{m['mia_entropy']:>15.2f}{m['avg_gap']:>20.2f}"
         )
     return "\n".join(lines)

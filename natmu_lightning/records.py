@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from natmu_lightning.metrics.names import current_names
+
 RECORD_FILENAME = "unlearning_record.json"
 FORGET_INDICES_FILENAME = "forget_indices.npy"
 ALREADY_FORGOTTEN_FILENAME = "already_forgotten_indices.npy"
@@ -174,7 +176,7 @@ def _checked_indices(entry: Any, key: str, record: Path) -> Tensor:
 # --------------------------------------------------------------------------- summary
 METRIC_LABELS = (
     ("forget_acc", "forget acc"),
-    ("retain_acc", "remaining acc"),
+    ("remain_acc", "remaining acc"),
     ("test_acc", "test acc"),
     ("forget_test_acc", "forgotten-kind test acc"),
     ("mia_entropy", "MIA (entropy)"),
@@ -226,7 +228,7 @@ def _period(record: dict[str, Any]) -> str:
 def _metrics_table(before: dict | None, after: dict | None) -> list[str]:
     if not before and not after:
         return [f"{'metrics':<10}none recorded (no UnlearningEvaluator in the run)"]
-    before, after = before or {}, after or {}
+    before, after = current_names(before or {}), current_names(after or {})
     lines = ["", f"{'':<26}{'before':>10}{'after':>10}"]
     for key, label in METRIC_LABELS:
         if key in before or key in after:

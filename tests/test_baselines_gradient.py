@@ -1,20 +1,17 @@
 """Gradient-based baselines (FT, RL, GA, NegGrad+, SalUn, l1-sparse): CLI runs and invariants.
 
 Every digits config runs through the CLI for a few steps against original/Retrain
-checkpoints trained once per module (briefly: the tests check mechanics, not quality).
+checkpoints trained once per session (tests/conftest.py; briefly: the tests check mechanics, not quality).
 Each method then gets one invariant a wrong implementation would break.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
 import math
-import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,43 +37,9 @@ METHODS = ["ft", "rl", "ga", "neggrad", "salun", "l1_sparse"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@contextlib.contextmanager
-def chdir(path: Path) -> Iterator[None]:
-    old = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding runs/digits/{original,retrain}.ckpt, trained by their configs (1 epoch)."""
-    base = tmp_path_factory.mktemp("digits_baselines")
-    with chdir(base):
-        for name in ("original", "retrain"):
-            main(
-                [
-                    "fit",
-                    "--config",
-                    str(ROOT / f"configs/digits/{name}.yaml"),
-                    "--trainer.max_epochs",
-                    "1",
-                    "--trainer.limit_val_batches",
-                    "0",
-                    "--model.init_args.warmup_epochs",
-                    "0",
-                    *QUIET,
-                ]
-            )
-    assert (base / "runs/digits/original.ckpt").is_file() and (base / "runs/digits/retrain.ckpt").is_file()
-    return base
-
-
-@pytest.fixture(scope="module")
-def original(workdir: Path) -> str:
-    return str(workdir / "runs/digits/original.ckpt")
+def original(digits_checkpoints: Path) -> str:
+    return str(digits_checkpoints / "runs/digits/original.ckpt")
 
 
 def original_state(path: str) -> dict[str, torch.Tensor]:
@@ -107,24 +70,23 @@ def fit(
 
 # ------------------------------------------------------------------------------ CLI runs
 @pytest.mark.parametrize("method", METHODS)
-def test_digits_config_runs(method: str, workdir: Path, tmp_path: Path) -> None:
-    with chdir(workdir):
-        cli = main(
-            [
-                "fit",
-                "--config",
-                str(ROOT / f"configs/digits/{method}.yaml"),
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.max_steps",
-                "3",
-                "--trainer.limit_val_batches",
-                "0",
-                "--trainer.default_root_dir",
-                str(tmp_path),
-                *QUIET,
-            ]
-        )
+def test_digits_config_runs(method: str, digits_workdir: Path, tmp_path: Path) -> None:
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / f"configs/digits/{method}.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            *QUIET,
+        ]
+    )
     assert cli.trainer.global_step == 3
     assert (
         type(cli.model).__name__
@@ -139,7 +101,7 @@ def test_digits_config_runs(method: str, workdir: Path, tmp_path: Path) -> None:
     )
     assert cli.datamodule.stream == cli.model.train_stream
     record = json.loads((Path(cli.trainer.log_dir) / "unlearning_metrics.json").read_text())
-    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"):
+    for key in ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap"):
         assert math.isfinite(record[key]), key
     assert record["global_step"] == 3 and "reference" in record
 
@@ -168,8 +130,8 @@ def test_original_ckpt_required(cls) -> None:
         cls(SmallCNN(num_classes=10), original_ckpt="")
 
 
-def test_bad_value_in_config_stops_before_training(workdir: Path, tmp_path: Path) -> None:
-    with chdir(workdir), pytest.raises(ValueError, match="saliency_fraction must lie in"):
+def test_bad_value_in_config_stops_before_training(digits_workdir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="saliency_fraction must lie in"):
         main(
             [
                 "fit",

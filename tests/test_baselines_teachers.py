@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,37 +35,8 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    """A folder holding runs/digits/{original,retrain}.ckpt from 2-epoch runs of the digits configs."""
-    root = tmp_path_factory.mktemp("digits")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        for name in ("original", "retrain"):
-            main(
-                [
-                    "fit",
-                    "--config",
-                    str(REPO / "configs" / "digits" / f"{name}.yaml"),
-                    "--trainer.max_epochs",
-                    "2",
-                    "--trainer.logger",
-                    "false",
-                    "--evaluator.every_n_epochs",
-                    "100",
-                    *QUIET,
-                ]
-            )
-    finally:
-        os.chdir(cwd)
-    for name in ("original", "retrain"):
-        assert (root / "runs" / "digits" / f"{name}.ckpt").is_file()
-    return root
-
-
-@pytest.fixture(scope="module")
-def original_ckpt(digits_run):
-    return str(digits_run / "runs" / "digits" / "original.ckpt")
+def original_ckpt(digits_checkpoints):
+    return str(digits_checkpoints / "runs" / "digits" / "original.ckpt")
 
 
 def quick_trainer(tmp_path, **kwargs):
@@ -94,8 +64,7 @@ def datamodule(**kwargs):
 
 # ---------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name):
-    monkeypatch.chdir(digits_run)
+def test_digits_config_runs_through_cli(digits_workdir, tmp_path, name):
     cli = main(
         [
             "fit",
@@ -113,7 +82,7 @@ def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name)
     files = list(tmp_path.rglob("unlearning_metrics.json"))
     assert len(files) == 1
     record = json.loads(files[0].read_text())
-    for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"):
+    for key in ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap"):
         assert isinstance(record[key], float) and math.isfinite(record[key]), key
     assert all(math.isfinite(v) for v in record["reference"].values())
     expected = {"bad_teacher": BadTeacherModule, "scrub": SCRUBModule, "ssd": SSDModule}[name]
@@ -133,8 +102,7 @@ def test_digits_config_runs_through_cli(digits_run, tmp_path, monkeypatch, name)
         (("ssd", "--model.init_args.selection_alpha", "0"), "selection_alpha"),
     ],
 )
-def test_bad_values_fail_in_cli_before_training(digits_run, tmp_path, monkeypatch, override, match):
-    monkeypatch.chdir(digits_run)
+def test_bad_values_fail_in_cli_before_training(digits_workdir, tmp_path, override, match):
     name, *args = override
     with pytest.raises(ValueError, match=match):
         main(["fit", "--config", str(CONFIGS[name]), "--trainer.default_root_dir", str(tmp_path), *args, *QUIET])

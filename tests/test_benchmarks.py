@@ -42,7 +42,7 @@ def test_quality_benchmark_writes_every_table(tmp_path, monkeypatch):
     for name in ("natmu", "ft"):
         row = by_method[name]
         assert row["status"] == "ok" and row["efficiency"] > 0
-        assert {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference"} <= set(row)
+        assert {"forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap", "kl_to_reference"} <= set(row)
     written = json.loads((tmp_path / "q" / "results.json").read_text())
     assert [r["method"] for r in written] == [r["method"] for r in rows]
     table = (tmp_path / "q" / "results.md").read_text()

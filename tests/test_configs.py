@@ -346,9 +346,9 @@ def test_every_config_is_collected() -> None:
 PARSE_PARAMS = [pytest.param(p, id=rel(p)) for p in CONFIGS]
 
 
+@pytest.mark.usefixtures("in_tmp_path")
 @pytest.mark.parametrize("path", PARSE_PARAMS)
-def test_config_parses(path: Path, fakes: FakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_config_parses(path: Path, fakes: FakeStore, tmp_path: Path) -> None:
     config = load_yaml(path)
     original_ckpt = (config["model"].get("init_args") or {}).get("original_ckpt")
     if original_ckpt:  # loaded when the module is instantiated (the Retrain reference only at setup)

@@ -10,7 +10,7 @@ from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
 from natmu_lightning.methods import ClassifierModule
-from tests.test_hybrids import check_plan
+from tests.plan_checks import check_plan
 
 
 def attach(dm, tmp_path, module=None, max_epochs=2):

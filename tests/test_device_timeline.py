@@ -69,8 +69,8 @@ def test_original_and_retrain_fit_under_the_timeline(digits_runs: Path) -> None:
         assert all(tensor.device.type == "cpu" and tensor.isfinite().all() for tensor in state.values())
 
 
+@pytest.mark.usefixtures("in_tmp_path")
 def test_natmu_fit_rerun_and_early_stop_match_validate(digits_runs: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
     run = tmp_path / "runs" / "digits" / "natmu"
     main(["fit", *natmu_args(digits_runs, "--trainer.max_epochs", "2")])
     first = metrics_file(run)
@@ -148,11 +148,11 @@ def test_full_class_plan_ranks_with_the_original_head_then_reinitialises(digits_
     assert not torch.equal(head.weight, original_head.weight)
 
 
+@pytest.mark.usefixtures("in_tmp_path")
 @pytest.mark.parametrize("method", ["natmu", "rl"])
-def test_bf16_mixed_fit_on_cpu(digits_runs: Path, tmp_path: Path, monkeypatch, method: str) -> None:
+def test_bf16_mixed_fit_on_cpu(digits_runs: Path, tmp_path: Path, method: str) -> None:
     """bf16-mixed trains with float32 inputs (hybrids mixed from uint8 in float32, autocast in
     the step), and the evaluator's numbers come from a float32 forward."""
-    monkeypatch.chdir(tmp_path)
     args = natmu_args(digits_runs, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
     if method != "natmu":
         args[1] = str(DIGITS / f"{method}.yaml")

@@ -8,8 +8,6 @@ what the callback writes through a real ``pl.Trainer``.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import pickle
 from pathlib import Path
@@ -19,76 +17,22 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, UnlearningEvaluator
+from natmu_lightning import ForgetRemainDataModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.callbacks import distributed
 from natmu_lightning.callbacks import evaluator as E
 from natmu_lightning.data import ClassForget, Digits, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.reference_free import REFERENCE_FREE_KEYS
-
-NUM_CLASSES = 4
+from tests.tiny_runs import NUM_CLASSES, make_dm, make_model, make_trainer, read_csv, read_json, synthetic
 
 
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-def synthetic(**kw) -> SyntheticImages:
-    args = dict(num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3)
-    args.update(kw)
-    return SyntheticImages(**args)
-
-
-def make_dm(forget=None, source=None, **kw) -> ForgetRemainDataModule:
-    args = dict(stream="remain", batch_size=16, eval_batch_size=64, crop_padding=1, horizontal_flip=False)
-    args.update(kw)
-    return ForgetRemainDataModule(
-        source=source if source is not None else synthetic(),
-        forget=forget if forget is not None else RandomForget(0.2),
-        **args,
-    )
-
-
-def make_model(width: int = 4, num_classes: int = NUM_CLASSES, **kw) -> ClassifierModule:
-    torch.manual_seed(0)
-    args = dict(
-        train_on="remain", optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_epochs=0
-    )
-    args.update(kw)
-    return ClassifierModule(SmallCNN(num_classes=num_classes, width=width), **args)
-
-
-def make_trainer(root: Path, callbacks, **kw) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        default_root_dir=str(root),
-        logger=CSVLogger(str(root), name="logs"),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    args.update(kw)
-    return pl.Trainer(callbacks=callbacks, **args)
-
-
-def read_json(trainer: pl.Trainer, name: str = "unlearning_metrics.json") -> dict:
-    path = Path(trainer.log_dir) / name
-    assert path.is_file(), f"{path} was not written"
-    return json.loads(path.read_text())
-
-
-def read_csv(trainer: pl.Trainer) -> list[dict]:
-    with open(Path(trainer.log_dir) / "metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def plain_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The reference: a plain batched forward in eval mode, no sharding, no gathering."""
     was_training = model.training
@@ -131,7 +75,7 @@ def reference_metrics(model, dm: ForgetRemainDataModule, batch_size: int = 512) 
     labels = {k: targets for k, (_, targets) in splits.items()}
     out = {
         "forget_acc": sk_acc(probs["forget"], labels["forget"]),
-        "retain_acc": sk_acc(probs["remain"], labels["remain"]),
+        "remain_acc": sk_acc(probs["remain"], labels["remain"]),
         "test_acc": sk_acc(probs["test"], labels["test"]),
     }
     # non-members: the whole test set, the forgotten classes' test samples included (the authors)
@@ -147,7 +91,7 @@ def reference_metrics(model, dm: ForgetRemainDataModule, batch_size: int = 512) 
 
 
 def assert_matches_reference(record: dict, ref: dict) -> None:
-    for key in ("forget_acc", "retain_acc", "test_acc") + (("forget_test_acc",) if "forget_test_acc" in ref else ()):
+    for key in ("forget_acc", "remain_acc", "test_acc") + (("forget_test_acc",) if "forget_test_acc" in ref else ()):
         assert record[key] == pytest.approx(ref[key], abs=1e-9), key
     # exactly the attack on the right splits (members = remain, non-members = the whole test set, target = forget)
     assert record["mia_entropy"] == ref["_mia_same_features"]
@@ -219,12 +163,13 @@ def test_split_metrics_matches_sklearn(seed, class_wise):
 
     got = E.split_metrics(probs, labels)
 
-    expected_keys = {"forget_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS} | (
+    expected_keys = {"forget_acc", "remain_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS} | (
         {"forget_test_acc"} if class_wise else set()
     )
     assert set(got) == expected_keys
     assert got["forget_acc"] == pytest.approx(sk_acc(probs["forget"], labels["forget"]), abs=1e-9)
-    assert got["retain_acc"] == pytest.approx(sk_acc(probs["remain"], labels["remain"]), abs=1e-9)
+    assert got["remain_acc"] == pytest.approx(sk_acc(probs["remain"], labels["remain"]), abs=1e-9)
+    assert got["retain_acc"] == got["remain_acc"]  # the old name, kept for a release
     assert got["test_acc"] == pytest.approx(sk_acc(probs["test"], labels["test"]), abs=1e-9)
     if class_wise:
         assert got["forget_test_acc"] == pytest.approx(sk_acc(probs["forget_test"], labels["forget_test"]), abs=1e-9)
@@ -302,7 +247,7 @@ def test_fit_writes_metrics_json_and_logs(tmp_path, trained):
     trainer.fit(model, datamodule=dm)
 
     record = read_json(trainer)
-    assert {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "world_size"} <= set(record)
+    assert {"forget_acc", "remain_acc", "test_acc", "mia_entropy", "world_size"} <= set(record)
     assert "forget_test_acc" not in record and "avg_gap" not in record and "reference" not in record
     assert record["world_size"] == 1
     assert record["stage"] == "fit" and record["epoch"] == 0 and record["global_step"] == 4
@@ -318,6 +263,7 @@ def test_fit_writes_metrics_json_and_logs(tmp_path, trained):
         if key in record:
             assert float(rows[0][logged]) == pytest.approx(record[key], rel=1e-6, abs=1e-6), logged
     assert "forget_test/acc" not in rows[0] or rows[0]["forget_test/acc"] == ""
+    assert rows[0]["retain/acc"] == rows[0]["remain/acc"] and record["retain_acc"] == record["remain_acc"]
 
 
 def test_every_n_epochs_is_honoured(tmp_path, monkeypatch):
@@ -336,7 +282,7 @@ def test_every_n_epochs_is_honoured(tmp_path, monkeypatch):
     assert calls == [1, 3, 4]  # epochs 2 and 4, and always the last one (0-based epoch numbers)
     rows = [r for r in read_csv(trainer) if r.get("forget/acc")]
     assert [int(r["epoch"]) for r in rows] == [1, 3, 4]
-    assert all(r["retain/acc"] and r["test/acc"] and r["mia/entropy"] for r in rows)
+    assert all(r["remain/acc"] and r["test/acc"] and r["mia/entropy"] for r in rows)
 
 
 def test_every_n_epochs_with_max_steps_only(tmp_path, monkeypatch):
@@ -401,7 +347,7 @@ def test_reference_checkpoint_against_itself_gives_zero_gap(tmp_path, trained):
     assert record["avg_gap"] == 0.0
     assert record["reference_ckpt"] == str(ckpt)
     metric_keys = {k for k in record["reference"]}
-    assert metric_keys >= {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "mia_svc_entropy", "mia_loss_cv"}
+    assert metric_keys >= {"forget_acc", "remain_acc", "test_acc", "mia_entropy", "mia_svc_entropy", "mia_loss_cv"}
     own = {k: record[k] for k in metric_keys}
     assert record["reference"] == own
     assert record["kl_to_reference"] == 0.0 and record["js_to_reference"] == 0.0
@@ -418,9 +364,9 @@ def test_reference_checkpoint_against_itself_gives_zero_gap(tmp_path, trained):
     trainer.validate(evaluated, datamodule=make_dm())
     record = read_json(trainer)
     ref = reference_metrics(other, dm)
-    for key in ("forget_acc", "retain_acc", "test_acc"):
+    for key in ("forget_acc", "remain_acc", "test_acc"):
         assert record["reference"][key] == pytest.approx(ref[key], abs=1e-9)
-    keys = ("test_acc", "retain_acc", "forget_acc", "mia_entropy")
+    keys = ("test_acc", "remain_acc", "forget_acc", "mia_entropy")
     assert record["avg_gap"] == pytest.approx(sum(abs(record[k] - record["reference"][k]) for k in keys) / 4, abs=1e-12)
 
 
@@ -510,7 +456,7 @@ def test_class_forget_reports_forget_test_accuracy(tmp_path, trained):
     trainer = make_trainer(tmp_path, [evaluator], limit_train_batches=3)
     trainer.fit(model, datamodule=dm)
     record = read_json(trainer)
-    assert {"forget_acc", "retain_acc", "test_acc", "forget_test_acc", "mia_entropy"} <= set(record)
+    assert {"forget_acc", "remain_acc", "test_acc", "forget_test_acc", "mia_entropy"} <= set(record)
 
     # manual computation on the whole test set, split by the forgotten class
     data = dm.source.load()

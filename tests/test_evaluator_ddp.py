@@ -176,7 +176,7 @@ def test_two_processes_give_identical_metrics_and_logits(tmp_path):
         k: with_reference[k] for k in with_reference["reference"]
     }
     # every batch size gives the same numbers (same samples, no duplicates, none missed)
-    keys = ("forget_acc", "retain_acc", "test_acc")
+    keys = ("forget_acc", "remain_acc", "test_acc")
     values = [tuple(read_metrics(tmp_path / "two", name)[k] for k in keys) for name in METRIC_FILES.values()]
     assert len(set(values)) == 1
 
@@ -241,5 +241,5 @@ def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
     assert 2 * one.pop("effective_batch_size") == two.pop("effective_batch_size")
     assert one == two
     assert one["stage"] == "validate"
-    assert {"forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap", "reference"} <= set(one)
+    assert {"forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap", "reference"} <= set(one)
     assert one["reference_ckpt"] == "runs/digits/retrain.ckpt"

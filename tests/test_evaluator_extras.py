@@ -11,7 +11,7 @@ from natmu_lightning import UnlearningEvaluator
 from natmu_lightning.callbacks.evaluator import split_metrics
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.predict import predict_probs
-from tests.test_evaluator import make_dm, make_model, make_trainer, read_csv, read_json
+from tests.tiny_runs import make_dm, make_model, make_trainer, read_csv, read_json
 
 
 def other_weights():

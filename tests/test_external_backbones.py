@@ -39,10 +39,10 @@ def build(library: str) -> torch.nn.Module:
     return module.models.resnet18(num_classes=NUM_CLASSES)
 
 
+@pytest.mark.usefixtures("in_tmp_path")
 @pytest.mark.parametrize("library", YAML_BACKBONES)
-def test_a_library_backbone_trains_from_a_yaml_class_path(tmp_path: Path, monkeypatch, library: str) -> None:
+def test_a_library_backbone_trains_from_a_yaml_class_path(tmp_path: Path, library: str) -> None:
     pytest.importorskip(library)
-    monkeypatch.chdir(tmp_path)
     config = {
         "model": {
             "class_path": "natmu_lightning.ClassifierModule",

@@ -432,12 +432,12 @@ def test_js_extremes():
 # --------------------------------------------------------------------------- #
 # summaries
 # --------------------------------------------------------------------------- #
-RETRAIN = {"test_acc": 93.34, "retain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88}
+RETRAIN = {"test_acc": 93.34, "remain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88}
 
 
 def test_avg_gap():
     assert F.avg_gap(RETRAIN, RETRAIN) == 0.0
-    method = {"test_acc": 92.34, "retain_acc": 100.0, "forget_acc": 99.08, "mia_entropy": 80.88, "extra": 1.0}
+    method = {"test_acc": 92.34, "remain_acc": 100.0, "forget_acc": 99.08, "mia_entropy": 80.88, "extra": 1.0}
     # |92.34-93.34| + |100-99.94| + |99.08-94.08| + |80.88-83.88| = 1 + 0.06 + 5 + 3
     assert F.avg_gap(method, RETRAIN) == pytest.approx((1.0 + 0.06 + 5.0 + 3.0) / 4, abs=1e-12)
     assert F.avg_gap(method, RETRAIN, keys=("forget_acc",)) == pytest.approx(5.0, abs=1e-12)
@@ -449,10 +449,10 @@ def test_avg_gap():
 
 def test_tug_of_war():
     assert F.tug_of_war(RETRAIN, RETRAIN) == 1.0
-    method = {"forget_acc": 84.08, "retain_acc": 98.94, "test_acc": 93.34}
+    method = {"forget_acc": 84.08, "remain_acc": 98.94, "test_acc": 93.34}
     assert F.tug_of_war(method, RETRAIN) == pytest.approx((1 - 0.10) * (1 - 0.01) * 1.0, abs=1e-12)
     with pytest.raises(ValueError, match="forget_acc"):
-        F.tug_of_war({"retain_acc": 1.0, "test_acc": 1.0}, RETRAIN)
+        F.tug_of_war({"remain_acc": 1.0, "test_acc": 1.0}, RETRAIN)
 
 
 # --------------------------------------------------------------------------- #

@@ -138,7 +138,7 @@ def test_record_holds_the_forget_set_files_config_and_metrics(tmp_path, weights)
     )
     for key in (
         "forget_acc",
-        "retain_acc",
+        "remain_acc",
         "test_acc",
         "mia_entropy",
         "reference_free_gap",
@@ -225,6 +225,15 @@ def test_summary_command_prints_the_record(tmp_path, weights, capsys):
         f"{record['metrics_after']['forget_acc']:.2f}",
     ]
     assert any(row.startswith("avg gap to Retrain") for row in text.splitlines())
+
+    # A record written before retain_acc became remain_acc still shows its remaining accuracy.
+    old = json.loads(json.dumps(record))
+    for metrics in (old["metrics_before"], old["metrics_after"]):
+        metrics.pop("remain_acc")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / RECORD_FILENAME).write_text(json.dumps(old))
+    line = next(row for row in summary_main([str(tmp_path / "old")]).splitlines() if row.startswith("remaining acc"))
+    assert line.split()[-1] == f"{record['metrics_after']['remain_acc']:.2f}"
 
 
 def test_bad_input_is_refused(tmp_path):

@@ -40,6 +40,7 @@ def test_original_reference_and_index_file_are_never_written(tmp_path):
     assert after == before
 
 
+@pytest.mark.usefixtures("in_tmp_path")
 @pytest.mark.parametrize(
     "override,match",
     [
@@ -50,8 +51,7 @@ def test_original_reference_and_index_file_are_never_written(tmp_path):
         (["--evaluator.reference_ckpt", "missing.ckpt"], "reference_ckpt"),
     ],
 )
-def test_cli_bad_input_fails_before_training(tmp_path, monkeypatch, capsys, override, match):
-    monkeypatch.chdir(tmp_path)
+def test_cli_bad_input_fails_before_training(tmp_path, capsys, override, match):
     torch.save(SmallCNN().state_dict(), tmp_path / "original.pt")
     args = [
         "fit",
@@ -99,8 +99,8 @@ def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.usefixtures("in_tmp_path")
+def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path):
     config = str(Path(__file__).parents[1] / "configs/digits/original.yaml")
     args = ["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     main(args)
@@ -112,10 +112,10 @@ def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path, monkeypatc
     assert versions == ["version_0", "version_1"]
 
 
-def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path, monkeypatch):
+@pytest.mark.usefixtures("in_tmp_path")
+def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
     """A module built in Python (as the quickstart builds NatMU) records its class path, so the
     CLI can merge its checkpoint's hyperparameters into a config; load_from_checkpoint still works."""
-    monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", lr=3e-3)

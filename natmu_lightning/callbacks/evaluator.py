@@ -30,11 +30,13 @@ from natmu_lightning.checkpoints import load_weights
 from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
+from natmu_lightning.metrics.names import RENAMED_KEYS
 from natmu_lightning.metrics.reference_free import reference_free_targets
 
 LOG_KEYS = {
     "forget_acc": "forget/acc",
-    "retain_acc": "retain/acc",
+    "remain_acc": "remain/acc",
+    "retain_acc": "retain/acc",  # the old name (natmu_lightning.metrics.names)
     "test_acc": "test/acc",
     "forget_test_acc": "forget_test/acc",
     "mia_entropy": "mia/entropy",
@@ -78,7 +80,8 @@ class UnlearningEvaluator(Callback):
     accuracy of a loss attack separating forget from test samples, 50 is ideal) run at
     the final evaluation, or every time with ``attacks_every_epoch``.
 
-    Logged keys: ``forget/acc``, ``retain/acc``, ``test/acc``, ``forget_test/acc``,
+    Logged keys: ``forget/acc``, ``remain/acc`` (and its old name ``retain/acc``, see
+    :data:`~natmu_lightning.metrics.names.RENAMED_KEYS`), ``test/acc``, ``forget_test/acc``,
     ``mia/entropy``, ``mia/svc_*``, ``mia/loss_cv``, ``ref/kl``, ``ref/js``, ``gap/avg``,
     ``gap/tow``, ``gap/reference_free``. ``gap/avg`` works as a ``ModelCheckpoint`` monitor (mode ``min``) to keep
     the checkpoint closest to Retrain; a checkpoint callback that monitors one of these keys
@@ -431,10 +434,11 @@ def split_metrics(
     whole_test = torch.cat([probs["test"], probs["forget_test"]]) if "forget_test" in probs else probs["test"]
     metrics = {
         "forget_acc": MF.accuracy(probs["forget"], labels["forget"]),
-        "retain_acc": MF.accuracy(probs["remain"], labels["remain"]),
+        "remain_acc": MF.accuracy(probs["remain"], labels["remain"]),
         "test_acc": MF.accuracy(probs["test"], labels["test"]),
         "mia_entropy": MF.mia_entropy(probs["remain"], whole_test, probs["forget"]),
     }
+    metrics.update({old: metrics[new] for old, new in RENAMED_KEYS.items()})
     if "forget_test" in probs:
         metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
     metrics.update(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 #: The keys averaged by :func:`avg_gap` (TA, RA, FA, MIA).
-AVG_GAP_KEYS = ("test_acc", "retain_acc", "forget_acc", "mia_entropy")
+AVG_GAP_KEYS = ("test_acc", "remain_acc", "forget_acc", "mia_entropy")
 #: The accuracies multiplied by :func:`tug_of_war`.
-TUG_OF_WAR_KEYS = ("forget_acc", "retain_acc", "test_acc")
+TUG_OF_WAR_KEYS = ("forget_acc", "remain_acc", "test_acc")
 
 
 def _get(d: Mapping, key: str, name: str) -> float:
@@ -38,10 +38,10 @@ def avg_gap(
         ValueError: if a key is missing from either mapping, or ``keys`` is empty.
 
     Example:
-        >>> rt = {"test_acc": 93.34, "retain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88}
+        >>> rt = {"test_acc": 93.34, "remain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88}
         >>> avg_gap(rt, rt)
         0.0
-        >>> m = {"test_acc": 92.34, "retain_acc": 99.94, "forget_acc": 97.08, "mia_entropy": 83.88}
+        >>> m = {"test_acc": 92.34, "remain_acc": 99.94, "forget_acc": 97.08, "mia_entropy": 83.88}
         >>> round(avg_gap(m, rt), 6)
         1.0
     """
@@ -59,7 +59,7 @@ def tug_of_war(
 ) -> float:
     """Tug-of-war score: ``prod_k (1 - |metrics[k] - reference[k]| / 100)``.
 
-    Over forget, retain and test accuracy (percent) by default; 1.0 means identical
+    Over forget, remaining and test accuracy (percent) by default; 1.0 means identical
     to the reference (Retrain).
 
     Args:
@@ -71,10 +71,10 @@ def tug_of_war(
         ValueError: if a key is missing from either mapping, or ``keys`` is empty.
 
     Example:
-        >>> rt = {"forget_acc": 90.0, "retain_acc": 100.0, "test_acc": 90.0}
+        >>> rt = {"forget_acc": 90.0, "remain_acc": 100.0, "test_acc": 90.0}
         >>> tug_of_war(rt, rt)
         1.0
-        >>> round(tug_of_war({"forget_acc": 80.0, "retain_acc": 90.0, "test_acc": 90.0}, rt), 6)
+        >>> round(tug_of_war({"forget_acc": 80.0, "remain_acc": 90.0, "test_acc": 90.0}, rt), 6)
         0.81
     """
     keys = tuple(keys)

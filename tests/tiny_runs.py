@@ -1,0 +1,69 @@
+"""Tiny synthetic runs for the evaluator tests: a 4-class 8x8 image source, its datamodule,
+a small model and a quiet CPU trainer with a CSV logger, and readers of what a run wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN
+from natmu_lightning.data import RandomForget, SyntheticImages
+
+NUM_CLASSES = 4
+
+
+def synthetic(**kw) -> SyntheticImages:
+    args = dict(num_classes=NUM_CLASSES, train_per_class=15, test_per_class=9, channels=1, height=8, width=8, seed=3)
+    args.update(kw)
+    return SyntheticImages(**args)
+
+
+def make_dm(forget=None, source=None, **kw) -> ForgetRemainDataModule:
+    args = dict(stream="remain", batch_size=16, eval_batch_size=64, crop_padding=1, horizontal_flip=False)
+    args.update(kw)
+    return ForgetRemainDataModule(
+        source=source if source is not None else synthetic(),
+        forget=forget if forget is not None else RandomForget(0.2),
+        **args,
+    )
+
+
+def make_model(width: int = 4, num_classes: int = NUM_CLASSES, **kw) -> ClassifierModule:
+    torch.manual_seed(0)
+    args = dict(
+        train_on="remain", optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_epochs=0
+    )
+    args.update(kw)
+    return ClassifierModule(SmallCNN(num_classes=num_classes, width=width), **args)
+
+
+def make_trainer(root: Path, callbacks, **kw) -> pl.Trainer:
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        default_root_dir=str(root),
+        logger=CSVLogger(str(root), name="logs"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+    )
+    args.update(kw)
+    return pl.Trainer(callbacks=callbacks, **args)
+
+
+def read_json(trainer: pl.Trainer, name: str = "unlearning_metrics.json") -> dict:
+    path = Path(trainer.log_dir) / name
+    assert path.is_file(), f"{path} was not written"
+    return json.loads(path.read_text())
+
+
+def read_csv(trainer: pl.Trainer) -> list[dict]:
+    with open(Path(trainer.log_dir) / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
