@@ -197,7 +197,7 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
                     *checkpoints,
                     "--trainer.max_epochs",
                     "1",
-                    "--model.init_args.lr",
+                    "--model.init_args.recipe.lr",
                     "1e12",
                 ]
             )
@@ -418,7 +418,7 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
 
     def module(cls: type) -> pl.LightningModule:
         torch.manual_seed(0)
-        return cls(VGG16BN(num_classes=10), original_ckpt=str(original), lr=1e-3, weight_decay=2e-3)
+        return cls(VGG16BN(num_classes=10), original_ckpt=str(original), recipe={"lr": 1e-3, "weight_decay": 2e-3})
 
     out: dict[str, Any] = {"batch_size": batch, "timed_steps": steps - warmup, "num_workers": workers}
     natmu_dm, ft_dm = datamodule("hybrid"), datamodule("remain")

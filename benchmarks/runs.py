@@ -44,6 +44,8 @@ METRICS = (
     "js_to_reference",
     "reference_free_gap",
 )
+#: Where a config holds the learning rate the search varies (the module's recipe).
+LR_KEYS = ("model", "init_args", "recipe", "lr")
 #: Written beside each fit's unlearning_metrics.json: its wall time, read back by ``--resume``.
 TIMING_FILE = "benchmark_seconds.json"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -175,7 +177,7 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
     expected = {
         ("seed_everything",): seed,
         ("data", "seed"): seed,
-        ("model", "init_args", "lr"): params["lr"] if "lr" in params else nested(shipped, "model", "init_args", "lr"),
+        LR_KEYS: params["lr"] if "lr" in params else nested(shipped, *LR_KEYS),
         ("data", "delta"): params["delta"] if "delta" in params else nested(shipped, "data", "delta"),
     }
     for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
@@ -276,7 +278,7 @@ def param_args(params: dict) -> list[str]:
     """CLI overrides for searched hyperparameters."""
     args = []
     if "lr" in params:
-        args += ["--model.init_args.lr", repr(params["lr"])]
+        args += ["--" + ".".join(LR_KEYS), repr(params["lr"])]
     if "delta" in params:
         args += ["--data.delta", repr(params["delta"])]
     return args

@@ -87,7 +87,7 @@ def search(
     best_of = lambda method, grid: _best_candidate(preset, method, grid, validations, extra, scenario, rows, resume)  # noqa: E731
     for method in methods:
         config = preset.config(method, scenario)
-        lr = fits.config_value(config, "model", "init_args", "lr")
+        lr = fits.config_value(config, *fits.LR_KEYS)
         if lr is None:  # no optimiser (SSD) or no such config: run as shipped
             selected[method] = {}
             continue

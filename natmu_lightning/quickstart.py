@@ -44,6 +44,8 @@ from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
 from natmu_lightning.io import atomic_write_json
 from natmu_lightning.methods import ClassifierModule, NatMUModule
+from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
+from natmu_lightning.methods.natmu import NATMU_RECIPE
 from natmu_lightning.metrics.functional import avg_gap
 
 
@@ -106,7 +108,10 @@ def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progre
     pl.seed_everything(cfg.seed, verbose=False)  # same initial weights for original and Retrain
     cached = ckpt.is_file()
     model = ClassifierModule(
-        SmallCNN(num_classes=10), train_on=train_on, lr=cfg.classifier_lr, original_ckpt=str(ckpt) if cached else None
+        SmallCNN(num_classes=10),
+        train_on=train_on,
+        original_ckpt=str(ckpt) if cached else None,
+        recipe=CLASSIFIER_RECIPE.replace(lr=cfg.classifier_lr),
     )
     evaluator = UnlearningEvaluator(every_n_epochs=cfg.classifier_epochs)
     trainer = _trainer(out / role, cfg.classifier_epochs, evaluator, progress)
@@ -199,8 +204,7 @@ def _run(cfg: QuickstartConfig, out: Path, cache: Path | None, progress: bool) -
     natmu = NatMUModule(
         SmallCNN(num_classes=10),
         original_ckpt=paths["original_ckpt"],
-        lr=cfg.unlearn_lr,
-        weight_decay=cfg.unlearn_weight_decay,
+        recipe=NATMU_RECIPE.replace(lr=cfg.unlearn_lr, weight_decay=cfg.unlearn_weight_decay),
     )
     evaluator = UnlearningEvaluator(reference_ckpt=paths["retrain_ckpt"])
     trainer = _trainer(out / "natmu", cfg.unlearn_epochs, evaluator, progress)

@@ -117,7 +117,7 @@ def test_digits_config_runs(method: str, digits_workdir: Path, tmp_path: Path) -
     (NegGradPlusModule, {"alpha": math.nan}, "alpha"),
     (L1SparseModule, {"alpha": -1e-4}, "alpha"),
     (L1SparseModule, {"alpha": math.inf}, "alpha"),
-    (RLModule, {"weight_decay": -1.0}, "weight_decay"),
+    (RLModule, {"recipe": {"weight_decay": -1.0}}, "weight_decay"),
 ])  # fmt: skip
 def test_bad_values_raise(cls, kwargs, match, original: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -204,7 +204,11 @@ def labels_by_epoch(seen) -> dict[int, dict[int, int]]:
 
 
 def test_rl_relabels_exactly_the_forget_rows_in_training(original: str, tmp_path: Path) -> None:
-    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-3)
+    module = RLModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        recipe={"lr": 1e-3},
+    )
     seen = spy_on_labels(module)
     fit(module, tmp_path, max_steps=6)
     _, _, targets, is_forget, labels = (torch.cat(parts) if i else parts for i, parts in enumerate(zip(*seen)))
@@ -217,7 +221,11 @@ def test_rl_keeps_one_seeded_wrong_label_per_forgetting_sample(original: str, tm
     """The NatMU authors draw one wrong label per forgetting sample, once (their
     get_random_idx_of_retainData): the same label in every epoch, never the true class,
     and the same table in a second run with the same seed; per_batch redraws it."""
-    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4)
+    module = RLModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        recipe={"lr": 1e-4},
+    )
     seen = spy_on_labels(module)
     dm = fit(module, tmp_path, max_epochs=3)
     epochs = labels_by_epoch(seen)
@@ -230,13 +238,17 @@ def test_rl_keeps_one_seeded_wrong_label_per_forgetting_sample(original: str, tm
     shifts = {(label - int(targets[index])) % 10 for index, label in epochs[0].items()}
     assert shifts == set(range(1, 10))
 
-    again = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4)
+    again = RLModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        recipe={"lr": 1e-4},
+    )
     seen_again = spy_on_labels(again)
     fit(again, tmp_path, max_steps=3)
     first = labels_by_epoch(seen_again)[0]
     assert first and all(epochs[0][index] == label for index, label in first.items())
 
-    redrawn = RLModule(SmallCNN(num_classes=10), original_ckpt=original, lr=1e-4, relabel="per_batch")
+    redrawn = RLModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 1e-4}, relabel="per_batch")
     seen_redrawn = spy_on_labels(redrawn)
     fit(redrawn, tmp_path, max_epochs=2)
     per_batch = labels_by_epoch(seen_redrawn)
@@ -271,7 +283,11 @@ def forget_loss(backbone: nn.Module, dm: ForgetRemainDataModule) -> float:
 def test_ga_raises_the_forget_loss(original: str, tmp_path: Path) -> None:
     before = SmallCNN(num_classes=10)
     before.load_state_dict(original_state(original))
-    module = GAModule(SmallCNN(num_classes=10), original_ckpt=original, optimizer="adamw", lr=1e-3, weight_decay=0.0)
+    module = GAModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+    )
     dm = fit(module, tmp_path, max_steps=4)
     assert dm.stream == "forget"
     assert forget_loss(module.backbone, dm) > forget_loss(before, dm) + 1e-3
@@ -342,11 +358,7 @@ def test_neggrad_plus_pairs_every_remaining_batch_with_a_cycled_forget_batch(ori
         original_ckpt=original,
         alpha=0.9,
         forget_batch_size=32,
-        optimizer="sgd",
-        lr=0.01,
-        momentum=0.0,
-        weight_decay=0.0,
-        lr_schedule="constant",
+        recipe={"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant"},
     )
     dm = fit(module, tmp_path, max_epochs=2, batch_size=100)
     assert dm.stream == "paired"
@@ -386,7 +398,11 @@ def test_l1_sparse_weight_follows_the_schedule_in_a_run(original: str, tmp_path:
             weights.append(pl_module.current_l1_weight())
 
     module = L1SparseModule(
-        SmallCNN(num_classes=10), original_ckpt=original, alpha=1e-3, optimizer="adamw", lr=1e-3, l1_schedule="step"
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        alpha=1e-3,
+        recipe={"optimizer": "adamw", "lr": 1e-3},
+        l1_schedule="step",
     )
     fit(module, tmp_path, max_steps=4, callbacks=[Record()])
     assert module.total_steps == 4
@@ -445,10 +461,7 @@ def test_salun_changes_only_the_salient_weights(optimizer: str, original: str, t
         SmallCNN(num_classes=10),
         original_ckpt=original,
         saliency_fraction=0.1,
-        optimizer=optimizer,
-        lr=1e-2,
-        weight_decay=0.1,
-        momentum=0.9,
+        recipe={"optimizer": optimizer, "lr": 1e-2, "weight_decay": 0.1, "momentum": 0.9},
     )
     dm = fit(module, tmp_path, max_steps=4)
     check_salun(module, original, 0.1)
@@ -460,7 +473,7 @@ def test_salun_changes_only_the_salient_weights(optimizer: str, original: str, t
 
 
 def test_salun_resume_keeps_the_mask_and_the_original_weights(original: str, tmp_path: Path) -> None:
-    kwargs = dict(original_ckpt=original, saliency_fraction=0.1, lr=1e-2, weight_decay=0.1)
+    kwargs = dict(original_ckpt=original, saliency_fraction=0.1, recipe={"lr": 1e-2, "weight_decay": 0.1})
     first = SalUnModule(SmallCNN(num_classes=10), **kwargs)
     dm = ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False)
     trainer = pl.Trainer(

@@ -224,7 +224,11 @@ class TeacherAudit(Callback):
 
 @pytest.mark.parametrize("cls,names", [(BadTeacherModule, {"competent", "incompetent"}), (SCRUBModule, {"original"})])
 def test_teachers_are_frozen_in_eval_mode_and_outside_state_and_optimizer(original_ckpt, tmp_path, cls, names):
-    module = cls(SmallCNN(), original_ckpt=original_ckpt, lr=1e-2)
+    module = cls(
+        SmallCNN(),
+        original_ckpt=original_ckpt,
+        recipe={"lr": 1e-2},
+    )
     assert set(module.teachers.names()) == names
     # Not children: not in the state dict, parameters() or the module tree.
     assert set(module.state_dict()) == {f"backbone.{k}" for k in module.backbone.state_dict()}
@@ -359,7 +363,13 @@ def test_scrub_follows_the_authors_schedule_and_loop(original_ckpt, tmp_path):
     """Per epoch one max pass over the forget set in its own batches (first msteps epochs), then
     one min pass over the remaining set: the step counts and the final weights of the authors'
     loop on digits (3 epochs, msteps 2, batches of 128 remaining and 64 forget)."""
-    module = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, max_phase_epochs=2, forget_batch_size=64, lr=0.01)
+    module = SCRUBModule(
+        SmallCNN(),
+        original_ckpt=original_ckpt,
+        max_phase_epochs=2,
+        forget_batch_size=64,
+        recipe={"lr": 0.01},
+    )
     assert [module.in_max_phase(e) for e in range(3)] == [True, True, False]
     record = PhaseRecord()
     dm = datamodule(batch_size=128)
@@ -412,9 +422,7 @@ def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_se
             original_ckpt=original_ckpt,
             alpha=0.0,
             gamma=0.0,
-            lr=0.05,
-            momentum=0.0,
-            weight_decay=0.0,
+            recipe={"lr": 0.05, "momentum": 0.0, "weight_decay": 0.0},
             max_phase_epochs=max_phase_epochs,
         )
         dm = datamodule()

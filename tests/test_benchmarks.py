@@ -199,7 +199,7 @@ def test_speed_digits_preset_matches_the_quality_configs():
     assert preset.batch_size == config["data"]["batch_size"]
     assert preset.crop_padding == config["data"]["crop_padding"]
     assert preset.classifier_epochs == config["trainer"]["max_epochs"]
-    assert preset.classifier_lr == config["model"]["init_args"]["lr"]
+    assert preset.classifier_lr == config["model"]["init_args"]["recipe"]["lr"]
 
 
 @pytest.mark.timeout(600)
@@ -341,7 +341,7 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     for method in ("natmu", "ft"):
         assert reported[method]["params"] == selection["selected"][method]
         hparams = yaml.safe_load((Path(reported[method]["log_dir"]) / "hparams.yaml").read_text())
-        assert hparams["lr"] == pytest.approx(selection["selected"][method]["lr"])
+        assert hparams["recipe"]["lr"] == pytest.approx(selection["selected"][method]["lr"])
     validation_set = np.load(Path(candidates[1]["log_dir"]) / "forget_indices.npy")
     reported_set = np.load(Path(reported["retrain"]["log_dir"]) / "forget_indices.npy")
     assert not np.array_equal(np.sort(validation_set), np.sort(reported_set))

@@ -42,7 +42,7 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
         str(CONFIGS / "digits" / "natmu.yaml"),
         "--trainer.max_epochs",
         "3",
-        "--model.init_args.lr",
+        "--model.init_args.recipe.lr",
         "1e-3",
         *QUIET,
     ]

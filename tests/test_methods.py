@@ -9,7 +9,7 @@ import torch
 from natmu_lightning.backbones import ResNet18, SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, SyntheticImages
 from natmu_lightning.methods import ClassifierModule, NatMUModule
-from natmu_lightning.methods.base import lr_factor_fn
+from natmu_lightning.methods.recipe import LrFactor, Recipe
 
 
 @pytest.fixture
@@ -119,17 +119,21 @@ def test_reinit_classifier_changes_only_the_final_weights_when_a_fit_starts(orig
 
 
 def test_lr_factor_schedules():
-    cosine = lr_factor_fn("cosine", total_steps=100, warmup_steps=0)
+    cosine = LrFactor("cosine", total_steps=100, warmup_steps=0)
     assert cosine(0) == 1.0 and cosine(100) == pytest.approx(0.0, abs=1e-12)
     assert cosine(50) == pytest.approx(0.5)
-    step = lr_factor_fn("step", total_steps=100, warmup_steps=10, milestones=(0.6, 0.8))
+    step = LrFactor("step", total_steps=100, warmup_steps=10, milestones=(0.6, 0.8))
     assert step(0) == pytest.approx(0.1) and step(9) == 1.0
     assert step(59) == 1.0 and step(60) == pytest.approx(0.1) and step(80) == pytest.approx(0.01)
 
 
 def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
     _, path = original_state
-    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), lr=1e-3, weight_decay=2e-3)
+    module = NatMUModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=str(path),
+        recipe={"lr": 1e-3, "weight_decay": 2e-3},
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=2,
@@ -154,11 +158,39 @@ def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
         ({"optimizer": "adam"}, "optimizer"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
         ({"weight_decay": -1.0}, "weight_decay"),
+        ({"momentum": True}, "momentum"),
+        ({"betas": (0.9,)}, "betas"),
+        ({"milestones": (0.6, 1.5)}, "milestones"),
+        ({"learning_rate": 0.1}, "no field"),
     ],
 )
 def test_bad_optimisation_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ClassifierModule(SmallCNN(), **kwargs)
+        ClassifierModule(SmallCNN(), recipe=kwargs)
+    if "learning_rate" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            Recipe(**kwargs)
+
+
+def test_a_recipe_mapping_changes_only_what_it_names_and_reloads_from_a_checkpoint(tmp_path):
+    """Each method's default recipe is its own; a dict (YAML, Python, a checkpoint's
+    hyperparameters) changes only the fields it names."""
+    from natmu_lightning import FTModule
+    from natmu_lightning.methods.ft import FT_RECIPE
+    from natmu_lightning.methods.natmu import NATMU_RECIPE
+
+    torch.save(SmallCNN(num_classes=10).state_dict(), tmp_path / "original.pt")
+    original = str(tmp_path / "original.pt")
+    assert NatMUModule(SmallCNN(num_classes=10), original_ckpt=original).recipe == NATMU_RECIPE
+    ft = FTModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 0.5})
+    assert ft.recipe == FT_RECIPE.replace(lr=0.5) and ft.recipe.optimizer == "sgd"
+    assert ft.hparams["recipe"] == {**FT_RECIPE.as_dict(), "lr": 0.5}
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, default_root_dir=tmp_path)
+    trainer.fit(ft, datamodule=ForgetRemainDataModule(batch_size=64, stream="remain"))
+    trainer.save_checkpoint(tmp_path / "ft.ckpt")
+    assert torch.load(tmp_path / "ft.ckpt", weights_only=True)["hyper_parameters"]["recipe"]["lr"] == 0.5
+    reloaded = FTModule.load_from_checkpoint(tmp_path / "ft.ckpt", backbone=SmallCNN(num_classes=10))
+    assert reloaded.recipe == ft.recipe
 
 
 def test_backbone_that_cannot_take_the_images_fails_before_training(tmp_path):

@@ -93,10 +93,10 @@ def test_quickstart_settings_match_the_digits_configs():
     original = yaml.safe_load((configs / "original.yaml").read_text())
     natmu = yaml.safe_load((configs / "natmu.yaml").read_text())
     assert original["trainer"]["max_epochs"] == cfg.classifier_epochs
-    assert original["model"]["init_args"]["lr"] == cfg.classifier_lr
+    assert original["model"]["init_args"]["recipe"]["lr"] == cfg.classifier_lr
     assert natmu["trainer"]["max_epochs"] == cfg.unlearn_epochs
-    assert natmu["model"]["init_args"]["lr"] == cfg.unlearn_lr
-    assert natmu["model"]["init_args"]["weight_decay"] == cfg.unlearn_weight_decay
+    assert natmu["model"]["init_args"]["recipe"]["lr"] == cfg.unlearn_lr
+    assert natmu["model"]["init_args"]["recipe"]["weight_decay"] == cfg.unlearn_weight_decay
     for data in (original["data"], natmu["data"]):
         assert data["source"]["init_args"]["noise_std"] == cfg.noise_std
         assert data["batch_size"] == cfg.batch_size and data["crop_padding"] == cfg.crop_padding

@@ -70,7 +70,11 @@ def make_trainer(root: Path, callbacks: list, version: str, **kw) -> pl.Trainer:
 def trained_weights(path: Path, train_on: str, steps: int = 60) -> str:
     """A small classifier trained for a few steps, saved as a plain state dict."""
     torch.manual_seed(1)
-    model = ClassifierModule(SmallCNN(num_classes=NUM_CLASSES, width=4), train_on=train_on, optimizer="adamw", lr=1e-2)
+    model = ClassifierModule(
+        SmallCNN(num_classes=NUM_CLASSES, width=4),
+        train_on=train_on,
+        recipe={"optimizer": "adamw", "lr": 1e-2},
+    )
     trainer = make_trainer(path.parent, [], path.stem, max_epochs=-1, max_steps=steps)
     trainer.fit(model, datamodule=make_dm())
     torch.save(model.backbone.state_dict(), path)
@@ -88,7 +92,11 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def ft(original: str) -> FTModule:
     torch.manual_seed(0)
-    return FTModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=original, lr=1e-3)
+    return FTModule(
+        SmallCNN(num_classes=NUM_CLASSES, width=4),
+        original_ckpt=original,
+        recipe={"lr": 1e-3},
+    )
 
 
 def sha256_of(path) -> str:
@@ -157,7 +165,7 @@ def test_record_holds_the_forget_set_files_config_and_metrics(tmp_path, weights)
     # The method, its resolved hyperparameters and the environment.
     assert record["method"] == "FTModule"
     assert record["method_class_path"] == "natmu_lightning.methods.ft.FTModule"
-    assert record["config"]["model"]["init_args"]["lr"] == 1e-3
+    assert record["config"]["model"]["init_args"]["recipe"]["lr"] == 1e-3
     assert record["config"]["model"]["backbone"] == "natmu_lightning.backbones.small_cnn.SmallCNN"
     assert record["config"]["data"]["batch_size"] == 16
     assert (record["world_size"], record["seed"], record["global_step"]) == (1, 0, trainer.global_step)

@@ -118,7 +118,11 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
     CLI can merge its checkpoint's hyperparameters into a config; load_from_checkpoint still works."""
     torch.manual_seed(0)
     torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
-    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", lr=3e-3)
+    module = NatMUModule(
+        SmallCNN(num_classes=10),
+        original_ckpt="original.pt",
+        recipe={"lr": 3e-3},
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=2,
@@ -146,10 +150,10 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
             "false",
         ]
     )
-    assert type(cli.model) is NatMUModule and cli.model.hparams.lr == 3e-3  # merged from the checkpoint
+    assert type(cli.model) is NatMUModule and cli.model.recipe.lr == 3e-3  # merged from the checkpoint
     for name, tensor in module.state_dict().items():
         assert torch.equal(cli.model.state_dict()[name], tensor), name
     assert sorted(tmp_path.rglob("unlearning_metrics.json"))
 
     reloaded = NatMUModule.load_from_checkpoint("natmu.ckpt", backbone=SmallCNN(num_classes=10))
-    assert reloaded.hparams.lr == 3e-3
+    assert reloaded.recipe.lr == 3e-3

@@ -68,7 +68,11 @@ def last_ckpt(log_dir: Path) -> str:
 def original(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("original")
     torch.manual_seed(0)
-    model = ClassifierModule(SmallCNN(num_classes=NUM_CLASSES, width=4), train_on="full", optimizer="adamw", lr=3e-3)
+    model = ClassifierModule(
+        SmallCNN(num_classes=NUM_CLASSES, width=4),
+        train_on="full",
+        recipe={"optimizer": "adamw", "lr": 3e-3},
+    )
     fit(folder, "original", model, make_dm())
     path = folder / "original.pt"
     torch.save(model.backbone.state_dict(), path)
@@ -77,7 +81,11 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def natmu(original_ckpt: str) -> NatMUModule:
     torch.manual_seed(0)
-    return NatMUModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=original_ckpt, lr=1e-3)
+    return NatMUModule(
+        SmallCNN(num_classes=NUM_CLASSES, width=4),
+        original_ckpt=original_ckpt,
+        recipe={"lr": 1e-3},
+    )
 
 
 def streamed_indices(dm: ForgetRemainDataModule) -> set[int]:

@@ -33,13 +33,17 @@ def make_dm(forget=None, source=None, **kw) -> ForgetRemainDataModule:
     )
 
 
-def make_model(width: int = 4, num_classes: int = NUM_CLASSES, **kw) -> ClassifierModule:
+def make_model(
+    width: int = 4, num_classes: int = NUM_CLASSES, original_ckpt: str | None = None, **recipe
+) -> ClassifierModule:
+    """A small classifier on the remaining set: AdamW at a constant lr 1e-3 unless ``recipe``
+    fields say otherwise."""
     torch.manual_seed(0)
-    args = dict(
-        train_on="remain", optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="constant", warmup_epochs=0
+    fields = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "lr_schedule": "constant", "warmup_epochs": 0.0}
+    fields.update(recipe)
+    return ClassifierModule(
+        SmallCNN(num_classes=num_classes, width=width), train_on="remain", original_ckpt=original_ckpt, recipe=fields
     )
-    args.update(kw)
-    return ClassifierModule(SmallCNN(num_classes=num_classes, width=width), **args)
 
 
 def make_trainer(root: Path, callbacks, **kw) -> pl.Trainer:

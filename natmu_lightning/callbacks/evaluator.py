@@ -408,7 +408,9 @@ class UnlearningEvaluator(Callback):
             if final and self.save_outputs:
                 atomic_save_npz(folder / "evaluation_outputs.npz", per_sample_outputs(probs, labels))
             path = atomic_write_json(folder / self.filename, record)
-            summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float))
+            summary = ", ".join(
+                f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k not in RENAMED_KEYS
+            )
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
 
 

@@ -8,6 +8,7 @@ from natmu_lightning.methods.ga import GAModule
 from natmu_lightning.methods.l1_sparse import L1SparseModule
 from natmu_lightning.methods.natmu import NatMUModule
 from natmu_lightning.methods.neggrad import NegGradPlusModule
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.rl import RLModule
 from natmu_lightning.methods.salun import SalUnModule
 from natmu_lightning.methods.scrub import SCRUBModule
@@ -22,6 +23,7 @@ __all__ = [
     "GAModule",
     "L1SparseModule",
     "NatMUModule",
+    "Recipe",
     "NegGradPlusModule",
     "RLModule",
     "SalUnModule",

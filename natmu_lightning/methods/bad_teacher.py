@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
+from natmu_lightning.checks import check_choice, check_positive
+from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
     images_and_forget_flags,
@@ -55,6 +55,10 @@ def bad_teacher_loss(
     if reduction == "mean":  # F.kl_div's "mean", without its deprecation warning at every step
         loss = loss / student_logits.shape[1]
     return loss
+
+
+BAD_TEACHER_RECIPE = Recipe(optimizer="adamw", lr=5e-5, weight_decay=9e-4, lr_schedule="cosine")
+"""See BadTeacherModule for where each number comes from."""
 
 
 class BadTeacherModule(UnlearningModule):
@@ -116,31 +120,11 @@ class BadTeacherModule(UnlearningModule):
         temperature: float = 7.2,
         incompetent_seed: int = 0,
         kl_reduction: KLReduction = "batchmean",
-        optimizer: OptimizerName = "adamw",
-        lr: float = 5e-5,
-        weight_decay: float = 9e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "cosine",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = BAD_TEACHER_RECIPE,
     ) -> None:
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if kl_reduction not in ("batchmean", "mean"):
-            raise ValueError(f"kl_reduction must be 'batchmean' or 'mean', got {kl_reduction!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-        )
+        check_positive("temperature", temperature)
+        check_choice("kl_reduction", kl_reduction, ("batchmean", "mean"))
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, BAD_TEACHER_RECIPE))
         self.teachers = FrozenTeachers()
         self.teachers.add("competent", self.backbone)
         self.teachers.add("incompetent", randomly_initialised_copy(self.backbone, incompetent_seed))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -13,31 +12,24 @@ from torch import Tensor, nn
 
 from natmu_lightning.callbacks.record import UnlearningRecord
 from natmu_lightning.checkpoints import final_linear, load_weights
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.predict import eval_mode, model_inputs
-
-OptimizerName = Literal["adamw", "sgd"]
-ScheduleName = Literal["cosine", "step", "constant"]
 
 
 class BackboneModule(pl.LightningModule):
-    """A classifier around an injected backbone, with configurable optimisation.
+    """A classifier around an injected backbone, optimised by a :class:`~natmu_lightning.methods.recipe.Recipe`.
 
-    Subclasses set ``train_stream`` (which samples the datamodule trains on) and may
-    override :meth:`training_step`.
+    Subclasses set ``train_stream`` (which samples the datamodule trains on), pass their
+    own default recipe, and may override :meth:`training_step`.
 
     Args:
         backbone: any ``nn.Module`` mapping float images in [0, 1] to logits.
         original_ckpt: weights to start from (Lightning checkpoint or plain state dict),
             loaded strictly with ``weights_only=True``; known prefixes are stripped.
-        optimizer: ``"adamw"`` or ``"sgd"`` (momentum, Nesterov off).
-        lr: peak learning rate.
-        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
-        momentum: SGD momentum.
-        betas: AdamW betas.
-        lr_schedule: ``"cosine"`` (per step to zero), ``"step"`` (x0.1 at
-            ``milestones[0]`` and x0.01 at ``milestones[1]`` of the steps) or ``"constant"``.
-        warmup_epochs: linear warm-up length in epochs (may be fractional).
-        milestones: fractions of the run for the ``"step"`` schedule.
+        recipe: the optimiser, learning rate and schedule (each subclass reads what it is
+            given with :meth:`Recipe.read <natmu_lightning.methods.recipe.Recipe.read>` against
+            its own default). ``None`` for a module that never steps an optimiser (SSD): then
+            ``configure_optimizers`` returns none.
         reinit_classifier: re-initialise the final linear layer's weights (Xavier normal,
             gain sqrt 2; the bias is kept) when a fit starts, after the datamodule planned
             NatMU's hybrids with the original head (NatMU's full-class recipe).
@@ -51,14 +43,7 @@ class BackboneModule(pl.LightningModule):
         self,
         backbone: nn.Module,
         original_ckpt: str | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "cosine",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe | None = None,
         reinit_classifier: bool = False,
     ) -> None:
         super().__init__()
@@ -66,15 +51,11 @@ class BackboneModule(pl.LightningModule):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         if self.requires_original_ckpt and not original_ckpt:
             raise ValueError(f"{type(self).__name__} needs original_ckpt: the trained model to unlearn")
-        if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
-        if lr_schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine', 'step' or 'constant', got {lr_schedule!r}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive number, got {lr}")
-        if weight_decay < 0 or warmup_epochs < 0 or momentum < 0:
-            raise ValueError("weight_decay, warmup_epochs and momentum must be >= 0")
-        self.save_hyperparameters(ignore=["backbone"])
+        self.recipe = recipe
+        self.save_hyperparameters(ignore=["backbone", "recipe"])
+        if self.recipe is not None:
+            # a plain dict: checkpoints load with weights_only=True and the CLI parses it back
+            self.hparams["recipe"] = self.recipe.as_dict()
         # LightningCLI records the class path of the modules it builds; one built in Python
         # records it here, so `natmu-lightning validate --ckpt_path` can merge its checkpoint's
         # hyperparameters into a config (the config supplies the backbone, never saved here).
@@ -173,20 +154,13 @@ class BackboneModule(pl.LightningModule):
         return trainer is not None and any(key in getattr(c, "logged_keys", ()) for c in trainer.callbacks)  # type: ignore[attr-defined]  # Lightning sets it
 
     # ------------------------------------------------------------------ optimisation
-    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer: torch.optim.Optimizer
-        if hp["optimizer"] == "adamw":
-            optimizer = torch.optim.AdamW(
-                params, lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"]
-            )
-        else:
-            optimizer = torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig | None:
+        if self.recipe is None:
+            return None
+        optimizer = self.recipe.optimizer_for(p for p in self.parameters() if p.requires_grad)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
-        factor = lr_factor_fn(hp["lr_schedule"], total, round(hp["warmup_epochs"] * per_epoch), hp["milestones"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.recipe.lr_factor(total, per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -206,37 +180,6 @@ class UnlearningModule(BackboneModule):
         if trainer is not None and any(isinstance(c, UnlearningRecord) for c in trainer.callbacks):  # type: ignore[attr-defined]  # Lightning sets it
             return []
         return [UnlearningRecord()]
-
-
-class _LrFactor:
-    """Picklable per-step learning-rate factor (``LambdaLR`` keeps it in its state)."""
-
-    def __init__(self, schedule: str, total_steps: int, warmup_steps: int, milestones: Sequence[float]) -> None:
-        self.schedule, self.total, self.warmup = schedule, total_steps, warmup_steps
-        self.milestones = tuple(milestones)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if self.schedule == "cosine":
-            span = max(self.total - self.warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(step - self.warmup, span) / span))
-        if self.schedule == "step":
-            return 0.1 ** sum(step >= m * self.total for m in self.milestones)
-        return 1.0
-
-
-def lr_factor_fn(
-    schedule: str, total_steps: int, warmup_steps: int, milestones: Sequence[float] = (0.6, 0.8)
-) -> _LrFactor:
-    """The learning-rate multiplier as a function of the optimizer step.
-
-    Example:
-        >>> f = lr_factor_fn("cosine", total_steps=10, warmup_steps=0)
-        >>> f(0), round(f(5), 3), f(10)
-        (1.0, 0.5, 0.0)
-    """
-    return _LrFactor(schedule, total_steps, warmup_steps, milestones)
 
 
 def reinit_linear(layer: nn.Linear) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
 
-from natmu_lightning.methods.base import BackboneModule, OptimizerName, ScheduleName
+from natmu_lightning.checks import check_choice
+from natmu_lightning.methods.base import BackboneModule
+from natmu_lightning.methods.recipe import Recipe
+
+CLASSIFIER_RECIPE = Recipe(optimizer="sgd", lr=0.1, weight_decay=5e-4, lr_schedule="step", warmup_epochs=2.0)
+"""The NatMU authors' recipe for original and Retrain models: SGD, momentum 0.9, lr 0.1,
+weight decay 5e-4, 2 warm-up epochs, x0.1 at 60% and x0.01 at 80% of the steps."""
 
 
 class ClassifierModule(BackboneModule):
@@ -36,29 +41,9 @@ class ClassifierModule(BackboneModule):
         backbone: nn.Module,
         train_on: Literal["full", "remain"] = "full",
         original_ckpt: str | None = None,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.1,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "step",
-        warmup_epochs: float = 2.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = CLASSIFIER_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        if train_on not in ("full", "remain"):
-            raise ValueError(f"train_on must be 'full' or 'remain', got {train_on!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        check_choice("train_on", train_on, ("full", "remain"))
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, CLASSIFIER_RECIPE), reinit_classifier)
         self.train_stream = train_on

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule
+from natmu_lightning.methods.base import UnlearningModule
+from natmu_lightning.methods.recipe import Recipe
+
+FT_RECIPE = Recipe(optimizer="sgd", lr=0.01, weight_decay=5e-4, lr_schedule="constant")
+"""Jia et al.'s FT command: SGD, momentum 0.9, weight decay 5e-4, lr 0.01, constant over 10 epochs (FTModule)."""
 
 
 class FTModule(UnlearningModule):
@@ -48,26 +50,7 @@ class FTModule(UnlearningModule):
         self,
         backbone: nn.Module,
         original_ckpt: str,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = FT_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, FT_RECIPE), reinit_classifier)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite, unpack
+from natmu_lightning.methods.base import UnlearningModule, check_finite, unpack
+from natmu_lightning.methods.recipe import Recipe
+
+GA_RECIPE = Recipe(optimizer="sgd", lr=1e-4, weight_decay=5e-4, lr_schedule="constant")
+"""See GAModule for where each number comes from."""
 
 
 class GAModule(UnlearningModule):
@@ -48,29 +51,10 @@ class GAModule(UnlearningModule):
         self,
         backbone: nn.Module,
         original_ckpt: str,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 1e-4,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = GA_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, GA_RECIPE), reinit_classifier)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = unpack(batch)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite, unpack
+from natmu_lightning.checks import check_choice, check_integer, check_non_negative
+from natmu_lightning.methods.base import UnlearningModule, check_finite, unpack
+from natmu_lightning.methods.recipe import Recipe
 
 L1Schedule = Literal["epoch", "step"]
 
@@ -61,6 +62,10 @@ def l1_sparse_loss(
     ce = nn.functional.cross_entropy(logits, targets)
     l1 = l1_norm(params)
     return ce + weight * l1, ce, l1
+
+
+L1_SPARSE_RECIPE = Recipe(optimizer="sgd", lr=0.01, weight_decay=5e-4, lr_schedule="constant")
+"""See L1SparseModule for where each number comes from."""
 
 
 class L1SparseModule(UnlearningModule):
@@ -121,35 +126,13 @@ class L1SparseModule(UnlearningModule):
         alpha: float = 1e-4,
         l1_schedule: L1Schedule = "epoch",
         no_l1_epochs: int = 0,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = L1_SPARSE_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha (the initial L1 weight) must be a number >= 0, got {alpha!r}")
-        if l1_schedule not in ("epoch", "step"):
-            raise ValueError(f"l1_schedule must be 'epoch' or 'step', got {l1_schedule!r}")
-        if isinstance(no_l1_epochs, bool) or not isinstance(no_l1_epochs, int) or no_l1_epochs < 0:
-            raise ValueError(f"no_l1_epochs must be an integer >= 0, got {no_l1_epochs!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        check_non_negative("alpha", alpha)  # the initial L1 weight
+        check_choice("l1_schedule", l1_schedule, ("epoch", "step"))
+        check_integer("no_l1_epochs", no_l1_epochs, 0)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, L1_SPARSE_RECIPE), reinit_classifier)
         self.total_steps: int | None = None
 
     def on_train_start(self) -> None:

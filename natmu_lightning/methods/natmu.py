@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule
+from natmu_lightning.methods.base import UnlearningModule
+from natmu_lightning.methods.recipe import Recipe
+
+NATMU_RECIPE = Recipe(optimizer="adamw", lr=1e-3, weight_decay=2e-3, lr_schedule="cosine")
+"""The paper's CIFAR-10 recipe: AdamW, lr 1e-3, weight decay 2e-3, per-step cosine decay to
+zero, no warm-up (run 5 epochs)."""
 
 
 class NatMUModule(UnlearningModule):
@@ -36,26 +39,7 @@ class NatMUModule(UnlearningModule):
         self,
         backbone: nn.Module,
         original_ckpt: str,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 2e-3,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "cosine",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = NATMU_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NATMU_RECIPE), reinit_classifier)

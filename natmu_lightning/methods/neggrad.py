@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
+from natmu_lightning.checks import check_in_range, check_integer
 from natmu_lightning.data.streams import NUM_REMAIN
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.recipe import Recipe
 
 
 def neggrad_plus_loss(
@@ -28,6 +28,10 @@ def neggrad_plus_loss(
     remain_ce = nn.functional.cross_entropy(remain_logits, remain_targets)
     forget_ce = nn.functional.cross_entropy(forget_logits, forget_targets)
     return alpha * remain_ce - (1.0 - alpha) * forget_ce
+
+
+NEGGRAD_RECIPE = Recipe(optimizer="sgd", lr=0.01, weight_decay=0.0, momentum=0.0, lr_schedule="constant")
+"""See NegGradPlusModule for where each number comes from."""
 
 
 class NegGradPlusModule(UnlearningModule):
@@ -81,33 +85,12 @@ class NegGradPlusModule(UnlearningModule):
         original_ckpt: str,
         alpha: float = 0.95,
         forget_batch_size: int = 64,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = NEGGRAD_RECIPE,
         reinit_classifier: bool = False,
     ) -> None:
-        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-            raise ValueError(f"alpha must lie in [0, 1] (the weight of the remaining-set term), got {alpha!r}")
-        if isinstance(forget_batch_size, bool) or not isinstance(forget_batch_size, int) or forget_batch_size < 1:
-            raise ValueError(f"forget_batch_size must be an integer >= 1, got {forget_batch_size!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        check_in_range("alpha", alpha, 0.0, 1.0, meaning="the weight of the remaining-set term")
+        check_integer("forget_batch_size", forget_batch_size, 1)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NEGGRAD_RECIPE), reinit_classifier)
 
     @property
     def forget_batch_size(self) -> int:

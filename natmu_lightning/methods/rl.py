@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from natmu_lightning.checks import check_choice
 from natmu_lightning.data.contracts import unlearning_data
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.recipe import Recipe
 
 Relabel = Literal["fixed", "per_batch"]
 
@@ -73,6 +74,10 @@ def forget_flags(batch: Any, method: str) -> Tensor:
     return batch["is_forget"].bool()
 
 
+RL_RECIPE = Recipe(optimizer="adamw", lr=1.8e-5, weight_decay=4e-4, lr_schedule="cosine")
+"""See RLModule for where each number comes from."""
+
+
 class RLModule(UnlearningModule):
     """Random labels (RL, "Amnesiac" unlearning): Graves, Nagisetty, Ganesh,
     "Amnesiac Machine Learning", AAAI 2021 (arXiv 2010.10981); the relabelling baseline
@@ -129,31 +134,12 @@ class RLModule(UnlearningModule):
         self,
         backbone: nn.Module,
         original_ckpt: str,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1.8e-5,
-        weight_decay: float = 4e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "cosine",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = RL_RECIPE,
         reinit_classifier: bool = False,
         relabel: Relabel = "fixed",
     ) -> None:
         check_relabel(relabel)
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-        )
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, RL_RECIPE), reinit_classifier)
         self.wrong_labels: Tensor | None
         self.register_buffer("wrong_labels", None, persistent=False)
 
@@ -203,5 +189,4 @@ class RLModule(UnlearningModule):
 
 
 def check_relabel(relabel: str) -> None:
-    if relabel not in ("fixed", "per_batch"):
-        raise ValueError(f"relabel must be 'fixed' or 'per_batch', got {relabel!r}")
+    check_choice("relabel", relabel, ("fixed", "per_batch"))

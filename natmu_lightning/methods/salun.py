@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,8 +9,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from natmu_lightning.checks import check_in_range
 from natmu_lightning.data.contracts import unlearning_data
-from natmu_lightning.methods.base import OptimizerName, ScheduleName
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.rl import Relabel, RLModule
 from natmu_lightning.predict import model_inputs
 
@@ -65,8 +65,7 @@ def saliency_masks(gradients: Sequence[Tensor], fraction: float) -> list[Tensor]
         >>> [m.tolist() for m in masks]
         [[False, True], [True, False]]
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    check_in_range("fraction", fraction, 0.0, 1.0, low_open=True)
     flat = torch.cat([g.detach().abs().flatten().float() for g in gradients])
     total = flat.numel()
     k = min(max(int(total * fraction), 1), total)
@@ -77,6 +76,10 @@ def saliency_masks(gradients: Sequence[Tensor], fraction: float) -> list[Tensor]
         masks.append(selected[start : start + g.numel()].view(g.shape))
         start += g.numel()
     return masks
+
+
+SALUN_RECIPE = Recipe(optimizer="adamw", lr=5e-5, weight_decay=3e-4, lr_schedule="cosine")
+"""See SalUnModule for where each number comes from."""
 
 
 class SalUnModule(RLModule):
@@ -154,37 +157,12 @@ class SalUnModule(RLModule):
         backbone: nn.Module,
         original_ckpt: str,
         saliency_fraction: float = 0.05,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 5e-5,
-        weight_decay: float = 3e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "cosine",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = SALUN_RECIPE,
         reinit_classifier: bool = False,
         relabel: Relabel = "fixed",
     ) -> None:
-        if not (
-            isinstance(saliency_fraction, (int, float))
-            and math.isfinite(saliency_fraction)
-            and 0.0 < saliency_fraction <= 1.0
-        ):
-            raise ValueError(f"saliency_fraction must lie in (0, 1], got {saliency_fraction!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-            reinit_classifier,
-            relabel,
-        )
+        check_in_range("saliency_fraction", saliency_fraction, 0.0, 1.0, low_open=True)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, SALUN_RECIPE), reinit_classifier, relabel)
         self.saliency: dict[str, Tensor] | None = None  # parameter name -> bool mask
         self._originals: dict[str, Tensor] | None = None
         self._loaded_saliency: dict[str, Tensor] | None = None

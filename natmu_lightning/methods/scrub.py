@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from natmu_lightning.checks import check_integer, check_non_negative, check_positive
 from natmu_lightning.data.streams import PHASE
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import FrozenTeachers, move_teachers
 
 
@@ -30,6 +30,10 @@ def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
     teacher = F.softmax(teacher_logits.float() / temperature, dim=1)
     return F.kl_div(log_student, teacher, reduction="batchmean") * temperature**2
+
+
+SCRUB_RECIPE = Recipe(optimizer="sgd", lr=5e-4, weight_decay=5e-4, lr_schedule="constant")
+"""See SCRUBModule for where each number comes from."""
 
 
 class SCRUBModule(UnlearningModule):
@@ -104,36 +108,14 @@ class SCRUBModule(UnlearningModule):
         temperature: float = 4.0,
         max_phase_epochs: int = 2,
         forget_batch_size: int = 512,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 5e-4,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
+        recipe: Recipe = SCRUB_RECIPE,
     ) -> None:
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        for name, value in (("alpha", alpha), ("gamma", gamma)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if isinstance(max_phase_epochs, bool) or not isinstance(max_phase_epochs, int) or max_phase_epochs < 0:
-            raise ValueError(f"max_phase_epochs must be an integer >= 0, got {max_phase_epochs!r}")
-        if isinstance(forget_batch_size, bool) or not isinstance(forget_batch_size, int) or forget_batch_size < 1:
-            raise ValueError(f"forget_batch_size must be an integer >= 1, got {forget_batch_size!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-        )
+        check_positive("temperature", temperature)
+        check_non_negative("alpha", alpha)
+        check_non_negative("gamma", gamma)
+        check_integer("max_phase_epochs", max_phase_epochs, 0)
+        check_integer("forget_batch_size", forget_batch_size, 1)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, SCRUB_RECIPE))
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)

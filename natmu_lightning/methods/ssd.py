@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -11,8 +9,9 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from natmu_lightning.checks import check_choice, check_integer, check_non_negative, check_positive
 from natmu_lightning.data.contracts import unlearning_data
-from natmu_lightning.methods.base import OptimizerName, ScheduleName, UnlearningModule
+from natmu_lightning.methods.base import UnlearningModule
 from natmu_lightning.predict import model_inputs
 
 BatchWeighting = Literal["size", "uniform"]
@@ -172,41 +171,12 @@ class SSDModule(UnlearningModule):
         dampening_lambda: float = 1.0,
         importance_batch_size: int = 128,
         batch_weighting: BatchWeighting = "uniform",
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        betas: Sequence[float] = (0.9, 0.999),
-        lr_schedule: ScheduleName = "constant",
-        warmup_epochs: float = 0.0,
-        milestones: Sequence[float] = (0.6, 0.8),
     ) -> None:
-        if not (isinstance(selection_alpha, (int, float)) and math.isfinite(selection_alpha) and selection_alpha > 0):
-            raise ValueError(f"selection_alpha must be a positive number, got {selection_alpha!r}")
-        if not (
-            isinstance(dampening_lambda, (int, float)) and math.isfinite(dampening_lambda) and dampening_lambda >= 0
-        ):
-            raise ValueError(f"dampening_lambda must be a finite number >= 0, got {dampening_lambda!r}")
-        if (
-            isinstance(importance_batch_size, bool)
-            or not isinstance(importance_batch_size, int)
-            or importance_batch_size < 1
-        ):
-            raise ValueError(f"importance_batch_size must be an integer >= 1, got {importance_batch_size!r}")
-        if batch_weighting not in ("size", "uniform"):
-            raise ValueError(f"batch_weighting must be 'size' or 'uniform', got {batch_weighting!r}")
-        super().__init__(
-            backbone,
-            original_ckpt,
-            optimizer,
-            lr,
-            weight_decay,
-            momentum,
-            betas,
-            lr_schedule,
-            warmup_epochs,
-            milestones,
-        )
+        check_positive("selection_alpha", selection_alpha)
+        check_non_negative("dampening_lambda", dampening_lambda)
+        check_integer("importance_batch_size", importance_batch_size, 1)
+        check_choice("batch_weighting", batch_weighting, ("size", "uniform"))
+        super().__init__(backbone, original_ckpt, None)
         self.automatic_optimization = False
         self.dampened = False
         #: selected elements per parameter, after dampening

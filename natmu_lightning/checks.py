@@ -1,0 +1,65 @@
+"""Argument checks shared by the modules: one wording for every bad number or choice.
+
+Each check raises ``ValueError`` naming the argument, what it must be and the value given,
+e.g. ``lr must be a positive number, got 0.0``; booleans never pass as numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``value`` is a finite number > 0.
+
+    Example:
+        >>> check_positive("lr", 0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be a positive number, got 0.0
+    """
+    if not (_is_number(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    """``value`` is a finite number >= 0."""
+    if not (_is_number(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_in_range(name: str, value: Any, low: float, high: float, low_open: bool = False, meaning: str = "") -> None:
+    """``value`` is a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``);
+    ``meaning`` (e.g. "the weight of the remaining-set term") is added to the message."""
+    above = value > low if low_open else value >= low
+    if not (_is_number(value) and above and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        note = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name} must lie in {interval}{note}, got {value!r}")
+
+
+def check_integer(name: str, value: Any, minimum: int) -> None:
+    """``value`` is an ``int`` (not a ``bool``) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """``value`` is one of ``choices``.
+
+    Example:
+        >>> check_choice("optimizer", "adam", ("adamw", "sgd"))
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer must be 'adamw' or 'sgd', got 'adam'
+    """
+    if value not in choices:
+        quoted = [repr(choice) for choice in choices]
+        options = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        raise ValueError(f"{name} must be {options}, got {value!r}")
