@@ -217,3 +217,23 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
     )
     with pytest.raises(FloatingPointError, match="step 0.*smaller learning rate"):
         trainer.fit(ClassifierModule(Exploding()), datamodule=ForgetRemainDataModule(batch_size=32))
+
+
+def test_a_checkpoint_from_before_the_recipe_loads_its_weights_and_says_what_it_ignores(tmp_path):
+    torch.save(SmallCNN(num_classes=10).state_dict(), tmp_path / "original.pt")
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(tmp_path / "original.pt"))
+    hparams = {
+        "original_ckpt": str(tmp_path / "original.pt"),
+        "optimizer": "adamw",
+        "lr": 0.5,
+        "reinit_classifier": False,
+    }
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": pl.__version__},
+        tmp_path / "old.ckpt",
+    )
+    with pytest.warns(UserWarning, match=r"before 0.2: its optimisation settings \['lr', 'optimizer'\] are not read"):
+        reloaded = NatMUModule.load_from_checkpoint(tmp_path / "old.ckpt", backbone=SmallCNN(num_classes=10))
+    assert reloaded.recipe.lr == 1e-3
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name

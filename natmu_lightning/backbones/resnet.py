@@ -32,17 +32,31 @@ class BasicBlock(nn.Module):
 
 
 class _CifarResNet(nn.Module):
-    """Shared builder for CIFAR ResNets; subclasses only fix ``num_blocks``."""
+    """A CIFAR ResNet of BasicBlock stages ``num_blocks`` (set by each subclass).
+
+    Args:
+        num_classes: Number of output logits (>= 2).
+        in_channels: Number of input channels (>= 1).
+        mean: Per-channel input mean, one entry per input channel.
+        std: Per-channel input std, one positive entry per input channel.
+        width: Channels of the first stage; stage ``i`` has ``width * 2**i``. The
+            published network has 64; narrower ones suit CPU benchmarks.
+
+    Raises:
+        ValueError: On invalid arguments.
+    """
+
+    num_blocks: tuple[int, int, int, int]
 
     def __init__(
         self,
-        num_blocks: Sequence[int],
-        num_classes: int,
-        in_channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        width: int,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        width: int = 64,
     ) -> None:
+        num_blocks = self.num_blocks
         super().__init__()
         check_backbone_args(num_classes, in_channels, mean, std)
         if width < 1:
@@ -71,18 +85,7 @@ class _CifarResNet(nn.Module):
 
 
 class ResNet18(_CifarResNet):
-    """CIFAR ResNet-18: BasicBlock stages ``[2, 2, 2, 2]``.
-
-    Args:
-        num_classes: Number of output logits (>= 2).
-        in_channels: Number of input channels (>= 1).
-        mean: Per-channel input mean, one entry per input channel.
-        std: Per-channel input std, one positive entry per input channel.
-        width: Channels of the first stage; stage ``i`` has ``width * 2**i``. The
-            published network has 64; narrower ones suit CPU benchmarks.
-
-    Raises:
-        ValueError: On invalid arguments.
+    """CIFAR ResNet-18: BasicBlock stages ``[2, 2, 2, 2]``; arguments as :class:`_CifarResNet`.
 
     Example:
         >>> import torch
@@ -90,30 +93,11 @@ class ResNet18(_CifarResNet):
         torch.Size([2, 10])
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        width: int = 64,
-    ) -> None:
-        super().__init__((2, 2, 2, 2), num_classes, in_channels, mean, std, width)
+    num_blocks = (2, 2, 2, 2)
 
 
 class ResNet34(_CifarResNet):
-    """CIFAR ResNet-34: BasicBlock stages ``[3, 4, 6, 3]``.
-
-    Args:
-        num_classes: Number of output logits (>= 2).
-        in_channels: Number of input channels (>= 1).
-        mean: Per-channel input mean, one entry per input channel.
-        std: Per-channel input std, one positive entry per input channel.
-        width: Channels of the first stage; stage ``i`` has ``width * 2**i``. The
-            published network has 64; narrower ones suit CPU benchmarks.
-
-    Raises:
-        ValueError: On invalid arguments.
+    """CIFAR ResNet-34: BasicBlock stages ``[3, 4, 6, 3]``; arguments as :class:`_CifarResNet`.
 
     Example:
         >>> import torch
@@ -121,12 +105,4 @@ class ResNet34(_CifarResNet):
         torch.Size([2, 100])
     """
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        width: int = 64,
-    ) -> None:
-        super().__init__((3, 4, 6, 3), num_classes, in_channels, mean, std, width)
+    num_blocks = (3, 4, 6, 3)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
@@ -14,6 +16,9 @@ from natmu_lightning.callbacks.record import UnlearningRecord
 from natmu_lightning.checkpoints import final_linear, load_weights
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.predict import eval_mode, model_inputs
+
+LEGACY_RECIPE_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe))
+"""Hyperparameters that 0.1 checkpoints held one by one, now fields of ``recipe``."""
 
 
 class BackboneModule(pl.LightningModule):
@@ -106,6 +111,14 @@ class BackboneModule(pl.LightningModule):
             raise ValueError(
                 f"the backbone outputs {tuple(out.shape[1:])} per image but the dataset has {num_classes} classes; "
                 "set the backbone's num_classes to match"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        old = sorted(set(checkpoint.get("hyper_parameters", {})) & LEGACY_RECIPE_KEYS)
+        if old and self.recipe is not None:
+            rank_zero_warn(
+                f"this checkpoint was written before 0.2: its optimisation settings {old} are not read (the "
+                f"module uses {self.recipe}); pass recipe={{...}} to change them"
             )
 
     # ------------------------------------------------------------------ deferred loss checks

@@ -235,5 +235,6 @@ class SalUnModule(RLModule):
             checkpoint[CHECKPOINT_KEY] = {name: mask.cpu() for name, mask in self.saliency.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get(CHECKPOINT_KEY)
         self._loaded_saliency = {name: mask.bool() for name, mask in saved.items()} if saved else None

@@ -219,4 +219,5 @@ class SSDModule(UnlearningModule):
         checkpoint["ssd_dampened"] = self.dampened
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.dampened = bool(checkpoint.get("ssd_dampened", False))
