@@ -11,16 +11,17 @@ KNOWN_PREFIXES = ("_orig_mod.", "module.", "model.", "backbone.", "net.")
 """Wrappers' key prefixes, stripped (repeatedly) when every key carries one."""
 
 
-def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Tensor]:
+def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = True) -> dict[str, Tensor]:
     """Read a Lightning checkpoint or a plain state dict with ``weights_only=True``.
 
     Args:
         path: file written by ``torch.save`` (a state dict) or by Lightning (a dict
             with a ``state_dict`` key).
         what: the argument's name, used in error messages (e.g. ``"original_ckpt"``).
+        strip: strip the known wrapper prefixes shared by every key.
 
     Returns:
-        The tensors, with known wrapper prefixes stripped.
+        The tensors, with known wrapper prefixes stripped (unless ``strip`` is false).
 
     Raises:
         ValueError: the file is missing, unreadable, truncated or holds no tensors.
@@ -38,7 +39,7 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, Ten
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
         raise ValueError(f"{what} {str(path)!r} holds no state dict of tensors")
-    return strip_prefixes(payload)
+    return strip_prefixes(payload) if strip else payload
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -53,20 +54,34 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -> None:
+def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint", prefix: str | None = None) -> None:
     """Load ``path`` into ``model`` strictly, with an error that names what does not fit.
 
     A checkpoint of a user's own LightningModule keeps the network under one attribute
-    (``net.``, ``encoder.``, ...) beside other state: when exactly one top-level prefix holds
-    tensors whose names and shapes are exactly the model's, those are loaded. Two such
-    prefixes (a network and its EMA copy, say) are ambiguous and refused; the error lists
-    the prefixes the file holds.
+    (``net.``, ``encoder.``, ...) beside other state. ``prefix`` names it (a trailing dot is
+    added); without one, when exactly one top-level prefix holds tensors whose names and
+    shapes are exactly the model's, those are loaded. Two such prefixes (a network and its
+    EMA copy, say) are ambiguous and refused; the error lists the prefixes the file holds.
+
+    Raises:
+        ValueError: no key starts with ``prefix``, or the tensors do not fit the model (the
+            message lists the file's prefixes and the shapes the model expects).
     """
-    state = read_state_dict(path, what)
+    state = read_state_dict(path, what, strip=prefix is None)
     expected = model.state_dict()
-    fitting = [prefix for prefix in top_level_prefixes(state) if _fits(_under(state, prefix), expected)]
-    if not _fits(state, expected) and len(fitting) == 1:
-        state = _under(state, fitting[0])
+    fitting: list[str] = []
+    if prefix is not None:
+        prefix = prefix if prefix.endswith(".") else prefix + "."
+        if not any(key.startswith(prefix) for key in state):  # the file's own keys, nothing stripped
+            found = ", ".join(f"{head} ({count} tensors)" for head, count in top_level_prefixes(state).items())
+            raise ValueError(
+                f"checkpoint_prefix {prefix!r} matches no tensor of {what} {str(path)!r}; its keys start with: {found}"
+            )
+        state = _under(state, prefix)
+    else:
+        fitting = [head for head in top_level_prefixes(state) if _fits(_under(state, head), expected)]
+        if not _fits(state, expected) and len(fitting) == 1:
+            state = _under(state, fitting[0])
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = [

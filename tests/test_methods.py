@@ -58,6 +58,26 @@ def test_finds_the_network_under_one_attribute_of_a_users_module(original_state,
     n = len(net.state_dict())
     assert f"encoder. ({n} tensors), criterion. (1 tensors), ema. ({n} tensors)" in str(raised.value)
 
+    # checkpoint_prefix settles it: either copy, by name (with or without the trailing dot)
+    for prefix, shift in (("ema", 1), ("encoder.", 0)):
+        module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), checkpoint_prefix=prefix)
+        for name, tensor in net.state_dict().items():
+            assert torch.equal(module.backbone.state_dict()[name], tensor + shift), (prefix, name)
+    assert module.hparams["checkpoint_prefix"] == "encoder."
+
+
+def test_a_checkpoint_prefix_that_matches_nothing_or_does_not_fit_is_refused(original_state, tmp_path):
+    net, _ = original_state
+    path = tmp_path / "user.ckpt"
+    torch.save({"state_dict": {f"model.net.{k}": v for k, v in net.state_dict().items()}}, path)
+    n = len(net.state_dict())
+    with pytest.raises(ValueError, match=rf"checkpoint_prefix 'net\.' matches no tensor.*model\. \({n} tensors\)"):
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), checkpoint_prefix="net")
+    with pytest.raises(ValueError, match=r"does not fit the SmallCNN backbone: missing .*expects e\.g\. features"):
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), checkpoint_prefix="model.net.features")
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), checkpoint_prefix="model.net")
+    assert same_weights(module.backbone, net)
+
 
 def test_loads_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)

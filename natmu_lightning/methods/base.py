@@ -35,6 +35,9 @@ class BackboneModule(pl.LightningModule):
             given with :meth:`Recipe.read <natmu_lightning.methods.recipe.Recipe.read>` against
             its own default). ``None`` for a module that never steps an optimiser (SSD): then
             ``configure_optimizers`` returns none.
+        checkpoint_prefix: where the network's tensors sit in ``original_ckpt`` when it was saved
+            by another LightningModule (``"net."``, ``"model.encoder."``, ...). By default the
+            one top-level prefix whose tensors fit the backbone exactly is found by itself.
         reinit_classifier: re-initialise the final linear layer's weights (Xavier normal,
             gain sqrt 2; the bias is kept) when a fit starts, after the datamodule planned
             NatMU's hybrids with the original head (NatMU's full-class recipe).
@@ -50,6 +53,7 @@ class BackboneModule(pl.LightningModule):
         original_ckpt: str | None = None,
         recipe: Recipe | None = None,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
@@ -67,7 +71,7 @@ class BackboneModule(pl.LightningModule):
         self.hparams.setdefault("_class_path", f"{type(self).__module__}.{type(self).__qualname__}")
         self.backbone = backbone
         if original_ckpt is not None:
-            load_weights(self.backbone, original_ckpt, "original_ckpt")
+            load_weights(self.backbone, original_ckpt, "original_ckpt", prefix=checkpoint_prefix)
         if reinit_classifier:
             final_linear(self.backbone)  # fail now on a backbone without a classifier
         self._classifier_reinitialised = False

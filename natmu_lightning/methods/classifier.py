@@ -43,7 +43,14 @@ class ClassifierModule(BackboneModule):
         original_ckpt: str | None = None,
         recipe: Recipe = CLASSIFIER_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_choice("train_on", train_on, ("full", "remain"))
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, CLASSIFIER_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, CLASSIFIER_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )
         self.train_stream = train_on

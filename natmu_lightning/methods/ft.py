@@ -52,5 +52,12 @@ class FTModule(UnlearningModule):
         original_ckpt: str,
         recipe: Recipe = FT_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, FT_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, FT_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )

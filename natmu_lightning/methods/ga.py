@@ -53,8 +53,15 @@ class GAModule(UnlearningModule):
         original_ckpt: str,
         recipe: Recipe = GA_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, GA_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, GA_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = unpack(batch)

@@ -128,11 +128,18 @@ class L1SparseModule(UnlearningModule):
         no_l1_epochs: int = 0,
         recipe: Recipe = L1_SPARSE_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_non_negative("alpha", alpha)  # the initial L1 weight
         check_choice("l1_schedule", l1_schedule, ("epoch", "step"))
         check_integer("no_l1_epochs", no_l1_epochs, 0)
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, L1_SPARSE_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, L1_SPARSE_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )
         self.total_steps: int | None = None
 
     def on_train_start(self) -> None:

@@ -41,5 +41,12 @@ class NatMUModule(UnlearningModule):
         original_ckpt: str,
         recipe: Recipe = NATMU_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NATMU_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, NATMU_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )

@@ -87,10 +87,17 @@ class NegGradPlusModule(UnlearningModule):
         forget_batch_size: int = 64,
         recipe: Recipe = NEGGRAD_RECIPE,
         reinit_classifier: bool = False,
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_in_range("alpha", alpha, 0.0, 1.0, meaning="the weight of the remaining-set term")
         check_integer("forget_batch_size", forget_batch_size, 1)
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NEGGRAD_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, NEGGRAD_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )
 
     @property
     def forget_batch_size(self) -> int:

@@ -137,9 +137,16 @@ class RLModule(UnlearningModule):
         recipe: Recipe = RL_RECIPE,
         reinit_classifier: bool = False,
         relabel: Relabel = "fixed",
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_relabel(relabel)
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, RL_RECIPE), reinit_classifier)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, RL_RECIPE),
+            reinit_classifier,
+            checkpoint_prefix=checkpoint_prefix,
+        )
         self.wrong_labels: Tensor | None
         self.register_buffer("wrong_labels", None, persistent=False)
 

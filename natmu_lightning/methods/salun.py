@@ -160,9 +160,17 @@ class SalUnModule(RLModule):
         recipe: Recipe = SALUN_RECIPE,
         reinit_classifier: bool = False,
         relabel: Relabel = "fixed",
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_in_range("saliency_fraction", saliency_fraction, 0.0, 1.0, low_open=True)
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, SALUN_RECIPE), reinit_classifier, relabel)
+        super().__init__(
+            backbone,
+            original_ckpt,
+            Recipe.read(recipe, SALUN_RECIPE),
+            reinit_classifier,
+            relabel,
+            checkpoint_prefix=checkpoint_prefix,
+        )
         self.saliency: dict[str, Tensor] | None = None  # parameter name -> bool mask
         self._originals: dict[str, Tensor] | None = None
         self._loaded_saliency: dict[str, Tensor] | None = None

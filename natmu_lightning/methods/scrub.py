@@ -109,13 +109,16 @@ class SCRUBModule(UnlearningModule):
         max_phase_epochs: int = 2,
         forget_batch_size: int = 512,
         recipe: Recipe = SCRUB_RECIPE,
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_positive("temperature", temperature)
         check_non_negative("alpha", alpha)
         check_non_negative("gamma", gamma)
         check_integer("max_phase_epochs", max_phase_epochs, 0)
         check_integer("forget_batch_size", forget_batch_size, 1)
-        super().__init__(backbone, original_ckpt, Recipe.read(recipe, SCRUB_RECIPE))
+        super().__init__(
+            backbone, original_ckpt, Recipe.read(recipe, SCRUB_RECIPE), checkpoint_prefix=checkpoint_prefix
+        )
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)

@@ -171,12 +171,13 @@ class SSDModule(UnlearningModule):
         dampening_lambda: float = 1.0,
         importance_batch_size: int = 128,
         batch_weighting: BatchWeighting = "uniform",
+        checkpoint_prefix: str | None = None,
     ) -> None:
         check_positive("selection_alpha", selection_alpha)
         check_non_negative("dampening_lambda", dampening_lambda)
         check_integer("importance_batch_size", importance_batch_size, 1)
         check_choice("batch_weighting", batch_weighting, ("size", "uniform"))
-        super().__init__(backbone, original_ckpt, None)
+        super().__init__(backbone, original_ckpt, None, checkpoint_prefix=checkpoint_prefix)
         self.automatic_optimization = False
         self.dampened = False
         #: selected elements per parameter, after dampening
