@@ -32,7 +32,7 @@ from natmu_lightning.methods.rl import RLModule, random_other_labels
 from natmu_lightning.methods.salun import SalUnModule, saliency_masks
 from natmu_lightning.predict import predict_logits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["ft", "rl", "ga", "neggrad", "salun", "l1_sparse"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 

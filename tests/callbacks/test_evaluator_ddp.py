@@ -27,7 +27,7 @@ from natmu_lightning.callbacks.distributed import sharded_logits
 from natmu_lightning.data import IndexForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 4
 # 7 forget samples (odd: no even split over 2 ranks), 53 remaining (odd), 36 test.
 FORGET = [0, 3, 4, 9, 17, 22, 31]

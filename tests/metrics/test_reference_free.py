@@ -24,7 +24,7 @@ from natmu_lightning.data import RandomForget, SyntheticImages
 from natmu_lightning.metrics.functional import MIA_ENTROPY_C, entropy
 from natmu_lightning.metrics.reference_free import reference_free_targets
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def certain(labels: list[int], classes: int = 3) -> torch.Tensor:

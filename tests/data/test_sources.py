@@ -37,7 +37,7 @@ from tests.fake_data import (
     make_fake_tiny_imagenet,
 )
 
-REAL_NPZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_jpeg.npz"
+REAL_NPZ = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10_jpeg.npz"
 
 
 def check_source_data(data: SourceData, num_classes: int, image_shape: tuple) -> None:

@@ -29,7 +29,7 @@ from natmu_lightning.methods.teachers import (
     randomly_initialised_copy,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {name: REPO / "configs" / "digits" / f"{name}.yaml" for name in ("bad_teacher", "scrub", "ssd")}
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
