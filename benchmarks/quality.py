@@ -61,6 +61,7 @@ from benchmarks.runs import METRICS, PRESET_NAMES, SCENARIOS, config_value, make
 from benchmarks.search import search, validation_sets  # noqa: E402
 from benchmarks.sequential import run_sequential_seed  # noqa: E402
 from natmu_lightning.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from natmu_lightning.report import TABLE_COLUMNS, QualityRow  # noqa: E402
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -178,12 +179,11 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_rows(rows: list[dict], out: Path, name: str) -> None:
+def write_rows(rows: list[QualityRow], out: Path, name: str) -> None:
     """``name.json`` (every field) and ``name.csv`` (the table's fields)."""
     atomic_write_json(out / f"{name}.json", rows)
-    keys = ["method", "seed", "scenario", "status", "params", *METRICS, "seconds", "efficiency", "error"]
     table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=keys, extrasaction="ignore")
+    writer = csv.DictWriter(table, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows({**row, "params": json.dumps(row.get("params", {}))} for row in rows)
     atomic_write_bytes(out / f"{name}.csv", table.getvalue().encode())

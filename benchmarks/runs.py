@@ -31,19 +31,11 @@ from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.metrics.names import current_names  # noqa: E402
 from natmu_lightning.predict import predict_logits  # noqa: E402
+from natmu_lightning.report import RESULT_METRICS, QualityRow  # noqa: E402
 
 CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
-METRICS = (
-    "forget_acc",
-    "remain_acc",
-    "test_acc",
-    "mia_entropy",
-    "avg_gap",
-    "kl_to_reference",
-    "js_to_reference",
-    "reference_free_gap",
-)
+METRICS = RESULT_METRICS  # the schema lives beside the report that reads it
 #: Where a config holds the learning rate the search varies (the module's recipe).
 LR_KEYS = ("model", "init_args", "recipe", "lr")
 #: Written beside each fit's unlearning_metrics.json: its wall time, read back by ``--resume``.
@@ -201,7 +193,7 @@ def _saved_matches(saved, expected) -> bool:
     return expected is None or (saved is not None and math.isclose(saved, expected))
 
 
-def run_one(config: Path, row: dict, workdir: Path, extra: list[str], resume: bool = False) -> dict:
+def run_one(config: Path, row: QualityRow, workdir: Path, extra: list[str], resume: bool = False) -> QualityRow:
     """Fit one config; fill ``row`` with its metrics, or with the error when it fails.
 
     With ``resume``, a finished run of the same config, seed and parameters in

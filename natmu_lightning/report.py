@@ -20,10 +20,59 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
 from natmu_lightning.io import atomic_write_bytes
+
+RESULT_METRICS = (
+    "forget_acc",
+    "remain_acc",
+    "test_acc",
+    "mia_entropy",
+    "avg_gap",
+    "kl_to_reference",
+    "js_to_reference",
+    "reference_free_gap",
+)
+"""The evaluator's numbers a quality run keeps per fit (``unlearning_metrics.json`` keys)."""
+
+
+class QualityRow(TypedDict, total=False):
+    """One fit of ``benchmarks/quality.py``: a row of its ``results.json``, what this report reads.
+
+    ``method`` is a config name (``original``, ``retrain``, ``natmu``, ...); ``params`` the
+    searched hyperparameters it ran with (``{"lr": ..., "delta": ...}``, empty when shipped);
+    the :data:`RESULT_METRICS` are in percent (divergences in nats); ``seconds`` is the fit's
+    wall time and ``efficiency`` Retrain's over it; ``log_dir`` the run's Lightning log dir;
+    a failed fit has ``error`` and ``traceback`` instead of metrics. A run read back by
+    ``--resume`` has ``resumed``.
+    """
+
+    method: str
+    seed: int
+    scenario: str
+    status: Literal["ok", "failed"]
+    params: dict[str, float]
+    forget_acc: float
+    remain_acc: float
+    test_acc: float
+    mia_entropy: float
+    avg_gap: float
+    kl_to_reference: float
+    js_to_reference: float
+    reference_free_gap: float
+    seconds: float
+    efficiency: float
+    log_dir: str
+    error: str
+    traceback: str
+    resumed: bool
+
+
+TABLE_COLUMNS = ("method", "seed", "scenario", "status", "params", *RESULT_METRICS, "seconds", "efficiency", "error")
+"""The columns of ``results.csv``."""
 
 ENTROPY_FLOOR = 1e-7  # lowest left edge of a log entropy axis (float32 softmax entropies reach 0)
 LOG_AXIS_BELOW = 0.05  # log entropy axis when the median entropy is under this fraction of the largest
@@ -42,7 +91,7 @@ def _pyplot():
     return plt
 
 
-def _first_seed_runs(rows: list[dict], results_dir: Path) -> dict[str, Path]:
+def _first_seed_runs(rows: list[QualityRow], results_dir: Path) -> dict[str, Path]:
     """Log dir of each method's first successful run (lowest seed)."""
     runs: dict[str, Path] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
@@ -51,7 +100,7 @@ def _first_seed_runs(rows: list[dict], results_dir: Path) -> dict[str, Path]:
     return runs
 
 
-def _log_dir(row: dict, results_dir: Path) -> Path:
+def _log_dir(row: QualityRow, results_dir: Path) -> Path:
     """The run's recorded log dir, or the same folder under ``results_dir`` when the results were moved.
 
     ``quality.py`` records absolute paths under ``<out>/seed<N>/``; a missing folder is
@@ -144,7 +193,7 @@ def entropy_figure(runs: dict[str, Path], path: Path) -> Path | None:
     return path
 
 
-def forget_curve_figure(runs: dict[str, Path], rows: list[dict], path: Path) -> Path | None:
+def forget_curve_figure(runs: dict[str, Path], rows: list[QualityRow], path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     plotted = 0
@@ -218,7 +267,7 @@ def hybrid_figure(examples_path: Path, path: Path, samples: int = 2) -> Path | N
 
 def write_report(results_dir: Path) -> Path:
     """Write ``report.md`` and its figures into ``results_dir``; return the report's path."""
-    rows = json.loads((results_dir / "results.json").read_text())
+    rows: list[QualityRow] = json.loads((results_dir / "results.json").read_text())
     runs = _first_seed_runs(rows, results_dir)
     figures = []
     for title, made in (
