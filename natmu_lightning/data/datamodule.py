@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, cast, Final, Literal, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,7 +37,9 @@ from natmu_lightning.predict import predict_logits
 from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, FORGET_INDICES_FILENAME, PreviousRequest, load_previous_request
 
 #: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
-PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED = "plain_rows", "hybrid_rows", "augment_seed"
+PLAIN_ROWS: Final = "plain_rows"
+HYBRID_ROWS: Final = "hybrid_rows"
+AUGMENT_SEED: Final = "augment_seed"
 TRANSFER_KEYS = (PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED)
 
 
@@ -438,11 +440,12 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if not isinstance(batch, dict) or "mask_id" not in batch:
             return batch
         hybrid = batch["mask_id"].cpu() >= 0
-        rows = {PLAIN_ROWS: torch.nonzero(~hybrid).flatten(), HYBRID_ROWS: torch.nonzero(hybrid).flatten()}
+        plain, hybrid_rows = torch.nonzero(~hybrid).flatten(), torch.nonzero(hybrid).flatten()
         if self._pins_memory():  # a pageable host-to-device copy would synchronise the stream
-            rows = {key: value.pin_memory() for key, value in rows.items()}
+            plain, hybrid_rows = plain.pin_memory(), hybrid_rows.pin_memory()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return {**batch, **rows, AUGMENT_SEED: augment_seed(self.seed, epoch, batch["index"].cpu())}
+        seed = augment_seed(self.seed, epoch, batch["index"].cpu())
+        return {**batch, PLAIN_ROWS: plain, HYBRID_ROWS: hybrid_rows, AUGMENT_SEED: seed}
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Mix hybrids and augment remaining images on the batch's device; images -> float.
@@ -463,7 +466,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
             weights = masks[batch["mask_id"][hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
             out[hybrid] = hybrids.mix(images[hybrid], batch["partner"][hybrid], weights)
-        unmixed = {key: value for key, value in batch.items() if key not in ("partner", *TRANSFER_KEYS)}
+        unmixed = cast(Batch, {key: value for key, value in batch.items() if key not in ("partner", *TRANSFER_KEYS)})
         return {**unmixed, "image": self._float_images(out)}
 
     def _float_images(self, images: Tensor) -> Tensor:

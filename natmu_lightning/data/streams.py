@@ -6,14 +6,71 @@ instead of a per-sample Python loop; :func:`collate_batch` passes the result thr
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Final, Iterator, Literal, Mapping, Optional, Sequence, TypedDict, cast
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-#: A batch: named tensors, plus after ``on_before_batch_transfer`` the augmentation seed (an int).
-Batch = dict[str, Any]
+
+class Batch(TypedDict, total=False):
+    """A batch of :class:`~natmu_lightning.data.ForgetRemainDataModule`: named fields, read
+    through :func:`batch_fields`. Which fields a batch has depends on its stream."""
+
+    image: Tensor
+    """(B, C, H, W) uint8 images (floats in [0, 1] after ``on_after_batch_transfer``)."""
+    target: Tensor
+    """(B,) labels trained on (a hybrid's label for hybrid rows)."""
+    index: Tensor
+    """(B,) training-set index of each ``image``."""
+    partner: Tensor
+    """A hybrid's remaining image (the image itself for plain rows); training streams."""
+    mask_id: Tensor
+    """The hybrid's mask, -1 for plain rows; training streams."""
+    is_forget: Tensor
+    """A plain row of a forgetting sample; training streams (RL, SalUn, Bad Teacher read it)."""
+    phase: str
+    """``"forget"`` or ``"remain"``: the ``forget_then_remain`` stream's phase (SCRUB)."""
+    num_remain: int
+    """Remaining rows first, then forget rows: the ``paired`` stream (NegGrad+)."""
+    plain_rows: Tensor
+    """Rows to augment, set by ``on_before_batch_transfer``."""
+    hybrid_rows: Tensor
+    """Rows to mix, set by ``on_before_batch_transfer``."""
+    augment_seed: int
+    """The batch's augmentation seed, set by ``on_before_batch_transfer``."""
+
+
+#: The stream that gives each field a module may ask for, for the error when a batch lacks it.
+FIELD_SOURCES = {
+    "is_forget": "the ForgetRemainDataModule's 'both' stream",
+    "phase": "the ForgetRemainDataModule's 'forget_then_remain' stream",
+    "num_remain": "the ForgetRemainDataModule's 'paired' stream",
+    "index": "a ForgetRemainDataModule stream",
+}
+
+
+def batch_fields(batch: Any, *names: str, user: str) -> tuple[Any, ...]:
+    """The fields ``names`` of a batch, in order: the one way modules read batches.
+
+    A plain ``(images, targets)`` pair (any DataLoader's) gives ``image`` and ``target``.
+
+    Raises:
+        ValueError: the batch lacks a field; the message names ``user`` and the stream
+            that provides it.
+
+    Example:
+        >>> batch_fields((torch.zeros(2, 1), torch.ones(2)), "target", user="FTModule")
+        (tensor([1., 1.]),)
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        batch = {"image": batch[0], "target": batch[1]}
+    missing = [name for name in names if not isinstance(batch, dict) or name not in batch]
+    if missing:
+        sources = "; ".join(f"{name!r} comes from {FIELD_SOURCES.get(name, 'a ForgetRemainDataModule batch')}" for name in missing)
+        raise ValueError(f"{user} trains on batches with {missing}, and got a batch without them ({sources})")
+    return tuple(batch[name] for name in names)
+
 
 #: The training streams a ``ForgetRemainDataModule`` builds (its class docstring says which is which).
 Stream = Literal["full", "remain", "hybrid", "forget", "both", "forget_then_remain", "paired"]
@@ -41,7 +98,7 @@ class EvalSplit(Dataset):
         return {"image": self.images[index], "target": self.targets[index], "index": index}
 
     def __getitem__(self, position: int) -> Batch:
-        return {key: value[0] for key, value in self.__getitems__([position]).items()}
+        return cast(Batch, {key: value[0] for key, value in cast(dict, self.__getitems__([position])).items()})
 
 
 class TrainStream(Dataset):
@@ -104,7 +161,7 @@ class TrainStream(Dataset):
         }
 
     def __getitem__(self, position: int) -> Batch:
-        return {key: value[0] for key, value in self.__getitems__([position]).items()}
+        return cast(Batch, {key: value[0] for key, value in cast(dict, self.__getitems__([position])).items()})
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -132,7 +189,8 @@ class EpochShuffleSampler(Sampler[int]):
 
 # ---------------------------------------------------------------------- whole-batch layouts
 #: Extra batch keys a layout adds: plain Python values, known on the host before the step.
-PHASE, NUM_REMAIN = "phase", "num_remain"
+PHASE: Final = "phase"
+NUM_REMAIN: Final = "num_remain"
 
 
 def _chunks(positions: Tensor, size: int) -> list[Tensor]:

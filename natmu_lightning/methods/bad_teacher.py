@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_positive
+from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
-    images_and_forget_flags,
     move_teachers,
     randomly_initialised_copy,
 )
@@ -136,7 +136,8 @@ class BadTeacherModule(UnlearningModule):
         move_teachers(self.teachers, self.backbone)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, is_forget = images_and_forget_flags(batch, type(self).__name__)
+        images, is_forget = batch_fields(batch, "image", "is_forget", user=type(self).__name__)
+        is_forget = is_forget.bool()
         competent = self.teachers.logits("competent", images)
         incompetent = self.teachers.logits("incompetent", images)
         loss = bad_teacher_loss(

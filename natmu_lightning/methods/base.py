@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.callbacks.record import UnlearningRecord
 from natmu_lightning.checkpoints import final_linear, load_weights
+from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.predict import eval_mode, model_inputs
 
@@ -139,7 +140,7 @@ class BackboneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
-        images, targets = unpack(batch)
+        images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)
         loss = nn.functional.cross_entropy(self(images), targets)
         check_finite(loss, self)
         self.log("train/loss", loss, prog_bar=True, batch_size=targets.numel())
@@ -152,7 +153,7 @@ class BackboneModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_step(self, batch: Any, stage: str) -> None:
-        images, targets = unpack(batch)
+        images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)
         logits = self(images)
         n = targets.numel()
         self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, targets), batch_size=n, sync_dist=True)
@@ -241,14 +242,6 @@ def check_trainer_options(trainer: pl.Trainer, backbone: nn.Module, stage: str) 
         raise ValueError(
             f"sync_batchnorm=True but the backbone {type(backbone).__name__} has no BatchNorm layer to synchronise"
         )
-
-
-def unpack(batch: Any) -> tuple[Tensor, Tensor]:
-    """(images, targets) from a datamodule batch dict or an ``(x, y)`` pair."""
-    if isinstance(batch, dict):
-        return batch["image"], batch["target"]
-    images, targets = batch[0], batch[1]
-    return images, targets
 
 
 def check_finite(loss: Tensor, module: pl.LightningModule) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from natmu_lightning.methods.base import UnlearningModule, check_finite, unpack
+from natmu_lightning.data.streams import batch_fields
+from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 
 GA_RECIPE = Recipe(optimizer="sgd", lr=1e-4, weight_decay=5e-4, lr_schedule="constant")
@@ -64,7 +65,7 @@ class GAModule(UnlearningModule):
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, targets = unpack(batch)
+        images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)
         forget_ce = nn.functional.cross_entropy(self(images), targets)
         loss = -forget_ce
         check_finite(loss, self)

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_integer, check_non_negative
-from natmu_lightning.methods.base import UnlearningModule, check_finite, unpack
+from natmu_lightning.data.streams import batch_fields
+from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 
 L1Schedule = Literal["epoch", "step"]
@@ -158,7 +159,7 @@ class L1SparseModule(UnlearningModule):
         return l1_weight(alpha, self.global_step, self.total_steps)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images, targets = unpack(batch)
+        images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)
         weight = self.current_l1_weight()
         params = [p for p in self.backbone.parameters() if p.requires_grad]
         loss, ce, l1 = l1_sparse_loss(self(images), targets, params, weight)

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from natmu_lightning.checks import check_in_range, check_integer
-from natmu_lightning.data.streams import NUM_REMAIN
+from natmu_lightning.data.streams import NUM_REMAIN, batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 
@@ -105,13 +105,8 @@ class NegGradPlusModule(UnlearningModule):
         return int(self.hparams["forget_batch_size"])
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        num_remain = batch.get(NUM_REMAIN) if isinstance(batch, dict) else None
-        if not isinstance(num_remain, int):
-            raise ValueError(
-                "NegGradPlusModule trains on paired batches, remaining rows then forget rows, with their "
-                "'num_remain' (the ForgetRemainDataModule's 'paired' stream); got a batch without it"
-            )
-        images, targets = batch["image"], batch["target"]
+        # remaining rows, then forget rows
+        num_remain, images, targets = batch_fields(batch, NUM_REMAIN, "image", "target", user=type(self).__name__)
         remain_logits = self(images[:num_remain])
         forget_logits = self(images[num_remain:])
         loss = neggrad_plus_loss(

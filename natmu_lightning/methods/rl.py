@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice
 from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 
@@ -62,16 +63,6 @@ def fixed_wrong_labels(targets: Tensor, forget_indices: Tensor, num_classes: int
     table = targets.long().cpu().clone()
     table[order] = random_other_labels(table[order], num_classes, torch.Generator().manual_seed(int(seed)))
     return table
-
-
-def forget_flags(batch: Any, method: str) -> Tensor:
-    """The bool ``is_forget`` flags of a ``"both"``-stream batch, or a clear error."""
-    if not isinstance(batch, dict) or "is_forget" not in batch:
-        raise ValueError(
-            f"{method} trains on batches flagged with 'is_forget' (the ForgetRemainDataModule's "
-            "'both' stream); got a batch without them"
-        )
-    return batch["is_forget"].bool()
 
 
 RL_RECIPE = Recipe(optimizer="adamw", lr=1.8e-5, weight_decay=4e-4, lr_schedule="cosine")
@@ -173,23 +164,23 @@ class RLModule(UnlearningModule):
 
     def training_targets(self, batch: Any, is_forget: Tensor, num_classes: int) -> Tensor:
         """The labels a batch is trained on: its forgetting rows' wrong labels (see ``relabel``)."""
-        targets = batch["target"]
+        (targets,) = batch_fields(batch, "target", user=type(self).__name__)
         if self.hparams.get("relabel", "fixed") == "fixed":
             if self.wrong_labels is None:
                 raise RuntimeError("the fixed wrong labels are drawn in setup('fit'); train the module with a Trainer")
-            wrong = self.wrong_labels[batch["index"]]
+            wrong = self.wrong_labels[batch_fields(batch, "index", user=type(self).__name__)[0]]
         else:
             wrong = random_other_labels(targets, num_classes)
         return torch.where(is_forget, wrong, targets)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        is_forget = forget_flags(batch, type(self).__name__)
-        images, targets = batch["image"], batch["target"]
+        images, is_forget = batch_fields(batch, "image", "is_forget", user=type(self).__name__)
+        is_forget = is_forget.bool()
         logits = self(images)
         labels = self.training_targets(batch, is_forget, logits.shape[1])
         loss = nn.functional.cross_entropy(logits, labels)
         check_finite(loss, self)
-        n = targets.numel()
+        n = is_forget.numel()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)
         return loss

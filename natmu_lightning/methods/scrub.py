@@ -7,8 +7,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from natmu_lightning.checks import check_integer, check_non_negative, check_positive
-from natmu_lightning.data.streams import PHASE
+from natmu_lightning.checks import check_choice, check_integer, check_non_negative, check_positive
+from natmu_lightning.data.streams import PHASE, batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import FrozenTeachers, move_teachers
@@ -143,13 +143,8 @@ class SCRUBModule(UnlearningModule):
         return epoch < self.hparams["max_phase_epochs"]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        phase = batch.get(PHASE) if isinstance(batch, dict) else None
-        if phase not in ("forget", "remain"):
-            raise ValueError(
-                "SCRUBModule trains on batches marked with their phase, 'forget' or 'remain' (the "
-                "ForgetRemainDataModule's 'forget_then_remain' stream); got a batch without one"
-            )
-        images, targets = batch["image"], batch["target"]
+        phase, images, targets = batch_fields(batch, PHASE, "image", "target", user=type(self).__name__)
+        check_choice(PHASE, phase, ("forget", "remain"))
         counts = self.step_counts.setdefault(self.current_epoch, {"max": 0, "min": 0})
         temperature = self.hparams["temperature"]
         teacher = self.teachers.logits("original", images)

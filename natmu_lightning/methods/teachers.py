@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -148,13 +147,3 @@ def move_teachers(teachers: FrozenTeachers, student: nn.Module) -> None:
     if reference is None:
         return
     teachers.to(reference.device, reference.dtype)
-
-
-def images_and_forget_flags(batch: Any, method: str) -> tuple[Tensor, Tensor]:
-    """(images, bool ``is_forget``) of a ``"both"``-stream batch, or a clear error."""
-    if not isinstance(batch, dict) or "is_forget" not in batch:
-        raise ValueError(
-            f"{method} trains on batches flagged with 'is_forget' (the ForgetRemainDataModule's "
-            "'both' stream); got a batch without them"
-        )
-    return batch["image"], batch["is_forget"].bool()

@@ -17,6 +17,7 @@ from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.checkpoints import read_state_dict
 from natmu_lightning.cli import main
 from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.methods.bad_teacher import BadTeacherModule, bad_teacher_loss
 from natmu_lightning.methods.scrub import SCRUBModule, distill_kl
@@ -24,7 +25,6 @@ from natmu_lightning.methods.ssd import SSDModule, dampen_parameters, diagonal_i
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
     frozen_copy,
-    images_and_forget_flags,
     move_teachers,
     randomly_initialised_copy,
 )
@@ -182,8 +182,8 @@ def test_teachers_follow_the_student_device_and_dtype():
 
 
 def test_batches_without_forget_flags_are_rejected():
-    with pytest.raises(ValueError, match="is_forget"):
-        images_and_forget_flags((torch.zeros(2, 1, 8, 8), torch.zeros(2)), "BadTeacherModule")
+    with pytest.raises(ValueError, match=r"BadTeacherModule trains on batches with \['is_forget'\].*'both' stream"):
+        batch_fields((torch.zeros(2, 1, 8, 8), torch.zeros(2)), "image", "is_forget", user="BadTeacherModule")
 
 
 class TeacherAudit(Callback):
