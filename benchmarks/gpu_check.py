@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 
 from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
+from natmu_lightning.hybrids import HybridOptions  # noqa: E402
 
 CONFIGS = REPO / "configs"
 GPU = ["--config", str(CONFIGS / "trainer" / "gpu.yaml")]
@@ -412,8 +413,7 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
             num_workers=workers,
             crop_padding=4,
             horizontal_flip=True,
-            k=4,
-            delta=-0.19,
+            natmu=HybridOptions(k=4, delta=-0.19),
         )
 
     def module(cls: type) -> pl.LightningModule:
@@ -448,7 +448,7 @@ def phase_vgg16(work: Path, npz: Path, dry_run: bool, compile_step: bool = True)
         start = time.perf_counter()
         evaluator.evaluate(trainer, net, final=final)
         seconds["final" if final else "during_training"] = time.perf_counter() - start
-    rows = natmu_dm.remain_indices.numel() + natmu_dm.k * natmu_dm.forget_indices.numel()
+    rows = natmu_dm.remain_indices.numel() + natmu_dm.natmu.k * natmu_dm.forget_indices.numel()
     epoch_seconds = math.ceil(rows / batch) * out["32-true"]["natmu_seconds_per_step"]
     out["evaluation"] = {
         "seconds": seconds,

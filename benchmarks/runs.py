@@ -38,6 +38,8 @@ SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
 METRICS = RESULT_METRICS  # the schema lives beside the report that reads it
 #: Where a config holds the learning rate the search varies (the module's recipe).
 LR_KEYS = ("model", "init_args", "recipe", "lr")
+#: Where a config holds NatMU's mask shift (the datamodule's hybrid options).
+DELTA_KEYS = ("data", "natmu", "delta")
 #: Written beside each fit's unlearning_metrics.json: its wall time, read back by ``--resume``.
 TIMING_FILE = "benchmark_seconds.json"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -170,7 +172,7 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
         ("seed_everything",): seed,
         ("data", "seed"): seed,
         LR_KEYS: params["lr"] if "lr" in params else nested(shipped, *LR_KEYS),
-        ("data", "delta"): params["delta"] if "delta" in params else nested(shipped, "data", "delta"),
+        DELTA_KEYS: params["delta"] if "delta" in params else nested(shipped, *DELTA_KEYS),
     }
     for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
         metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
@@ -272,7 +274,7 @@ def param_args(params: dict) -> list[str]:
     if "lr" in params:
         args += ["--" + ".".join(LR_KEYS), repr(params["lr"])]
     if "delta" in params:
-        args += ["--data.delta", repr(params["delta"])]
+        args += ["--" + ".".join(DELTA_KEYS), repr(params["delta"])]
     return args
 
 

@@ -100,7 +100,7 @@ def search(
             factors.append(beyond)
         best = _walk_lr(best_of, method, best)
         if method == "natmu":
-            config_delta = fits.config_value(config, "data", "delta")
+            config_delta = fits.config_value(config, *fits.DELTA_KEYS)
             for _ in range(SEARCH_NATMU_ROUNDS):
                 previous = best
                 deltas = [d for d in SEARCH_DELTAS if d != best.get("delta", config_delta)]

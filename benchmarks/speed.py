@@ -45,6 +45,7 @@ from benchmarks.presets import PRESETS, Preset  # noqa: E402
 from natmu_lightning import hybrids  # noqa: E402
 from natmu_lightning.callbacks import UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
+from natmu_lightning.hybrids import HybridOptions  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.methods import ClassifierModule, NatMUModule  # noqa: E402
 from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE  # noqa: E402
@@ -60,7 +61,7 @@ def make_datamodule(preset: Preset, stream: str, num_workers: int = 0) -> Forget
         num_workers=num_workers,
         crop_padding=preset.crop_padding,
         horizontal_flip=preset.horizontal_flip,
-        delta=preset.natmu["delta"],
+        natmu=HybridOptions(delta=preset.natmu["delta"]),
     )
 
 

@@ -12,6 +12,7 @@ one remaining image of each is drawn without replacement across the whole plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -134,6 +135,51 @@ def validate_delta_schedule(delta: float | Sequence[float], delta_end: float | N
         if not isinstance(delta, (int, float)):
             raise ValueError("delta_end needs a single starting delta, not a list")
         validate_delta(delta_end)
+
+
+@dataclass(frozen=True)
+class HybridOptions:
+    """NatMU's own data settings, grouped: how many hybrids, and their masks' shift.
+
+    ``ForgetRemainDataModule(natmu=HybridOptions(...))``, ``data.natmu`` in YAML (``natmu:
+    {delta: -0.19}``), ``--data.natmu.delta`` on the command line; only the ``hybrid``
+    stream (NatMU) reads them.
+
+    Args:
+        k: hybrids per forgetting sample (one per mask, 1 to :data:`NUM_MASKS`).
+        delta: mask shift in [-1, 1], or one value per epoch.
+        delta_end: if given, ``delta`` moves linearly to this value over the run's epochs.
+        redraw_plan_every_epoch: draw a fresh pairing plan every epoch (the paper draws it once).
+
+    Example:
+        >>> HybridOptions(delta=-0.19).k
+        4
+    """
+
+    k: int = 4
+    delta: float | list[float] = 0.0
+    delta_end: float | None = None
+    redraw_plan_every_epoch: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= NUM_MASKS:
+            raise ValueError(f"k must lie in [1, {NUM_MASKS}], got {self.k!r}")
+        validate_delta_schedule(self.delta, self.delta_end)
+
+    @classmethod
+    def read(cls, value: HybridOptions | Mapping[str, object]) -> HybridOptions:
+        """``value`` as options: itself, or a mapping of the fields that differ from the defaults.
+
+        Raises:
+            ValueError: a field the options do not have.
+        """
+        if isinstance(value, HybridOptions):
+            return value
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"natmu (the hybrid options) has no field {unknown}; its fields: {known}")
+        return cls(**value)  # type: ignore[arg-type]  # each field is checked in __post_init__
 
 
 def check_schedule_length(delta: float | Sequence[float], epochs: int | None) -> None:

@@ -42,6 +42,7 @@ from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_record
 from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
+from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.io import atomic_write_json
 from natmu_lightning.methods import ClassifierModule, NatMUModule
 from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
@@ -208,7 +209,7 @@ def _run(cfg: QuickstartConfig, out: Path, cache: Path | None, progress: bool) -
     )
     evaluator = UnlearningEvaluator(reference_ckpt=paths["retrain_ckpt"])
     trainer = _trainer(out / "natmu", cfg.unlearn_epochs, evaluator, progress)
-    datamodule = _datamodule(cfg, delta=cfg.delta)
+    datamodule = _datamodule(cfg, natmu=HybridOptions(delta=cfg.delta))
     trainer.fit(natmu, datamodule=datamodule)
     natmu_ckpt = out / "natmu.ckpt"
     _save_checkpoint(trainer, natmu_ckpt)

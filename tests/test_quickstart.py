@@ -101,7 +101,7 @@ def test_quickstart_settings_match_the_digits_configs():
         assert data["source"]["init_args"]["noise_std"] == cfg.noise_std
         assert data["batch_size"] == cfg.batch_size and data["crop_padding"] == cfg.crop_padding
         assert data["forget"]["init_args"]["ratio"] == cfg.forget_ratio and data["seed"] == cfg.seed
-    assert natmu["data"]["delta"] == cfg.delta
+    assert natmu["data"]["natmu"]["delta"] == cfg.delta
 
 
 def test_failed_checkpoint_save_keeps_the_previous_file_and_no_temporary(tmp_path):

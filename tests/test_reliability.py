@@ -45,8 +45,8 @@ def test_original_reference_and_index_file_are_never_written(tmp_path):
     "override,match",
     [
         (["--data.forget.init_args.ratio", "1.5"], "ratio"),
-        (["--data.delta", "2.0"], "delta"),
-        (["--data.k", "7"], "k must"),
+        (["--data.natmu.delta", "2.0"], "delta"),
+        (["--data.natmu.k", "7"], "k must"),
         (["--model.init_args.original_ckpt", "missing.ckpt"], "original_ckpt"),
         (["--evaluator.reference_ckpt", "missing.ckpt"], "reference_ckpt"),
     ],

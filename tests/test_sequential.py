@@ -37,7 +37,7 @@ def make_dm(previous=None, forget=None, seed: int = 0) -> ForgetRemainDataModule
         crop_padding=1,
         horizontal_flip=False,
         seed=seed,
-        k=2,
+        natmu={"k": 2},
         previous_record=None if previous is None else str(previous),
     )
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
+from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
@@ -87,11 +88,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         eval_batch_size: batch size of evaluation passes.
         num_workers: data-loader workers.
         seed: seed of the forget set and of the hybrid plan.
-        k: hybrids per forgetting sample (one per mask, at most 4).
-        delta: mask shift in [-1, 1], or one value per epoch.
-        delta_end: if given, ``delta`` moves linearly to this value over the run's epochs.
-        redraw_plan_every_epoch: draw a fresh pairing plan every epoch (the paper draws
-            it once).
+        natmu: NatMU's hybrids (:class:`~natmu_lightning.hybrids.HybridOptions`: ``k``,
+            ``delta``, ``delta_end``, ``redraw_plan_every_epoch``); a mapping of the fields
+            that differ from the defaults works too. Only the ``hybrid`` stream reads them.
         crop_padding: padding of the random crop on remaining images (0 disables).
         horizontal_flip: random horizontal flips on remaining images.
         pin_memory: pin batches in page-locked memory; ``None`` pins exactly when training on CUDA.
@@ -114,10 +113,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         eval_batch_size: int = 512,
         num_workers: int = 0,
         seed: int = 0,
-        k: int = 4,
-        delta: Union[float, list[float]] = 0.0,
-        delta_end: Optional[float] = None,
-        redraw_plan_every_epoch: bool = False,
+        natmu: HybridOptions = HybridOptions(),
         crop_padding: int = 4,
         horizontal_flip: bool = True,
         pin_memory: Optional[bool] = None,
@@ -133,15 +129,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if num_workers < 0 or crop_padding < 0:
             raise ValueError("num_workers and crop_padding must be >= 0")
-        hybrids.validate_delta_schedule(delta, delta_end)
-        if not 1 <= k <= hybrids.NUM_MASKS:
-            raise ValueError(f"k must lie in [1, {hybrids.NUM_MASKS}], got {k}")
+        natmu = HybridOptions.read(natmu)  # a mapping from Python or a checkpoint works too
         self.requested_stream = stream
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.pin_memory = pin_memory
-        self.seed, self.k = seed, k
-        self.delta, self.delta_end = delta, delta_end
-        self.redraw_plan_every_epoch = redraw_plan_every_epoch
+        self.seed, self.natmu = seed, natmu
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         self.previous_record = previous_record
         # Read (and checked) now: a bad record fails before any data is loaded or written.
@@ -209,13 +201,13 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if stage == "fit":
             self.stream = self._resolve_stream()
             if self.stream == "hybrid" and self.hybrid_plan is None:
-                hybrids.validate_k(self.k, self.num_classes)
+                hybrids.validate_k(self.natmu.k, self.num_classes)
                 if self.trainer is not None:
-                    hybrids.check_schedule_length(self.delta, self.trainer.max_epochs)
+                    hybrids.check_schedule_length(self.natmu.delta, self.trainer.max_epochs)
                 self.hybrid_plan = self._draw_plan(epoch=0)
                 self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
                 self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
-                if self.redraw_plan_every_epoch and self.trainer is not None:
+                if self.natmu.redraw_plan_every_epoch and self.trainer is not None:
                     # The plan lives in the train dataloader, so it must be rebuilt each epoch.
                     self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
             if self.stream in LAYOUT_STREAMS and self.trainer is not None:
@@ -302,7 +294,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             self._forget_probs,
             remain_indices,
             data.train.targets[remain_indices],
-            k=self.k,
+            k=self.natmu.k,
             generator=generator,
         )
 
@@ -321,7 +313,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         data = self._loaded()
         if self.hybrid_plan is None:
             raise RuntimeError("no hybrid plan yet: call setup('fit') for a hybrid stream first")
-        examples = hybrids.plan_examples(data.train.images, data.train.targets, self.hybrid_plan, self.k,
+        examples = hybrids.plan_examples(data.train.images, data.train.targets, self.hybrid_plan, self.natmu.k,
                                          self.current_delta(epoch), num_forget)
         return {**examples, "classes": np.asarray(data.classes)}
 
@@ -342,7 +334,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             indices = remain_indices
         if self.stream == "hybrid":
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            if self.redraw_plan_every_epoch and epoch != self._plan_epoch:
+            if self.natmu.redraw_plan_every_epoch and epoch != self._plan_epoch:
                 self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
                 self._save(f"hybrid_plan_epoch{epoch}.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
             plan = self.hybrid_plan
@@ -427,11 +419,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ per-batch work
     def current_delta(self, epoch: int) -> float:
         """The mask shift used in ``epoch`` (constant, per-epoch list, or linear to ``delta_end``)."""
-        if self.delta_end is not None:
-            assert isinstance(self.delta, (int, float))  # __init__ refuses delta_end after a list
+        if self.natmu.delta_end is not None:
+            assert isinstance(self.natmu.delta, (int, float))  # __init__ refuses delta_end after a list
             epochs = (self.trainer.max_epochs if self.trainer is not None else None) or 1
-            return hybrids.linear_delta_schedule(float(self.delta), self.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
-        return hybrids.delta_for_epoch(self.delta, epoch)
+            return hybrids.linear_delta_schedule(float(self.natmu.delta), self.natmu.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
+        return hybrids.delta_for_epoch(self.natmu.delta, epoch)
 
     def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """On the CPU, before the copy: everything the per-batch work needs to know about the

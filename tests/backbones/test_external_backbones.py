@@ -80,7 +80,7 @@ def test_natmu_unlearns_a_library_model_from_its_state_dict(tmp_path: Path, libr
     )
     for name, tensor in original.state_dict().items():  # the original weights, loaded strictly
         assert torch.equal(natmu.backbone.state_dict()[name], tensor), name
-    datamodule = ForgetRemainDataModule(source=SyntheticImages(**SOURCE), batch_size=8, k=2)
+    datamodule = ForgetRemainDataModule(source=SyntheticImages(**SOURCE), batch_size=8, natmu={"k": 2})
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=2,

@@ -8,6 +8,7 @@ import torch
 from natmu_lightning import hybrids
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
+from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
 from natmu_lightning.methods import ClassifierModule
 from tests.plan_checks import check_plan
@@ -29,9 +30,11 @@ def attach(dm, tmp_path, module=None, max_epochs=2):
     return trainer
 
 
-def hybrid_dm(tmp_path, **kwargs):
+def hybrid_dm(tmp_path, seed: int = 0, **natmu):
     torch.manual_seed(0)
-    dm = ForgetRemainDataModule(stream="hybrid", batch_size=64, crop_padding=1, horizontal_flip=True, **kwargs)
+    dm = ForgetRemainDataModule(
+        stream="hybrid", batch_size=64, crop_padding=1, horizontal_flip=True, seed=seed, natmu=natmu
+    )
     attach(dm, tmp_path)
     dm.setup("fit")
     return dm
@@ -106,7 +109,7 @@ def test_plan_uses_model_ranking(tmp_path):
         def forward(self, x):
             return torch.arange(10, dtype=torch.float32).expand(x.shape[0], 10) + 0 * self.dummy
 
-    dm = ForgetRemainDataModule(forget=RandomForget(0.02), stream="hybrid", k=2)  # few enough that no class runs out
+    dm = ForgetRemainDataModule(forget=RandomForget(0.02), stream="hybrid", natmu={"k": 2})  # few enough that no class runs out
     attach(dm, tmp_path, module=ClassifierModule(Ranker()))
     dm.setup("fit")
     labels = dm.hybrid_plan["label"].reshape(-1, 2)
@@ -116,10 +119,10 @@ def test_plan_uses_model_ranking(tmp_path):
 
 
 def test_delta_schedules(tmp_path):
-    dm = ForgetRemainDataModule(delta=0.0, delta_end=-0.2)
+    dm = ForgetRemainDataModule(natmu=HybridOptions(delta=0.0, delta_end=-0.2))
     attach(dm, tmp_path, max_epochs=3)
     assert [dm.current_delta(e) for e in range(3)] == [0.0, -0.1, -0.2]
-    listed = ForgetRemainDataModule(stream="hybrid", delta=[0.1, 0.0])
+    listed = ForgetRemainDataModule(stream="hybrid", natmu={"delta": [0.1, 0.0]})
     attach(listed, tmp_path, max_epochs=3)
     with pytest.raises(ValueError, match="schedule has 2 values"):
         listed.setup("fit")
@@ -128,10 +131,11 @@ def test_delta_schedules(tmp_path):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"delta": 1.5}, "delta"),
-        ({"delta": [0.0, -2.0]}, "delta"),
-        ({"delta_end": 3.0}, "delta"),
-        ({"k": 5}, "k must"),
+        ({"natmu": {"delta": 1.5}}, "delta"),
+        ({"natmu": {"delta": [0.0, -2.0]}}, "delta"),
+        ({"natmu": {"delta_end": 3.0}}, "delta"),
+        ({"natmu": {"k": 5}}, "k must"),
+        ({"natmu": {"mix": 0.5}}, "mix"),
         ({"batch_size": 0}, "batch_size"),
         ({"stream": "everything"}, "stream"),
     ],
@@ -143,7 +147,7 @@ def test_bad_arguments(kwargs, match):
 
 def test_k_larger_than_other_classes(tmp_path):
     dm = ForgetRemainDataModule(
-        source=SyntheticImages(num_classes=3, channels=1, height=8, width=8), stream="hybrid", k=3
+        source=SyntheticImages(num_classes=3, channels=1, height=8, width=8), stream="hybrid", natmu={"k": 3}
     )
     attach(dm, tmp_path, module=ClassifierModule(SmallCNN(num_classes=3)))
     with pytest.raises(ValueError, match="k=3"):
