@@ -125,9 +125,8 @@ class BadTeacherModule(UnlearningModule):
     ) -> None:
         check_positive("temperature", temperature)
         check_choice("kl_reduction", kl_reduction, ("batchmean", "mean"))
-        super().__init__(
-            backbone, original_ckpt, Recipe.read(recipe, BAD_TEACHER_RECIPE), checkpoint_prefix=checkpoint_prefix
-        )
+        recipe = Recipe.read(recipe, BAD_TEACHER_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, checkpoint_prefix=checkpoint_prefix)
         self.teachers = FrozenTeachers()
         self.teachers.add("competent", self.backbone)
         self.teachers.add("incompetent", randomly_initialised_copy(self.backbone, incompetent_seed))

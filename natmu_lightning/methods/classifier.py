@@ -46,11 +46,6 @@ class ClassifierModule(BackboneModule):
         checkpoint_prefix: str | None = None,
     ) -> None:
         check_choice("train_on", train_on, ("full", "remain"))
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, CLASSIFIER_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, CLASSIFIER_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
         self.train_stream = train_on

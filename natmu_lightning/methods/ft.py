@@ -54,10 +54,5 @@ class FTModule(UnlearningModule):
         reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
     ) -> None:
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, FT_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, FT_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)

@@ -30,20 +30,11 @@ class GAModule(UnlearningModule):
 
     Default recipe: Jia et al.'s README command for GA (SGD, momentum 0.9, weight decay
     5e-4 from their argument defaults, lr 1e-4, 5 epochs, constant rate). The NatMU
-    paper publishes no GA recipe of its own.
-    That README command forgets ``--num_indexes_to_replace 4500`` samples of
-    ``--class_to_replace``, whose default is class 0 (``arg_parser.py``): a class-wise
-    request (90% of one CIFAR-10 class), not a random one; their batch size is the
-    ``--batch_size`` default, 256.
+    paper publishes no GA recipe of its own. Like FT's (:class:`~natmu_lightning.methods.ft.FTModule`),
+    that command forgets 90% of one class with batches of 256.
 
-    Args:
-        backbone: the architecture of the model to unlearn.
-        original_ckpt: the trained model to unlearn (required).
-        reinit_classifier: re-initialise the final linear layer first.
-        See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
-
-    Raises:
-        ValueError: ``original_ckpt`` missing (and the base class's checks).
+    Arguments and errors: those of :class:`~natmu_lightning.methods.base.BackboneModule`
+    (``original_ckpt`` required).
     """
 
     train_stream = "forget"
@@ -56,13 +47,8 @@ class GAModule(UnlearningModule):
         reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
     ) -> None:
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, GA_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, GA_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)

@@ -134,13 +134,8 @@ class L1SparseModule(UnlearningModule):
         check_non_negative("alpha", alpha)  # the initial L1 weight
         check_choice("l1_schedule", l1_schedule, ("epoch", "step"))
         check_integer("no_l1_epochs", no_l1_epochs, 0)
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, L1_SPARSE_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, L1_SPARSE_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
         self.total_steps: int | None = None
 
     def on_train_start(self) -> None:

@@ -91,13 +91,8 @@ class NegGradPlusModule(UnlearningModule):
     ) -> None:
         check_in_range("alpha", alpha, 0.0, 1.0, meaning="the weight of the remaining-set term")
         check_integer("forget_batch_size", forget_batch_size, 1)
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, NEGGRAD_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, NEGGRAD_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
 
     @property
     def forget_batch_size(self) -> int:

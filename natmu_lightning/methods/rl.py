@@ -131,13 +131,8 @@ class RLModule(UnlearningModule):
         checkpoint_prefix: str | None = None,
     ) -> None:
         check_relabel(relabel)
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, RL_RECIPE),
-            reinit_classifier,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, RL_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
         self.wrong_labels: Tensor | None
         self.register_buffer("wrong_labels", None, persistent=False)
 

@@ -163,14 +163,8 @@ class SalUnModule(RLModule):
         checkpoint_prefix: str | None = None,
     ) -> None:
         check_in_range("saliency_fraction", saliency_fraction, 0.0, 1.0, low_open=True)
-        super().__init__(
-            backbone,
-            original_ckpt,
-            Recipe.read(recipe, SALUN_RECIPE),
-            reinit_classifier,
-            relabel,
-            checkpoint_prefix=checkpoint_prefix,
-        )
+        recipe = Recipe.read(recipe, SALUN_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, relabel, checkpoint_prefix)
         self.saliency: dict[str, Tensor] | None = None  # parameter name -> bool mask
         self._originals: dict[str, Tensor] | None = None
         self._loaded_saliency: dict[str, Tensor] | None = None

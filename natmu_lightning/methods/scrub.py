@@ -116,9 +116,8 @@ class SCRUBModule(UnlearningModule):
         check_non_negative("gamma", gamma)
         check_integer("max_phase_epochs", max_phase_epochs, 0)
         check_integer("forget_batch_size", forget_batch_size, 1)
-        super().__init__(
-            backbone, original_ckpt, Recipe.read(recipe, SCRUB_RECIPE), checkpoint_prefix=checkpoint_prefix
-        )
+        recipe = Recipe.read(recipe, SCRUB_RECIPE)
+        super().__init__(backbone, original_ckpt, recipe, checkpoint_prefix=checkpoint_prefix)
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)
