@@ -34,12 +34,29 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def check_in_range(name: str, value: Any, low: float, high: float, low_open: bool = False, meaning: str = "") -> None:
-    """``value`` is a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``);
-    ``meaning`` (e.g. "the weight of the remaining-set term") is added to the message."""
-    above = value > low if low_open else value >= low
-    if not (_is_number(value) and above and value <= high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+def check_in_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+    meaning: str = "",
+) -> None:
+    """``value`` is a finite number in ``[low, high]`` (open at an end with ``low_open`` /
+    ``high_open``); ``meaning`` (e.g. "the weight of the remaining-set term") is added to the
+    message.
+
+    Example:
+        >>> check_in_range("alpha", None, 0.0, 1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha must lie in [0, 1], got None
+    """
+    inside = _is_number(value) and (value > low if low_open else value >= low)
+    inside = inside and (value < high if high_open else value <= high)
+    if not inside:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         note = f" ({meaning})" if meaning else ""
         raise ValueError(f"{name} must lie in {interval}{note}, got {value!r}")
 

@@ -327,9 +327,7 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     natmu = [r for r in candidates if r["method"] == "natmu"]
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
-        base = quality.config_value(
-            BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", "model", "init_args", "lr"
-        )
+        base = quality.config_value(BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", *load("runs").LR_KEYS)
         assert [r["params"]["lr"] for r in runs][:5] == [float(f"{base * f:.3g}") for f in (1, 0.3, 3, 0.1, 10)]
         assert len({json.dumps(r["params"], sort_keys=True) for r in runs}) == len(runs)  # no candidate twice
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]

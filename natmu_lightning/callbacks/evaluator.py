@@ -115,8 +115,13 @@ class UnlearningEvaluator(Callback):
             (per-sample entropy and loss of every split) for reports and plots.
         lightning_validation: keep Lightning's own validation loop during ``fit``. It runs
             over the test split, which this callback already measures, so it is switched
-            off for the fit (``limit_val_batches = 0``, restored afterwards) unless this is
-            set or a callback monitors a ``val/`` key. ``validate`` is unaffected.
+            off for the fit (``limit_val_batches = 0``, restored afterwards, also when the fit
+            fails) unless this is set, a callback monitors a ``val/`` key, or the trainer
+            validates on a schedule of its own (``check_val_every_n_epoch`` other than 1).
+            ``validate`` is unaffected.
+        reference_prefix: where the network sits in ``reference_ckpt`` when a LightningModule
+            of your own saved it (as the modules' ``checkpoint_prefix``); by default the one
+            top-level prefix whose tensors fit is found by itself.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class UnlearningEvaluator(Callback):
         seed: int = 0,
         save_outputs: bool = False,
         lightning_validation: bool = False,
+        reference_prefix: str | None = None,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
@@ -140,7 +146,7 @@ class UnlearningEvaluator(Callback):
         unknown = set(attacks) - set(ATTACKS)
         if unknown:
             raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
-        self.reference_ckpt = reference_ckpt
+        self.reference_ckpt, self.reference_prefix = reference_ckpt, reference_prefix
         self.every_n_epochs, self.batch_size, self.filename = every_n_epochs, batch_size, filename
         self.remain_subset, self.test_subset = remain_subset, test_subset
         self.attacks, self.attacks_every_epoch = tuple(attacks), attacks_every_epoch
@@ -176,14 +182,25 @@ class UnlearningEvaluator(Callback):
                     "UnlearningEvaluator: a callback monitors an evaluator key, so every evaluation uses the whole "
                     "remaining and test sets (comparable from epoch to epoch)"
                 )
-            watches_validation = any(isinstance(m, str) and m.startswith("val/") for m in monitors)
-            if not self.lightning_validation and not watches_validation:
-                # Lightning's validation loop would measure the test split again, every epoch.
-                self._val_batches_to_restore = trainer.limit_val_batches
-                trainer.limit_val_batches = 0
+            self._skip_lightning_validation(trainer, monitors)
         if self.reference_ckpt is not None and self.reference_metrics is None:
             # Fail on a bad reference before any training, not at the first epoch's end.
-            load_weights(copy.deepcopy(_backbone(pl_module)), self.reference_ckpt, "reference_ckpt")
+            load_weights(
+                copy.deepcopy(_backbone(pl_module)), self.reference_ckpt, "reference_ckpt", prefix=self.reference_prefix
+            )
+
+    def _skip_lightning_validation(self, trainer: pl.Trainer, monitors: list[Any]) -> None:
+        """Switch Lightning's validation loop off for the fit (it would measure the test split
+        again every epoch), unless asked for, watched by a ``val/`` monitor, or scheduled by the
+        user (``check_val_every_n_epoch`` other than 1: ``ModelCheckpoint`` then saves after
+        validation only, so it must keep running)."""
+        watches_validation = any(isinstance(m, str) and m.startswith("val/") for m in monitors)
+        scheduled = trainer.check_val_every_n_epoch != 1
+        if self.lightning_validation or watches_validation or scheduled:
+            return
+        if self._val_batches_to_restore is None:  # not already switched off by an unfinished fit
+            self._val_batches_to_restore = trainer.limit_val_batches
+        trainer.limit_val_batches = 0
 
     def _align_checkpoint_monitors(self, trainer: pl.Trainer) -> None:
         """Checkpoint callbacks monitoring an evaluator key save only on evaluated epochs.
@@ -219,7 +236,15 @@ class UnlearningEvaluator(Callback):
                 )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._val_batches_to_restore is not None:
+        if stage == "fit":
+            self._restore_lightning_validation(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning skips the callbacks' teardown when a fit raises: restore the user's setting here.
+        self._restore_lightning_validation(trainer)
+
+    def _restore_lightning_validation(self, trainer: pl.Trainer) -> None:
+        if self._val_batches_to_restore is not None:
             trainer.limit_val_batches = self._val_batches_to_restore
             self._val_batches_to_restore = None
 
@@ -297,7 +322,9 @@ class UnlearningEvaluator(Callback):
         key = (final or self._full_sets_every_time or not self._uses_subsets(), attacks)
         if key not in self._reference_cache:
             assert self.reference_ckpt is not None  # only called with a reference
-            probs, labels = self._file_outputs(trainer, pl_module, self.reference_ckpt, "reference_ckpt", final)
+            probs, labels = self._file_outputs(
+                trainer, pl_module, self.reference_ckpt, "reference_ckpt", final, self.reference_prefix
+            )
             self._reference_cache[key] = on_rank_zero(
                 trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
             )
@@ -305,11 +332,17 @@ class UnlearningEvaluator(Callback):
         return self._reference_cache[key]
 
     def _file_outputs(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str, what: str, final: bool
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        path: str,
+        what: str,
+        final: bool,
+        prefix: str | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Outputs of a copy of the module's backbone holding the weights in ``path``."""
         model = copy.deepcopy(_backbone(pl_module))
-        load_weights(model, path, what)
+        load_weights(model, path, what, prefix=prefix)
         return self._outputs(trainer, model, final)
 
     def _comparison(
@@ -335,13 +368,15 @@ class UnlearningEvaluator(Callback):
         path: str,
         what: str = "checkpoint",
         attacks: Sequence[str] | None = None,
+        prefix: str | None = None,
     ) -> dict[str, Any]:
         """A final evaluation of the module's backbone with the weights in ``path``, e.g. the
         original model before unlearning, with the gaps to the reference when there is one.
-        ``attacks`` (default: the evaluator's) are the slower attacks to run. Logs and writes
+        ``attacks`` (default: the evaluator's) are the slower attacks to run; ``prefix`` is
+        where the network sits in the file (see ``checkpoint_prefix``). Logs and writes
         nothing; a collective under DDP (every rank calls it)."""
         attacks = self.attacks if attacks is None else tuple(attacks)
-        probs, labels = self._file_outputs(trainer, pl_module, path, what, final=True)
+        probs, labels = self._file_outputs(trainer, pl_module, path, what, final=True, prefix=prefix)
         metrics: dict[str, Any] = on_rank_zero(
             trainer, lambda: split_metrics(probs, labels, attacks, self.seed, self._whole_classes)
         )

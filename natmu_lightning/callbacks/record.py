@@ -123,7 +123,12 @@ class UnlearningRecord(Callback):
                 # Read again from the file: by now a resumed fit holds later weights and NatMU's
                 # full-class recipe a re-initialised classifier. A collective: every rank measures.
                 self.record["metrics_before"] = evaluator.measure_checkpoint(
-                    trainer, pl_module, original, "original_ckpt", attacks=()
+                    trainer,
+                    pl_module,
+                    original,
+                    "original_ckpt",
+                    attacks=(),
+                    prefix=pl_module.hparams.get("checkpoint_prefix"),
                 )
         self.record.update(describe_run(trainer, pl_module))
 

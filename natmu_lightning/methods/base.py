@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -66,6 +67,8 @@ class BackboneModule(pl.LightningModule):
         if self.recipe is not None:
             # a plain dict: checkpoints load with weights_only=True and the CLI parses it back
             self.hparams["recipe"] = self.recipe.as_dict()
+            # the loggers (hparams.yaml, TensorBoard, ...) write the initial copy: keep it whole
+            self._hparams_initial = copy.deepcopy(self._hparams)
         # LightningCLI records the class path of the modules it builds; one built in Python
         # records it here, so `natmu-lightning validate --ckpt_path` can merge its checkpoint's
         # hyperparameters into a config (the config supplies the backbone, never saved here).

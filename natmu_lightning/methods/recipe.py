@@ -75,7 +75,7 @@ class Recipe:
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas!r}")
         for beta in self.betas:
-            check_in_range("betas", beta, 0.0, 1.0)
+            check_in_range("betas", beta, 0.0, 1.0, high_open=True)
         for milestone in self.milestones:
             check_in_range("milestones", milestone, 0.0, 1.0, meaning="fractions of the run")
 

@@ -4,6 +4,7 @@ best-gap checkpoints."""
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -156,6 +157,55 @@ def test_lightnings_validation_loop_is_off_during_fit_unless_asked(tmp_path, kee
     assert trainer.limit_val_batches == 1.0  # restored for what follows
     metrics = trainer.validate(model, datamodule=make_dm(), verbose=False)[0]
     assert "val/loss" in metrics and read_json(trainer)["stage"] == "validate"
+
+
+class FailsInSecondEpoch(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("boom")
+
+
+def test_a_failed_fit_gives_the_validation_loop_back(tmp_path):
+    trainer = make_trainer(tmp_path, [UnlearningEvaluator(batch_size=16), FailsInSecondEpoch()], max_epochs=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(make_model(), datamodule=make_dm())
+    assert trainer.limit_val_batches == 1.0
+
+
+def test_a_validation_schedule_of_the_users_keeps_the_loop_and_the_checkpoints(tmp_path):
+    """With check_val_every_n_epoch other than 1, ModelCheckpoint saves after validation only:
+    switching validation off would silently stop every checkpoint."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = make_trainer(
+        tmp_path,
+        [UnlearningEvaluator(batch_size=16), checkpoint],
+        max_epochs=2,
+        limit_train_batches=1,
+        check_val_every_n_epoch=2,
+        enable_checkpointing=True,
+    )
+    trainer.fit(make_model(), datamodule=make_dm())
+    assert [int(r["epoch"]) for r in read_csv(trainer) if r.get("val/acc")] == [1]
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+def test_reference_prefix_picks_the_reference_network_in_a_users_checkpoint(tmp_path):
+    reference = other_weights().backbone.state_dict()
+    both = {f"net.{k}": v for k, v in reference.items()} | {f"ema.{k}": v + 1 for k, v in reference.items()}
+    torch.save({"state_dict": both}, tmp_path / "user.ckpt")
+    with pytest.raises(ValueError, match="several prefixes"):
+        make_trainer(tmp_path, [UnlearningEvaluator(reference_ckpt=str(tmp_path / "user.ckpt"))]).validate(
+            make_model(), datamodule=make_dm()
+        )
+    torch.save(reference, tmp_path / "plain.pt")
+    records = []
+    for path, prefix in ((tmp_path / "user.ckpt", "net"), (tmp_path / "plain.pt", None)):
+        trainer = make_trainer(
+            tmp_path / str(prefix), [UnlearningEvaluator(reference_ckpt=str(path), reference_prefix=prefix)]
+        )
+        trainer.validate(make_model(), datamodule=make_dm(), verbose=False)
+        records.append(read_json(trainer)["reference"])
+    assert records[0] == records[1]
 
 
 def test_evaluation_splits_are_gathered_once_per_request():

@@ -180,6 +180,7 @@ def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"momentum": True}, "momentum"),
         ({"betas": (0.9,)}, "betas"),
+        ({"betas": (0.9, 1.0)}, "betas"),
         ({"milestones": (0.6, 1.5)}, "milestones"),
         ({"learning_rate": 0.1}, "no field"),
     ],
@@ -205,6 +206,7 @@ def test_a_recipe_mapping_changes_only_what_it_names_and_reloads_from_a_checkpoi
     ft = FTModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 0.5})
     assert ft.recipe == FT_RECIPE.replace(lr=0.5) and ft.recipe.optimizer == "sgd"
     assert ft.hparams["recipe"] == {**FT_RECIPE.as_dict(), "lr": 0.5}
+    assert ft.hparams_initial["recipe"] == ft.hparams["recipe"]  # what loggers write to hparams.yaml
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, default_root_dir=tmp_path)
     trainer.fit(ft, datamodule=ForgetRemainDataModule(batch_size=64, stream="remain"))
     trainer.save_checkpoint(tmp_path / "ft.ckpt")
