@@ -39,7 +39,7 @@ def launch(config: Path, npz: Path, work: Path, log: Path, extra: list[str]) -> 
         "--config",
         str(REPO / "configs" / "trainer" / "gpu.yaml"),
         "--data.source",
-        "natmu_lightning.data.CIFAR10JPEG",
+        "natmu_lightning.CIFAR10JPEG",
         "--data.source.path",
         str(npz),
         "--trainer.enable_progress_bar",

@@ -91,9 +91,9 @@ PRESET_NAMES = ("digits", "cifar10-small", "cifar10-vgg16")
 def scenario_overrides(scenario: str, forget_class: int) -> list[str]:
     """CLI overrides selecting the forget request of ``scenario`` (hardest10: see run_seed)."""
     if scenario == "random1":
-        return ["--data.forget", "natmu_lightning.data.RandomForget", "--data.forget.ratio", "0.01"]
+        return ["--data.forget", "natmu_lightning.RandomForget", "--data.forget.ratio", "0.01"]
     if scenario == "class":
-        return ["--data.forget", "natmu_lightning.data.ClassForget", "--data.forget.classes", f"[{forget_class}]"]
+        return ["--data.forget", "natmu_lightning.ClassForget", "--data.forget.classes", f"[{forget_class}]"]
     return []
 
 
@@ -245,7 +245,7 @@ def run_seed(
         if scenario == "hardest10" and name == "retrain":
             try:
                 indices = hardest_indices(original_config, workdir, seed, workdir / "hardest_forget_indices.npy")
-                forget = ["--data.forget", "natmu_lightning.data.IndexForget", "--data.forget.indices", str(indices)]
+                forget = ["--data.forget", "natmu_lightning.IndexForget", "--data.forget.indices", str(indices)]
                 # The original was evaluated on the random set while training: evaluate it on this one.
                 rows[0].update(validate_checkpoint(original_config, seed, workdir, extra + forget))
             except (Exception, SystemExit) as error:

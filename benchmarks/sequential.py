@@ -33,11 +33,11 @@ REQUEST_SEED_STEP = 1000
 
 
 def random_forget(ratio: float) -> list[str]:
-    return ["--data.forget", "natmu_lightning.data.RandomForget", "--data.forget.ratio", repr(ratio)]
+    return ["--data.forget", "natmu_lightning.RandomForget", "--data.forget.ratio", repr(ratio)]
 
 
 def index_forget(indices: Path) -> list[str]:
-    return ["--data.forget", "natmu_lightning.data.IndexForget", "--data.forget.indices", str(indices)]
+    return ["--data.forget", "natmu_lightning.IndexForget", "--data.forget.indices", str(indices)]
 
 
 def config_checkpoint(config: Path) -> Path:

@@ -2,7 +2,25 @@
 
 from natmu_lightning.backbones import VGG16BN, ResNet18, ResNet34, SmallCNN
 from natmu_lightning.callbacks import UnlearningEvaluator, UnlearningRecord
-from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.data import (
+    CIFAR10,
+    CIFAR10JPEG,
+    CIFAR20,
+    CIFAR100,
+    ClassBalancedSubset,
+    ClassForget,
+    Digits,
+    ForgetRemainDataModule,
+    HardestForget,
+    ImageFolder,
+    IndexForget,
+    MapDataset,
+    RandomForget,
+    SubclassForget,
+    SyntheticImages,
+    TinyImageNet,
+)
+from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods import (
     BadTeacherModule,
     ClassifierModule,
@@ -21,6 +39,22 @@ from natmu_lightning.methods import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "CIFAR10",
+    "CIFAR10JPEG",
+    "CIFAR20",
+    "CIFAR100",
+    "ClassBalancedSubset",
+    "ClassForget",
+    "Digits",
+    "HardestForget",
+    "HybridOptions",
+    "ImageFolder",
+    "IndexForget",
+    "MapDataset",
+    "RandomForget",
+    "SubclassForget",
+    "SyntheticImages",
+    "TinyImageNet",
     "BadTeacherModule",
     "FTModule",
     "GAModule",

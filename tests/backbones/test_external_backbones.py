@@ -49,7 +49,7 @@ def test_a_library_backbone_trains_from_a_yaml_class_path(tmp_path: Path, librar
             "init_args": {"backbone": YAML_BACKBONES[library], "train_on": "full"},
         },
         "data": {
-            "source": {"class_path": "natmu_lightning.data.SyntheticImages", "init_args": SOURCE},
+            "source": {"class_path": "natmu_lightning.SyntheticImages", "init_args": SOURCE},
             "batch_size": 8,
         },
         "trainer": {
