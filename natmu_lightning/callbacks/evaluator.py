@@ -18,7 +18,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
@@ -31,7 +30,7 @@ from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.names import RENAMED_KEYS
-from natmu_lightning.metrics.reference_free import reference_free_targets
+from natmu_lightning.metrics.splits import ATTACKS, per_sample_outputs, split_metrics
 
 LOG_KEYS = {
     "forget_acc": "forget/acc",
@@ -50,9 +49,6 @@ LOG_KEYS = {
     "tug_of_war": "gap/tow",
     "reference_free_gap": "gap/reference_free",
 }
-ATTACKS = ("svc", "loss_cv")
-"""Attacks beyond the entropy MIA (always computed): the SVC shadow protocol on
-confidence / entropy / m-entropy, and the cross-validated loss attack."""
 
 
 class UnlearningEvaluator(Callback):
@@ -447,86 +443,6 @@ class UnlearningEvaluator(Callback):
                 f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k not in RENAMED_KEYS
             )
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
-
-
-def split_metrics(
-    probs: dict[str, Tensor],
-    labels: dict[str, Tensor],
-    attacks: Sequence[str] = (),
-    seed: int = 0,
-    whole_classes: bool | None = None,
-) -> dict[str, float]:
-    """Accuracies (percent) of each split, the entropy MIA and the requested slower ``attacks``
-    (see :data:`ATTACKS`).
-
-    The entropy MIA's members are the remaining set and its non-members the WHOLE test set:
-    for class and sub-class requests that includes the forgotten kind's test samples
-    (``forget_test``), as the NatMU authors' ``class-wise/natmu.py`` passes its full
-    ``testDL``. The loss attack separates the forget set from the test samples of the
-    forgotten kind when there are any (samples of the same classes, so it measures
-    membership, not class), else from the test set. The SVC attacks' shadow non-members
-    are ``test``. ``whole_classes`` (default: inferred from ``labels``) says whether the
-    forget set's classes have no remaining sample, for the reference-free targets.
-    """
-    whole_test = torch.cat([probs["test"], probs["forget_test"]]) if "forget_test" in probs else probs["test"]
-    metrics = {
-        "forget_acc": MF.accuracy(probs["forget"], labels["forget"]),
-        "remain_acc": MF.accuracy(probs["remain"], labels["remain"]),
-        "test_acc": MF.accuracy(probs["test"], labels["test"]),
-        "mia_entropy": MF.mia_entropy(probs["remain"], whole_test, probs["forget"]),
-    }
-    metrics.update({old: metrics[new] for old, new in RENAMED_KEYS.items()})
-    if "forget_test" in probs:
-        metrics["forget_test_acc"] = MF.accuracy(probs["forget_test"], labels["forget_test"])
-    metrics.update(
-        reference_free_targets(
-            probs["forget"],
-            labels["forget"],
-            probs["remain"],
-            labels["remain"],
-            probs["test"],
-            labels["test"],
-            probs.get("forget_test"),
-            labels.get("forget_test"),
-            seed=seed,
-            whole_classes=whole_classes,
-        )
-    )
-    if "svc" in attacks:
-        for feature in ("confidence", "entropy", "m_entropy"):
-            metrics[f"mia_svc_{feature}"] = MF.svc_mia(
-                probs["remain"],
-                labels["remain"],
-                probs["test"],
-                labels["test"],
-                probs["forget"],
-                labels["forget"],
-                feature,
-            )
-    if "loss_cv" in attacks:
-        nonmembers = "forget_test" if "forget_test" in probs and labels["forget_test"].numel() else "test"
-        losses = {
-            name: -torch.log(probs[name].double().gather(1, labels[name][:, None]).clamp_min(1e-30)).flatten()
-            for name in ("forget", nonmembers)
-        }
-        smaller = min(losses["forget"].numel(), losses[nonmembers].numel())
-        metrics["mia_loss_cv"] = (
-            MF.loss_mia_cv(losses["forget"], losses[nonmembers], n_splits=min(5, smaller), seed=seed)
-            if smaller >= 2
-            else float("nan")
-        )
-    return metrics
-
-
-def per_sample_outputs(probs: dict[str, Tensor], labels: dict[str, Tensor]) -> dict[str, np.ndarray]:
-    """``<split>_entropy`` and ``<split>_loss`` (cross-entropy) arrays of every split."""
-    out = {}
-    for name, p in probs.items():
-        out[f"{name}_entropy"] = MF.entropy(p.double()).numpy()
-        out[f"{name}_loss"] = (
-            (-torch.log(p.double().gather(1, labels[name][:, None]).clamp_min(1e-30))).flatten().numpy()
-        )
-    return out
 
 
 def _check_subset(name: str, size: int | float | None) -> None:

@@ -101,8 +101,16 @@ class Recipe:
         return default.replace(**value)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as plain values (for hyperparameters and checkpoints)."""
-        return dataclasses.asdict(self)
+        """The fields as plain values, tuples as lists: hyperparameters that ``hparams.yaml``
+        and checkpoints hold, read back with ``yaml.safe_load`` and ``weights_only=True``.
+
+        Example:
+            >>> Recipe().as_dict()["betas"]
+            [0.9, 0.999]
+        """
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
 
     def optimizer_for(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         if self.optimizer == "adamw":

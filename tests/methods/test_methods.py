@@ -5,6 +5,8 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
+from pytorch_lightning.core.saving import save_hparams_to_yaml
 
 from natmu_lightning.backbones import ResNet18, SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, SyntheticImages
@@ -207,6 +209,9 @@ def test_a_recipe_mapping_changes_only_what_it_names_and_reloads_from_a_checkpoi
     assert ft.recipe == FT_RECIPE.replace(lr=0.5) and ft.recipe.optimizer == "sgd"
     assert ft.hparams["recipe"] == {**FT_RECIPE.as_dict(), "lr": 0.5}
     assert ft.hparams_initial["recipe"] == ft.hparams["recipe"]  # what loggers write to hparams.yaml
+    saved = tmp_path / "hparams.yaml"
+    save_hparams_to_yaml(saved, ft.hparams_initial)
+    assert yaml.safe_load(saved.read_text())["recipe"] == {**FT_RECIPE.as_dict(), "lr": 0.5}
     trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, default_root_dir=tmp_path)
     trainer.fit(ft, datamodule=ForgetRemainDataModule(batch_size=64, stream="remain"))
     trainer.save_checkpoint(tmp_path / "ft.ckpt")
