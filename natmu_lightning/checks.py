@@ -6,9 +6,12 @@ e.g. ``lr must be a positive number, got 0.0``; booleans never pass as numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+Options = TypeVar("Options")
 
 
 def _is_number(value: Any) -> bool:
@@ -80,3 +83,30 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         quoted = [repr(choice) for choice in choices]
         options = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
         raise ValueError(f"{name} must be {options}, got {value!r}")
+
+
+def options_from(name: str, value: Any, default: Options) -> Options:
+    """``value`` as options of ``default``'s (frozen dataclass) type: itself, or a mapping of the
+    fields that differ from ``default`` (YAML, a dict from Python, a checkpoint's hyperparameters).
+
+    Raises:
+        ValueError: neither, or a mapping with a field the options do not have.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Shift:
+        ...     delta: float = 0.0
+        ...     k: int = 4
+        >>> options_from("shift", {"k": 2}, Shift(delta=0.5))
+        Shift(delta=0.5, k=2)
+    """
+    kind = type(default)
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a {kind.__name__} or a mapping of its fields, got {type(value).__name__}")
+    known = [field.name for field in dataclasses.fields(kind)]  # type: ignore[arg-type]  # a dataclass type
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"{name} has no field {unknown}; its fields: {known}")
+    return dataclasses.replace(default, **value)  # type: ignore[type-var]  # a dataclass instance

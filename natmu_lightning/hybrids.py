@@ -12,11 +12,13 @@ one remaining image of each is drawn without replacement across the whole plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from natmu_lightning.checks import options_from
 
 NUM_MASKS = 4
 """How many gradual masks exist (M1..M4), hence the largest supported ``k``."""
@@ -173,13 +175,7 @@ class HybridOptions:
         Raises:
             ValueError: a field the options do not have.
         """
-        if isinstance(value, HybridOptions):
-            return value
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"natmu (the hybrid options) has no field {unknown}; its fields: {known}")
-        return cls(**value)  # type: ignore[arg-type]  # each field is checked in __post_init__
+        return options_from("natmu", value, cls())
 
 
 def check_schedule_length(delta: float | Sequence[float], epochs: int | None) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from natmu_lightning.checks import check_choice, check_in_range, check_non_negative, check_positive
+from natmu_lightning.checks import check_choice, check_in_range, check_non_negative, check_positive, options_from
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["cosine", "step", "constant"]
@@ -91,14 +91,7 @@ class Recipe:
         Raises:
             ValueError: a field no recipe has.
         """
-        if isinstance(value, Recipe):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError(f"recipe must be a Recipe or a mapping of its fields, got {type(value).__name__}")
-        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"recipe has no field {unknown}; its fields: {[f.name for f in dataclasses.fields(cls)]}")
-        return default.replace(**value)
+        return options_from("recipe", value, default)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as plain values, tuples as lists: hyperparameters that ``hparams.yaml``
