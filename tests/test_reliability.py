@@ -118,11 +118,7 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
     CLI can merge its checkpoint's hyperparameters into a config; load_from_checkpoint still works."""
     torch.manual_seed(0)
     torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
-    module = NatMUModule(
-        SmallCNN(num_classes=10),
-        original_ckpt="original.pt",
-        recipe={"lr": 3e-3},
-    )
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", recipe={"lr": 3e-3})
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=2,

@@ -81,11 +81,7 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def natmu(original_ckpt: str) -> NatMUModule:
     torch.manual_seed(0)
-    return NatMUModule(
-        SmallCNN(num_classes=NUM_CLASSES, width=4),
-        original_ckpt=original_ckpt,
-        recipe={"lr": 1e-3},
-    )
+    return NatMUModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=original_ckpt, recipe={"lr": 1e-3})
 
 
 def streamed_indices(dm: ForgetRemainDataModule) -> set[int]:

@@ -73,11 +73,7 @@ def test_natmu_unlearns_a_library_model_from_its_state_dict(tmp_path: Path, libr
     torch.manual_seed(0)
     original = build(library)
     torch.save(original.state_dict(), tmp_path / "original.pt")
-    natmu = NatMUModule(
-        build(library),
-        original_ckpt=str(tmp_path / "original.pt"),
-        recipe={"lr": 1e-3},
-    )
+    natmu = NatMUModule(build(library), original_ckpt=str(tmp_path / "original.pt"), recipe={"lr": 1e-3})
     for name, tensor in original.state_dict().items():  # the original weights, loaded strictly
         assert torch.equal(natmu.backbone.state_dict()[name], tensor), name
     datamodule = ForgetRemainDataModule(source=SyntheticImages(**SOURCE), batch_size=8, natmu={"k": 2})

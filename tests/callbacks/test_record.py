@@ -92,11 +92,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def ft(original: str) -> FTModule:
     torch.manual_seed(0)
-    return FTModule(
-        SmallCNN(num_classes=NUM_CLASSES, width=4),
-        original_ckpt=original,
-        recipe={"lr": 1e-3},
-    )
+    return FTModule(SmallCNN(num_classes=NUM_CLASSES, width=4), original_ckpt=original, recipe={"lr": 1e-3})
 
 
 def sha256_of(path) -> str:

@@ -204,11 +204,7 @@ def labels_by_epoch(seen) -> dict[int, dict[int, int]]:
 
 
 def test_rl_relabels_exactly_the_forget_rows_in_training(original: str, tmp_path: Path) -> None:
-    module = RLModule(
-        SmallCNN(num_classes=10),
-        original_ckpt=original,
-        recipe={"lr": 1e-3},
-    )
+    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 1e-3})
     seen = spy_on_labels(module)
     fit(module, tmp_path, max_steps=6)
     _, _, targets, is_forget, labels = (torch.cat(parts) if i else parts for i, parts in enumerate(zip(*seen)))
@@ -221,11 +217,7 @@ def test_rl_keeps_one_seeded_wrong_label_per_forgetting_sample(original: str, tm
     """The NatMU authors draw one wrong label per forgetting sample, once (their
     get_random_idx_of_retainData): the same label in every epoch, never the true class,
     and the same table in a second run with the same seed; per_batch redraws it."""
-    module = RLModule(
-        SmallCNN(num_classes=10),
-        original_ckpt=original,
-        recipe={"lr": 1e-4},
-    )
+    module = RLModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 1e-4})
     seen = spy_on_labels(module)
     dm = fit(module, tmp_path, max_epochs=3)
     epochs = labels_by_epoch(seen)
@@ -238,11 +230,7 @@ def test_rl_keeps_one_seeded_wrong_label_per_forgetting_sample(original: str, tm
     shifts = {(label - int(targets[index])) % 10 for index, label in epochs[0].items()}
     assert shifts == set(range(1, 10))
 
-    again = RLModule(
-        SmallCNN(num_classes=10),
-        original_ckpt=original,
-        recipe={"lr": 1e-4},
-    )
+    again = RLModule(SmallCNN(num_classes=10), original_ckpt=original, recipe={"lr": 1e-4})
     seen_again = spy_on_labels(again)
     fit(again, tmp_path, max_steps=3)
     first = labels_by_epoch(seen_again)[0]

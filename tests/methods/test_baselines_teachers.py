@@ -224,11 +224,7 @@ class TeacherAudit(Callback):
 
 @pytest.mark.parametrize("cls,names", [(BadTeacherModule, {"competent", "incompetent"}), (SCRUBModule, {"original"})])
 def test_teachers_are_frozen_in_eval_mode_and_outside_state_and_optimizer(original_ckpt, tmp_path, cls, names):
-    module = cls(
-        SmallCNN(),
-        original_ckpt=original_ckpt,
-        recipe={"lr": 1e-2},
-    )
+    module = cls(SmallCNN(), original_ckpt=original_ckpt, recipe={"lr": 1e-2})
     assert set(module.teachers.names()) == names
     # Not children: not in the state dict, parameters() or the module tree.
     assert set(module.state_dict()) == {f"backbone.{k}" for k in module.backbone.state_dict()}

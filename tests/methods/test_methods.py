@@ -151,11 +151,7 @@ def test_lr_factor_schedules():
 
 def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
     _, path = original_state
-    module = NatMUModule(
-        SmallCNN(num_classes=10),
-        original_ckpt=str(path),
-        recipe={"lr": 1e-3, "weight_decay": 2e-3},
-    )
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), recipe={"lr": 1e-3, "weight_decay": 2e-3})
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=2,
