@@ -43,6 +43,13 @@ class BackboneModule(pl.LightningModule):
         reinit_classifier: re-initialise the final linear layer's weights (Xavier normal,
             gain sqrt 2; the bias is kept) when a fit starts, after the datamodule planned
             NatMU's hybrids with the original head (NatMU's full-class recipe).
+        checkpoint_keys: what a checkpoint records beside the arguments (``_class_path``, read
+            by the CLI; a 0.1 checkpoint's separate optimisation settings, see
+            :meth:`on_load_checkpoint`), handed back by ``load_from_checkpoint`` to the methods
+            that forward ``**kwargs`` here; ignored. Any other keyword is an error.
+
+    Raises:
+        TypeError: a keyword argument this class does not have.
     """
 
     train_stream: str = "remain"
@@ -56,14 +63,18 @@ class BackboneModule(pl.LightningModule):
         recipe: Recipe | None = None,
         reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
+        **checkpoint_keys: Any,
     ) -> None:
         super().__init__()
+        unknown = sorted(key for key in checkpoint_keys if not key.startswith("_") and key not in LEGACY_RECIPE_KEYS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}")
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         if self.requires_original_ckpt and not original_ckpt:
             raise ValueError(f"{type(self).__name__} needs original_ckpt: the trained model to unlearn")
         self.recipe = recipe
-        self.save_hyperparameters(ignore=["backbone", "recipe"])
+        self.save_hyperparameters(ignore=["backbone", "recipe", *checkpoint_keys])
         if self.recipe is not None:
             # a plain dict: checkpoints load with weights_only=True and the CLI parses it back
             self.hparams["recipe"] = self.recipe.as_dict()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from natmu_lightning.methods.base import UnlearningModule
@@ -46,13 +48,5 @@ class FTModule(UnlearningModule):
 
     train_stream = "remain"
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        original_ckpt: str,
-        recipe: Recipe = FT_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
-    ) -> None:
-        recipe = Recipe.read(recipe, FT_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+    def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = FT_RECIPE, **kwargs: Any) -> None:
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, FT_RECIPE), **kwargs)

@@ -39,16 +39,8 @@ class GAModule(UnlearningModule):
 
     train_stream = "forget"
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        original_ckpt: str,
-        recipe: Recipe = GA_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
-    ) -> None:
-        recipe = Recipe.read(recipe, GA_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+    def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = GA_RECIPE, **kwargs: Any) -> None:
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, GA_RECIPE), **kwargs)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images, targets = batch_fields(batch, "image", "target", user=type(self).__name__)

@@ -128,14 +128,12 @@ class L1SparseModule(UnlearningModule):
         l1_schedule: L1Schedule = "epoch",
         no_l1_epochs: int = 0,
         recipe: Recipe = L1_SPARSE_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_non_negative("alpha", alpha)  # the initial L1 weight
         check_choice("l1_schedule", l1_schedule, ("epoch", "step"))
         check_integer("no_l1_epochs", no_l1_epochs, 0)
-        recipe = Recipe.read(recipe, L1_SPARSE_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, L1_SPARSE_RECIPE), **kwargs)
         self.total_steps: int | None = None
 
     def on_train_start(self) -> None:

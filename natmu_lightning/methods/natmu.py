@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from natmu_lightning.methods.base import UnlearningModule
@@ -35,13 +37,5 @@ class NatMUModule(UnlearningModule):
 
     train_stream = "hybrid"
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        original_ckpt: str,
-        recipe: Recipe = NATMU_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
-    ) -> None:
-        recipe = Recipe.read(recipe, NATMU_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+    def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = NATMU_RECIPE, **kwargs: Any) -> None:
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NATMU_RECIPE), **kwargs)

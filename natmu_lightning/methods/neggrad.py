@@ -86,13 +86,11 @@ class NegGradPlusModule(UnlearningModule):
         alpha: float = 0.95,
         forget_batch_size: int = 64,
         recipe: Recipe = NEGGRAD_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_in_range("alpha", alpha, 0.0, 1.0, meaning="the weight of the remaining-set term")
         check_integer("forget_batch_size", forget_batch_size, 1)
-        recipe = Recipe.read(recipe, NEGGRAD_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, NEGGRAD_RECIPE), **kwargs)
 
     @property
     def forget_batch_size(self) -> int:

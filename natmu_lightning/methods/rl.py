@@ -126,13 +126,11 @@ class RLModule(UnlearningModule):
         backbone: nn.Module,
         original_ckpt: str,
         recipe: Recipe = RL_RECIPE,
-        reinit_classifier: bool = False,
         relabel: Relabel = "fixed",
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_relabel(relabel)
-        recipe = Recipe.read(recipe, RL_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, RL_RECIPE), **kwargs)
         self.wrong_labels: Tensor | None
         self.register_buffer("wrong_labels", None, persistent=False)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from natmu_lightning.checks import check_in_range
 from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.methods.recipe import Recipe
-from natmu_lightning.methods.rl import Relabel, RLModule
+from natmu_lightning.methods.rl import RLModule
 from natmu_lightning.predict import model_inputs
 
 CHECKPOINT_KEY = "salun_saliency_mask"
@@ -158,13 +158,10 @@ class SalUnModule(RLModule):
         original_ckpt: str,
         saliency_fraction: float = 0.05,
         recipe: Recipe = SALUN_RECIPE,
-        reinit_classifier: bool = False,
-        relabel: Relabel = "fixed",
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_in_range("saliency_fraction", saliency_fraction, 0.0, 1.0, low_open=True)
-        recipe = Recipe.read(recipe, SALUN_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, relabel, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, Recipe.read(recipe, SALUN_RECIPE), **kwargs)
         self.saliency: dict[str, Tensor] | None = None  # parameter name -> bool mask
         self._originals: dict[str, Tensor] | None = None
         self._loaded_saliency: dict[str, Tensor] | None = None

@@ -260,3 +260,19 @@ def test_a_checkpoint_from_before_the_recipe_loads_its_weights_and_says_what_it_
     assert reloaded.recipe.lr == 1e-3
     for name, tensor in module.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
+
+
+def test_forwarded_arguments_are_named_in_the_cli_and_a_misspelt_one_is_refused(original_state, capsys):
+    """Methods forward ``reinit_classifier`` and ``checkpoint_prefix`` to the base as ``**kwargs``:
+    the CLI still lists them (jsonargparse follows the call), and a typo is a TypeError."""
+    from natmu_lightning.cli import main
+
+    _, path = original_state
+    with pytest.raises(TypeError, match="reinit_clasifier"):
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_clasifier=True)
+    module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_classifier=True)
+    assert module.hparams["reinit_classifier"] is True and "reinit_clasifier" not in module.hparams
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "natmu_lightning.NatMUModule", "--model.help", "natmu_lightning.NatMUModule"])
+    shown = capsys.readouterr().out
+    assert "--model.reinit_classifier" in shown and "--model.checkpoint_prefix" in shown

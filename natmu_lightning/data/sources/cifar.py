@@ -140,7 +140,16 @@ class CIFAR10(_TorchvisionCIFAR):
 
 
 class _CIFAR100Layout(_TorchvisionCIFAR):
-    """The files of ``cifar-100-python``, shared by CIFAR-100 and CIFAR-20."""
+    """The files of ``cifar-100-python``, shared by CIFAR-100 and CIFAR-20.
+
+    Args:
+        root: Folder that contains ``cifar-100-python``.
+        download: If the files are missing, download them with torchvision first.
+
+    Raises:
+        FileNotFoundError: From :meth:`load`, if the files are missing and ``download``
+            is false.
+    """
 
     folder = "cifar-100-python"
     train_files = ("train",)
@@ -152,13 +161,7 @@ class _CIFAR100Layout(_TorchvisionCIFAR):
 class CIFAR100(_CIFAR100Layout):
     """CIFAR-100 (100 fine classes) from torchvision's layout (``root/cifar-100-python``).
 
-    Args:
-        root: Folder that contains ``cifar-100-python``.
-        download: If the files are missing, download them with torchvision first.
-
-    Raises:
-        FileNotFoundError: From :meth:`load`, if the files are missing and ``download``
-            is false.
+    Arguments and errors: those of :class:`_CIFAR100Layout` (``root``, ``download``).
     """
 
     label_key, names_key = "fine_labels", "fine_label_names"
@@ -170,14 +173,7 @@ class CIFAR20(_CIFAR100Layout):
     ``targets`` are the coarse labels and ``classes`` the 20 superclass names; the 100
     fine labels are kept as ``fine_targets`` with ``fine_classes`` their names, so
     sub-class forgetting (e.g. forget ``rocket`` inside ``vehicles_2``) is possible.
-
-    Args:
-        root: Folder that contains ``cifar-100-python``.
-        download: If the files are missing, download them with torchvision first.
-
-    Raises:
-        FileNotFoundError: From :meth:`load`, if the files are missing and ``download``
-            is false.
+    Arguments and errors: those of :class:`_CIFAR100Layout` (``root``, ``download``).
     """
 
     label_key, names_key = "coarse_labels", "coarse_label_names"
