@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 
 from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
+from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder  # noqa: E402
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
 from natmu_lightning.hybrids import HybridOptions  # noqa: E402
 
@@ -81,13 +82,28 @@ def cli(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def run_args(setting: str, name: str) -> list[str]:
+    """The ``--config`` arguments of a shipped run (``configs/README.md``)."""
+    return config_args(composition(setting, name))
+
+
+def folder_of(setting: str, name: str) -> Path:
+    """The run's folder (``version_N/`` logs, ``checkpoints/``), relative to its working folder."""
+    return run_folder(merged(composition(setting, name)))
+
+
+def checkpoint_of(setting: str, name: str) -> Path:
+    """The checkpoint the original or Retrain run writes, relative to its working folder."""
+    return checkpoint_files(merged(composition(setting, name)))[0]
+
+
 def log_dir(run_root: Path) -> Path:
-    """The newest ``lightning_logs/version_N`` under ``run_root``."""
-    return sorted((run_root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    """The newest ``version_N`` log folder of a run folder."""
+    return sorted(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
 
 
 def record(run_root: Path) -> dict[str, Any]:
-    """The newest unlearning_metrics.json under ``run_root``."""
+    """The newest unlearning_metrics.json of a run folder."""
     return json.loads((log_dir(run_root) / "unlearning_metrics.json").read_text())
 
 
@@ -99,25 +115,28 @@ def max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(abs(a[k] - b[k]) for k in METRICS if isinstance(a.get(k), float) and isinstance(b.get(k), float))
 
 
+def digits_checkpoints(work: Path) -> list[str]:
+    """Overrides pointing a digits run at the digits phase's original and Retrain checkpoints."""
+    return [
+        "--model.init_args.original_ckpt",
+        str(work / "digits" / checkpoint_of("digits", "original")),
+        "--evaluator.reference_ckpt",
+        str(work / "digits" / checkpoint_of("digits", "retrain")),
+    ]
+
+
 # ---------------------------------------------------------------------------------------- phases
 def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, Any]:
-    digits = CONFIGS / "digits"
     out: dict[str, Any] = {"seconds": {}}
     with working_dir(work / "digits"):
         for name in ("original", "retrain"):
-            out["seconds"][name] = cli(["fit", "--config", str(digits / f"{name}.yaml"), *device, *epochs])
-        checkpoints = [
-            "--model.init_args.original_ckpt",
-            str(work / "digits/runs/digits/original.ckpt"),
-            "--evaluator.reference_ckpt",
-            str(work / "digits/runs/digits/retrain.ckpt"),
-        ]
-    natmu = ["--config", str(digits / "natmu.yaml"), *checkpoints]
+            out["seconds"][name] = cli(["fit", *run_args("digits", name), *device, *epochs])
+    natmu = [*run_args("digits", "natmu"), *digits_checkpoints(work)]
     runs = {}
     for where, placement in (("gpu", device), ("cpu", ["--trainer.accelerator", "cpu"])):
         with working_dir(work / "digits" / where):
             out["seconds"][f"natmu_{where}"] = cli(["fit", *natmu, *placement])
-            runs[where] = work / "digits" / where / "runs" / "digits" / "natmu"
+            runs[where] = work / "digits" / where / folder_of("digits", "natmu")
     gpu, cpu = record(runs["gpu"]), record(runs["cpu"])
     out["natmu_gpu"], out["natmu_cpu"] = pick(gpu), pick(cpu)
     out["max_metric_difference"] = max_difference(gpu, cpu)
@@ -138,13 +157,13 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
                 *natmu,
                 "--trainer.accelerator",
                 "cpu",
-                "--trainer.default_root_dir",
+                "--trainer.logger.init_args.save_dir",
                 "validated_cpu",
                 "--ckpt_path",
                 str(runs["gpu"] / "checkpoints" / "last.ckpt"),
             ]
         )
-        validated = record(work / "digits" / "gpu" / "validated_cpu")
+        validated = record(work / "digits" / "gpu" / "validated_cpu" / "natmu")
     run_fields = ("stage", "epoch", "global_step")
     out["rerun_after_teardown_equals_cpu_validate"] = {k: v for k, v in rerun.items() if k not in run_fields} == {
         k: v for k, v in validated.items() if k not in run_fields
@@ -156,12 +175,7 @@ def phase_digits(work: Path, device: list[str], epochs: list[str]) -> dict[str, 
 def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, Any]:
     """NatMU and every baseline's digits config for one epoch in ``precision`` (from the digits
     phase's checkpoints): each either finishes with finite metrics or reports its error."""
-    checkpoints = [
-        "--model.init_args.original_ckpt",
-        str(work / "digits/runs/digits/original.ckpt"),
-        "--evaluator.reference_ckpt",
-        str(work / "digits/runs/digits/retrain.ckpt"),
-    ]
+    checkpoints = digits_checkpoints(work)
     out: dict[str, Any] = {"precision": precision}
     for method in METHODS:
         with working_dir(work / "methods" / method):
@@ -169,8 +183,7 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
                 seconds = cli(
                     [
                         "fit",
-                        "--config",
-                        str(CONFIGS / "digits" / f"{method}.yaml"),
+                        *run_args("digits", method),
                         *device,
                         *checkpoints,
                         "--trainer.max_epochs",
@@ -179,7 +192,7 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
                         precision,
                     ]
                 )
-                metrics = record(work / "methods" / method / "runs" / "digits" / method)
+                metrics = record(work / "methods" / method / folder_of("digits", method))
                 finite = all(isinstance(metrics.get(k), float) and math.isfinite(metrics[k]) for k in METRICS)
                 out[method] = {"ok": finite, "seconds": seconds, **pick(metrics)}
             except Exception as error:
@@ -192,8 +205,7 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
             cli(
                 [
                     "fit",
-                    "--config",
-                    str(CONFIGS / "digits" / "natmu.yaml"),
+                    *run_args("digits", "natmu"),
                     *device,
                     *checkpoints,
                     "--trainer.max_epochs",
@@ -210,24 +222,22 @@ def phase_methods(work: Path, device: list[str], precision: str) -> dict[str, An
 
 
 def phase_bf16(work: Path, device: list[str], epochs: list[str], data: list[str]) -> dict[str, Any]:
-    small = CONFIGS / "cifar10_small"
     out: dict[str, Any] = {"seconds": {}}
     with working_dir(work / "bf16"):
         for name in ("original", "retrain"):
-            out["seconds"][name] = cli(["fit", "--config", str(small / f"{name}.yaml"), *device, *data, *epochs])
+            out["seconds"][name] = cli(["fit", *run_args("cifar10_small", name), *device, *data, *epochs])
     checkpoints = [
         "--model.init_args.original_ckpt",
-        str(work / "bf16/runs/cifar10_small/original.ckpt"),
+        str(work / "bf16" / checkpoint_of("cifar10_small", "original")),
         "--evaluator.reference_ckpt",
-        str(work / "bf16/runs/cifar10_small/retrain.ckpt"),
+        str(work / "bf16" / checkpoint_of("cifar10_small", "retrain")),
     ]
     for precision in ("32-true", "bf16-mixed"):
         with working_dir(work / "bf16" / precision):
             out["seconds"][f"natmu_{precision}"] = cli(
                 [
                     "fit",
-                    "--config",
-                    str(small / "natmu.yaml"),
+                    *run_args("cifar10_small", "natmu"),
                     *device,
                     *data,
                     *epochs,
@@ -236,7 +246,7 @@ def phase_bf16(work: Path, device: list[str], epochs: list[str], data: list[str]
                     precision,
                 ]
             )
-        out[f"natmu_{precision}"] = pick(record(work / "bf16" / precision / "runs" / "cifar10_small" / "natmu"))
+        out[f"natmu_{precision}"] = pick(record(work / "bf16" / precision / folder_of("cifar10_small", "natmu")))
     out["max_metric_difference"] = max_difference(out["natmu_32-true"], out["natmu_bf16-mixed"])
     return out
 
@@ -246,13 +256,7 @@ def phase_ddp(work: Path, device: list[str], epochs: list[str], dry_run: bool) -
     if gpus < 2 and not dry_run:
         return {"skipped": f"{gpus} visible GPU: DDP needs two or more"}
     processes = 2 if dry_run else gpus
-    digits = CONFIGS / "digits"
-    checkpoints = [
-        "--model.init_args.original_ckpt",
-        str(work / "digits/runs/digits/original.ckpt"),
-        "--evaluator.reference_ckpt",
-        str(work / "digits/runs/digits/retrain.ckpt"),
-    ]
+    checkpoints = digits_checkpoints(work)
     strategy = ["--trainer.devices", str(processes), "--trainer.strategy", "ddp_spawn"]
     if dry_run:
         strategy += ["--trainer.accelerator", "cpu"]
@@ -262,8 +266,7 @@ def phase_ddp(work: Path, device: list[str], epochs: list[str], dry_run: bool) -
         seconds = cli(
             [
                 "fit",
-                "--config",
-                str(digits / "natmu.yaml"),
+                *run_args("digits", "natmu"),
                 *checkpoints,
                 *device,
                 *strategy,
@@ -271,8 +274,8 @@ def phase_ddp(work: Path, device: list[str], epochs: list[str], dry_run: bool) -
                 str(64 // processes),
             ]
         )
-        many = record(work / "ddp" / "runs" / "digits" / "natmu")
-    one = record(work / "digits" / "gpu" / "runs" / "digits" / "natmu")
+        many = record(work / "ddp" / folder_of("digits", "natmu"))
+    one = record(work / "digits" / "gpu" / folder_of("digits", "natmu"))
     return {
         "processes": processes,
         "seconds": seconds,

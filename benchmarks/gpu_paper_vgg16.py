@@ -2,9 +2,10 @@
 
     python benchmarks/gpu_paper_vgg16.py --cifar10-npz PATH --out DIR [--methods natmu,rl,salun,bad_teacher]
 
-Runs ``configs/cifar10_vgg16/original.yaml`` and ``retrain_random1.yaml`` (100 epochs each,
-the authors' SGD recipe) side by side as two processes on the GPU, then NatMU, RL, SalUn and
-Bad Teacher (``<method>_random1.yaml``, 5 epochs) side by side, each composed with
+Runs the original and Retrain of ``configs/cifar10_vgg16`` (``base.yaml``, whose request is
+the random 1%, with ``original.yaml`` / ``retrain.yaml``: 100 epochs each, the authors' SGD
+recipe) side by side as two processes on the GPU, then NatMU, RL, SalUn and Bad Teacher
+(``<method>.yaml``, 5 epochs) side by side, each composed with
 ``configs/trainer/gpu.yaml`` and reading the offline CIFAR-10 JPEG copy instead of
 torchvision's folder. Writes ``paper_vgg16.json`` (every run's final metrics and wall time)
 and prints it as one JSON line. The JPEG copy is lossy: compare the methods with this
@@ -23,19 +24,21 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SETTING = REPO / "configs" / "cifar10_vgg16"
+sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
+from natmu_lightning.configs import composition, config_args, merged, run_folder  # noqa: E402
+
+SETTING = "cifar10_vgg16"
 PAPER_RETRAIN = {"test_acc": 93.34, "remain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88}
 KEYS = ("test_acc", "remain_acc", "forget_acc", "mia_entropy", "avg_gap", "kl_to_reference", "js_to_reference")
 
 
-def launch(config: Path, npz: Path, work: Path, log: Path, extra: list[str]) -> subprocess.Popen:
+def launch(name: str, npz: Path, work: Path, log: Path, extra: list[str]) -> subprocess.Popen:
     args = [
         sys.executable,
         "-m",
         "natmu_lightning",
         "fit",
-        "--config",
-        str(config),
+        *config_args(composition(SETTING, name)),
         "--config",
         str(REPO / "configs" / "trainer" / "gpu.yaml"),
         "--data.source",
@@ -53,10 +56,10 @@ def launch(config: Path, npz: Path, work: Path, log: Path, extra: list[str]) -> 
 
 
 def run_together(names: list[str], npz: Path, work: Path, out: Path, extra: list[str]) -> dict[str, float]:
-    """Start one process per config, wait for all; seconds each (raises naming a failed one)."""
+    """Start one process per run, wait for all; seconds each (raises naming a failed one)."""
     start, processes = time.perf_counter(), {}
     for name in names:
-        processes[name] = launch(SETTING / f"{name}.yaml", npz, work, out / f"{name}.log", extra)
+        processes[name] = launch(name, npz, work, out / f"{name}.log", extra)
     seconds = {}
     for name, process in processes.items():
         if process.wait() != 0:
@@ -68,7 +71,7 @@ def run_together(names: list[str], npz: Path, work: Path, out: Path, extra: list
 
 def final_record(work: Path, name: str) -> dict[str, Any]:
     versions = sorted(
-        (work / "runs" / "cifar10_vgg16" / name / "lightning_logs").glob("version_*"),
+        (work / run_folder(merged(composition(SETTING, name)))).glob("version_*"),
         key=lambda p: int(p.name.split("_")[1]),
     )
     return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
@@ -89,18 +92,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     npz = args.cifar10_npz.resolve()
     if not npz.is_file():
         parser.error(f"--cifar10-npz {npz} does not exist")
-    methods = [f"{m}_random1" for m in args.methods.split(",")]
-    missing = [m for m in methods if not (SETTING / f"{m}.yaml").is_file()]
-    if missing:
-        parser.error(f"no config for {missing} in {SETTING}")
+    methods = args.methods.split(",")
+    try:
+        for method in methods:
+            composition(SETTING, method)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     out = args.out.resolve()
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"setting": "CIFAR-10 VGG-16 (BN), random 1%, offline JPEG copy", "seconds": {}}
-    result["seconds"].update(run_together(["original", "retrain_random1"], npz, work, out, args.extra))
+    result["seconds"].update(run_together(["original", "retrain"], npz, work, out, args.extra))
     result["seconds"].update(run_together(methods, npz, work, out, args.extra))
-    result["retrain_random1"] = final_record(work, "natmu_random1").get("reference")
-    result["methods"] = {name: {k: final_record(work, name).get(k) for k in KEYS} for name in methods}
+    result["retrain_random1"] = final_record(work, "natmu").get("reference")
+    result["methods"] = {f"{name}_random1": {k: final_record(work, name).get(k) for k in KEYS} for name in methods}
     result["paper_retrain_random1"] = PAPER_RETRAIN
     (out / "paper_vgg16.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

@@ -1,5 +1,6 @@
-"""Speed-benchmark presets: the data, backbone and epoch counts of the quality presets
-(configs/digits and configs/cifar10_small), built directly so speed.py can time each part.
+"""Speed-benchmark presets: the data, backbone, recipes and epoch counts of the quality presets,
+read from their configs (``configs/digits``, ``configs/cifar10_small``: ``base.yaml`` with
+``original.yaml`` and with ``natmu.yaml``), and built directly so speed.py can time each part.
 
 The ``cifar10-small`` speed preset augments (crop + flip) although its quality configs do
 not: the data-path comparison is against the authors' augmented PIL pipeline, so both
@@ -7,52 +8,104 @@ sides do that work."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import copy
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from natmu_lightning.backbones import ResNet18, SmallCNN
-from natmu_lightning.data import CIFAR10JPEG, ClassBalancedSubset, DataSource, Digits
+from natmu_lightning.configs import composition, merged
+from natmu_lightning.data import DataSource
+from natmu_lightning.hybrids import HybridOptions
+from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
+from natmu_lightning.methods.natmu import NATMU_RECIPE
+from natmu_lightning.methods.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
 
 
+def build(spec: dict[str, Any]) -> Any:
+    """The object a config's ``class_path`` / ``init_args`` describe (nested specs built first)."""
+    module, _, name = spec["class_path"].rpartition(".")
+    args = {
+        key: build(value) if isinstance(value, dict) and "class_path" in value else value
+        for key, value in (spec.get("init_args") or {}).items()
+    }
+    return getattr(importlib.import_module(module), name)(**args)
+
+
 @dataclass(frozen=True)
 class Preset:
+    """One quality preset's setting for the speed benchmark.
+
+    ``inner_source_args`` are init arguments set on the innermost data source (the CIFAR-10
+    JPEG file); ``augment`` replaces the configs' ``(crop_padding, horizontal_flip)``.
+    """
+
     name: str
-    source: Callable[[], DataSource]
-    backbone: Callable[[], nn.Module]
-    batch_size: int
-    crop_padding: int
-    horizontal_flip: bool
-    classifier_epochs: int
-    classifier_lr: float
-    unlearn_epochs: int = 5
-    natmu: dict = field(default_factory=lambda: {"lr": 1e-3, "weight_decay": 2e-3, "delta": -0.19})
+    setting: str
+    inner_source_args: tuple[tuple[str, Any], ...] = ()
+    augment: tuple[int, bool] | None = None
+
+    @cached_property
+    def original(self) -> dict[str, Any]:
+        return merged(composition(self.setting, "original"))
+
+    @cached_property
+    def natmu_config(self) -> dict[str, Any]:
+        return merged(composition(self.setting, "natmu"))
+
+    def source(self) -> DataSource:
+        spec = copy.deepcopy(self.original["data"]["source"])
+        inner = spec
+        while "source" in (inner.get("init_args") or {}):
+            inner = inner["init_args"]["source"]
+        inner["init_args"] = {**(inner.get("init_args") or {}), **dict(self.inner_source_args)}
+        return build(spec)
+
+    def backbone(self) -> nn.Module:
+        return build(self.original["model"]["init_args"]["backbone"])
+
+    @property
+    def batch_size(self) -> int:
+        return self.original["data"]["batch_size"]
+
+    @property
+    def crop_padding(self) -> int:
+        return self.augment[0] if self.augment else self.original["data"]["crop_padding"]
+
+    @property
+    def horizontal_flip(self) -> bool:
+        return self.augment[1] if self.augment else self.original["data"]["horizontal_flip"]
+
+    @property
+    def classifier_epochs(self) -> int:
+        return self.original["trainer"]["max_epochs"]
+
+    @property
+    def classifier_recipe(self) -> Recipe:
+        return Recipe.read(self.original["model"]["init_args"]["recipe"], CLASSIFIER_RECIPE)
+
+    @property
+    def unlearn_epochs(self) -> int:
+        return self.natmu_config["trainer"]["max_epochs"]
+
+    @property
+    def natmu_recipe(self) -> Recipe:
+        return Recipe.read(self.natmu_config["model"]["init_args"]["recipe"], NATMU_RECIPE)
+
+    @property
+    def hybrids(self) -> HybridOptions:
+        return HybridOptions.read(self.natmu_config["data"].get("natmu") or {})
 
 
 PRESETS = {
-    "digits": Preset(
-        name="digits",
-        source=lambda: Digits(noise_std=0.25),
-        backbone=lambda: SmallCNN(num_classes=10),
-        batch_size=64,
-        crop_padding=1,
-        horizontal_flip=False,
-        classifier_epochs=100,
-        classifier_lr=0.05,
-    ),
+    "digits": Preset("digits", "digits"),
     "cifar10-small": Preset(
-        name="cifar10-small",
-        source=lambda: ClassBalancedSubset(CIFAR10JPEG(str(CIFAR10_JPEG)), train_per_class=500, test_per_class=200),
-        backbone=lambda: ResNet18(num_classes=10, width=8),
-        batch_size=128,
-        crop_padding=4,
-        horizontal_flip=True,
-        classifier_epochs=20,
-        classifier_lr=0.05,
+        "cifar10-small", "cifar10_small", inner_source_args=(("path", str(CIFAR10_JPEG)),), augment=(4, True)
     ),
 }

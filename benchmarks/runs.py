@@ -27,6 +27,7 @@ import yaml  # noqa: E402
 from benchmarks.presets import CIFAR10_JPEG  # noqa: E402
 from natmu_lightning.checkpoints import load_weights  # noqa: E402
 from natmu_lightning.cli import main as cli_main  # noqa: E402
+from natmu_lightning.configs import composition, config_args, merged  # noqa: E402
 from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.metrics.names import current_names  # noqa: E402
@@ -47,39 +48,41 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 @dataclass(frozen=True)
 class QualityPreset:
-    """A folder of configs: ``original.yaml``, ``retrain<suffix>.yaml`` and ``<method><suffix>.yaml``.
+    """A setting folder of ``configs/``: ``base.yaml``, forget-request fragments, ``original``,
+    ``retrain`` and one fragment per method (``configs/README.md``).
 
-    ``suffixes`` maps a scenario to the suffix of its config files (``""`` when one set
-    of configs serves every scenario); ``data_args`` are CLI overrides pointing the
-    configs' data source at an absolute path, since every run works in its own folder.
+    ``requests`` maps a scenario to the forget-request fragments composed after ``base.yaml``
+    (none: the base's own request; the scenario's CLI overrides change it, see
+    ``scenario_overrides``); ``data_args`` are CLI overrides pointing the configs' data source
+    at an absolute path, since every run works in its own folder.
     """
 
-    folder: Path
-    suffixes: dict
+    setting: str
+    requests: dict
     data_args: tuple = ()
 
-    def config(self, name: str, scenario: str) -> Path:
-        return self.folder / ("original.yaml" if name == "original" else f"{name}{self.suffixes[scenario]}.yaml")
+    def config(self, name: str, scenario: str) -> list[Path]:
+        """The composed ``--config`` files of run ``name`` (``original``, ``retrain`` or a method)."""
+        request = () if name == "original" else self.requests[scenario]
+        return composition(self.setting, *request, name)
 
     def methods(self, scenario: str) -> list[str]:
-        """Every unlearning config of the scenario, by method name."""
-        suffix = self.suffixes[scenario]
-        names = [p.stem[: len(p.stem) - len(suffix)] for p in self.folder.glob(f"*{suffix}.yaml")]
-        return sorted(n for n in names if n not in CLASSIFIERS and "_random" not in n)
+        """Every method fragment of the setting, by name (each serves every scenario)."""
+        folder = self.config("original", scenario)[0].parent
+        names = [p.stem for p in folder.glob("*.yaml")]
+        return sorted(n for n in names if n not in (*CLASSIFIERS, "base") and not n.startswith("forget_"))
 
 
 def make_presets(data_root: Path) -> dict[str, QualityPreset]:
-    every = lambda suffix: dict.fromkeys(SCENARIOS, suffix)  # noqa: E731
+    every = lambda *request: dict.fromkeys(SCENARIOS, request)  # noqa: E731
     return {
-        "digits": QualityPreset(REPO / "configs" / "digits", every("")),
+        "digits": QualityPreset("digits", every()),
         "cifar10-small": QualityPreset(
-            REPO / "configs" / "cifar10_small",
-            every(""),
-            ("--data.source.init_args.source.init_args.path", str(CIFAR10_JPEG)),
+            "cifar10_small", every(), ("--data.source.init_args.source.init_args.path", str(CIFAR10_JPEG))
         ),
         "cifar10-vgg16": QualityPreset(
-            REPO / "configs" / "cifar10_vgg16",
-            {**every("_random10"), "random1": "_random1"},
+            "cifar10_vgg16",
+            {**every("forget_random10"), "random1": ()},
             ("--data.source.init_args.root", str(data_root.resolve())),
         ),
     }
@@ -97,11 +100,11 @@ def scenario_overrides(scenario: str, forget_class: int) -> list[str]:
     return []
 
 
-def hardest_indices(original_config: Path, workdir: Path, seed: int, out_file: Path) -> Path:
+def hardest_indices(original_config: list[Path], workdir: Path, seed: int, out_file: Path) -> Path:
     """Resolve HardestForget(0.1) with the seed's trained original model; save the indices."""
     with working_dir(workdir):
         cli = cli_main(
-            ["--config", str(original_config), "--seed_everything", str(seed), "--data.seed", str(seed)], run=False
+            [*config_args(original_config), "--seed_everything", str(seed), "--data.seed", str(seed)], run=False
         )
         load_weights(cli.model.backbone, _checkpoint_of(cli), "original checkpoint")
         data = cli.datamodule.source.load()
@@ -115,7 +118,7 @@ def hardest_indices(original_config: Path, workdir: Path, seed: int, out_file: P
 
 
 def _checkpoint_of(cli) -> Path:
-    """The file the config's ModelCheckpoint (fixed dirpath and filename) wrote."""
+    """The file the config's ModelCheckpoint (fixed filename; its folder given or placed by the CLI) wrote."""
     callback = cli.trainer.checkpoint_callback
     return Path(callback.dirpath) / f"{callback.filename}.ckpt"
 
@@ -131,12 +134,11 @@ def working_dir(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tuple[dict, float, Path]:
-    """Fit one config inside ``workdir``; return its final metrics, wall time and log dir."""
+def run_config(config: list[Path], seed: int, workdir: Path, extra: list[str]) -> tuple[dict, float, Path]:
+    """Fit one composed config inside ``workdir``; return its final metrics, wall time and log dir."""
     args = [
         "fit",
-        "--config",
-        str(config),
+        *config_args(config),
         "--seed_everything",
         str(seed),
         "--data.seed",
@@ -155,7 +157,7 @@ def run_config(config: Path, seed: int, workdir: Path, extra: list[str]) -> tupl
         return read_metrics(log_dir), seconds, log_dir
 
 
-def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[dict, float | None, Path] | None:
+def finished_run(config: list[Path], seed: int, workdir: Path, params: dict) -> tuple[dict, float | None, Path] | None:
     """The metrics, wall time and log dir of a finished fit of ``config`` in ``workdir`` with
     ``seed`` and ``params`` (``--resume``); None when there is none.
 
@@ -164,17 +166,18 @@ def finished_run(config: Path, seed: int, workdir: Path, params: dict) -> tuple[
     ``params`` (or else ``config``) set. The wall time is None for runs written before
     the timing file existed.
     """
-    shipped = yaml.safe_load(config.read_text()) if config.exists() else None
-    root = nested(shipped, "trainer", "default_root_dir")
-    if root is None:
+    shipped = merged(config)
+    logger = nested(shipped, "trainer", "logger", "init_args") or {}
+    if "save_dir" not in logger:
         return None
+    run_folder = workdir / logger["save_dir"] / logger.get("name", "lightning_logs")
     expected = {
         ("seed_everything",): seed,
         ("data", "seed"): seed,
         LR_KEYS: params["lr"] if "lr" in params else nested(shipped, *LR_KEYS),
         DELTA_KEYS: params["delta"] if "delta" in params else nested(shipped, *DELTA_KEYS),
     }
-    for log_dir in sorted((workdir / root / "lightning_logs").glob("version_*")):
+    for log_dir in sorted(run_folder.glob("version_*")):
         metrics_file, saved = log_dir / "unlearning_metrics.json", log_dir / "config.yaml"
         if not (metrics_file.exists() and saved.exists()):
             continue
@@ -195,7 +198,7 @@ def _saved_matches(saved, expected) -> bool:
     return expected is None or (saved is not None and math.isclose(saved, expected))
 
 
-def run_one(config: Path, row: QualityRow, workdir: Path, extra: list[str], resume: bool = False) -> QualityRow:
+def run_one(config: list[Path], row: QualityRow, workdir: Path, extra: list[str], resume: bool = False) -> QualityRow:
     """Fit one config; fill ``row`` with its metrics, or with the error when it fails.
 
     With ``resume``, a finished run of the same config, seed and parameters in
@@ -218,8 +221,14 @@ def run_one(config: Path, row: QualityRow, workdir: Path, extra: list[str], resu
         row.update(
             {k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir)
         )
-    except (Exception, SystemExit) as error:  # reported as failed, never dropped (the CLI exits on bad configs)
-        row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+    except (Exception, SystemExit) as error:  # the CLI exits on bad configs
+        failed(row, error)
+    return row
+
+
+def failed(row: QualityRow, error: BaseException) -> QualityRow:
+    """``row`` marked failed with ``error`` and its traceback: reported, never dropped."""
+    row.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
     return row
 
 
@@ -249,9 +258,7 @@ def run_seed(
                 # The original was evaluated on the random set while training: evaluate it on this one.
                 rows[0].update(validate_checkpoint(original_config, seed, workdir, extra + forget))
             except (Exception, SystemExit) as error:
-                row.update(
-                    status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:]
-                )
+                failed(row, error)
         if "status" not in row:
             run_one(preset.config(name, scenario), row, workdir, extra + forget, resume)
         rows.append(row)
@@ -261,7 +268,12 @@ def run_seed(
     rows[1]["avg_gap"] = 0.0
     for name in methods:
         row = {"method": name, "seed": seed, "scenario": scenario, "params": params.get(name, {})}
-        rows.append(run_one(preset.config(name, scenario), row, workdir, extra + forget, resume))
+        try:
+            config = preset.config(name, scenario)
+        except FileNotFoundError as error:  # no such method in the setting
+            rows.append(failed(row, error))
+            continue
+        rows.append(run_one(config, row, workdir, extra + forget, resume))
     for row in rows[1:]:
         if row["status"] == "ok" and None not in (rows[1]["seconds"], row["seconds"]):
             row["efficiency"] = rows[1]["seconds"] / row["seconds"]
@@ -278,11 +290,9 @@ def param_args(params: dict) -> list[str]:
     return args
 
 
-def config_value(config: Path, *keys: str):
-    """A nested value of a YAML config, or None when the file or a key is missing."""
-    if not config.exists():
-        return None
-    return nested(yaml.safe_load(config.read_text()), *keys)
+def config_value(config: list[Path], *keys: str):
+    """A nested value of a composed config (``configs.merged``), or None when a key is missing."""
+    return nested(merged(config), *keys)
 
 
 def nested(value, *keys: str):
@@ -294,14 +304,15 @@ def nested(value, *keys: str):
     return value
 
 
-def validate_checkpoint(config: Path, seed: int, workdir: Path, extra: list[str], ckpt: Path | None = None) -> dict:
+def validate_checkpoint(
+    config: list[Path], seed: int, workdir: Path, extra: list[str], ckpt: Path | None = None
+) -> dict:
     """Metrics of the weights in ``ckpt`` (default: the file the config's ModelCheckpoint
     writes) through ``config``'s module, data and evaluator, validated inside ``workdir``."""
     with working_dir(workdir):
         cli = cli_main(
             [
-                "--config",
-                str(config),
+                *config_args(config),
                 "--seed_everything",
                 str(seed),
                 "--data.seed",

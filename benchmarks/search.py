@@ -86,7 +86,11 @@ def search(
     selected: dict = {}
     best_of = lambda method, grid: _best_candidate(preset, method, grid, validations, extra, scenario, rows, resume)  # noqa: E731
     for method in methods:
-        config = preset.config(method, scenario)
+        try:
+            config = preset.config(method, scenario)
+        except FileNotFoundError:  # no such method in the setting: reported as failed when run
+            selected[method] = {}
+            continue
         lr = fits.config_value(config, *fits.LR_KEYS)
         if lr is None:  # no optimiser (SSD) or no such config: run as shipped
             selected[method] = {}
@@ -222,7 +226,7 @@ def _same_params(a: dict, b: dict) -> bool:
     return all(math.isclose(a[k], b[k], rel_tol=0.01) if k == "lr" else a[k] == b[k] for k in a)
 
 
-def _link_checkpoints(config: Path, source: Path, folder: Path) -> None:
+def _link_checkpoints(config: list[Path], source: Path, folder: Path) -> None:
     """Make the original and Retrain checkpoints that ``config`` names visible from ``folder``."""
     for path in (
         fits.config_value(config, "model", "init_args", "original_ckpt"),

@@ -18,13 +18,13 @@ the requests the evaluator has no Retrain (``--evaluator.reference_ckpt null``).
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from benchmarks import runs as fits
+from natmu_lightning.configs import checkpoint_files, merged
 from natmu_lightning.records import load_previous_request, read_record
 
 REQUESTS = 3
@@ -40,14 +40,12 @@ def index_forget(indices: Path) -> list[str]:
     return ["--data.forget", "natmu_lightning.IndexForget", "--data.forget.indices", str(indices)]
 
 
-def config_checkpoint(config: Path) -> Path:
-    """``dirpath/filename.ckpt`` of the config's ModelCheckpoint (the original and Retrain configs name one)."""
-    callbacks = fits.config_value(config, "trainer", "callbacks") or []
-    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
-        init = callback.get("init_args") or {}
-        if str(callback.get("class_path", "")).endswith("ModelCheckpoint") and init.get("filename"):
-            return Path(init["dirpath"]) / f"{init['filename']}.ckpt"
-    raise ValueError(f"{config} declares no ModelCheckpoint with a fixed filename")
+def config_checkpoint(config: list[Path]) -> Path:
+    """The fixed-name checkpoint a composed config writes (the original and Retrain runs name one)."""
+    files = checkpoint_files(merged(config))
+    if not files:
+        raise ValueError(f"{config} declares no ModelCheckpoint with a fixed filename")
+    return files[0]
 
 
 def written_checkpoint(log_dir: Path) -> Path:
@@ -59,7 +57,7 @@ def written_checkpoint(log_dir: Path) -> Path:
 
 
 def run_requests(
-    config: Path, seed: int, folder: Path, original_ckpt: Path, extra: list[str], params: dict
+    config: list[Path], seed: int, folder: Path, original_ckpt: Path, extra: list[str], params: dict
 ) -> tuple[Path, list[Path], float]:
     """The three requests of one method; returns the final checkpoint, the log dirs and the total time."""
     checkpoint, log_dirs, seconds = original_ckpt, [], 0.0
@@ -77,7 +75,7 @@ def run_requests(
         ]
         if log_dirs:
             args += ["--data.previous_record", str(log_dirs[-1])]
-        print(f"[seed {seed}] {config.stem} request {request + 1} of {REQUESTS}", flush=True)
+        print(f"[seed {seed}] {config[-1].stem} request {request + 1} of {REQUESTS}", flush=True)
         _, spent, log_dir = fits.run_config(config, seed, folder / f"request{request + 1}", args)
         checkpoint, seconds = written_checkpoint(log_dir), seconds + spent
         log_dirs.append(log_dir)
@@ -115,9 +113,7 @@ def run_sequential_seed(
             union, finals[method] = forgotten, final
             row.update(seconds=seconds, status="ok", log_dir=str(log_dirs[-1]))
         except (Exception, SystemExit) as error:
-            row.update(
-                status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:]
-            )
+            fits.failed(row, error)
         rows.append(row)
     if union is None:
         return rows
@@ -144,23 +140,19 @@ def run_sequential_seed(
     original.update(fits.validate_checkpoint(original_config, seed, workdir, [*on_union, *reference], original_ckpt))
     for row in rows[2:]:
         method = row["method"].rsplit(" x", 1)[0]
+        one = {"method": f"{method} x1", "seed": seed, "scenario": scenario, "params": params.get(method, {})}
+        try:
+            config = preset.config(method, scenario)
+        except FileNotFoundError as error:  # no such method in the setting
+            rows.append(fits.failed(one, error))
+            continue
         if method in finals:
             row.update(
-                fits.validate_checkpoint(
-                    preset.config(method, scenario),
-                    seed,
-                    workdir,
-                    [*on_union, *from_original, *reference],
-                    finals[method],
-                )
+                fits.validate_checkpoint(config, seed, workdir, [*on_union, *from_original, *reference], finals[method])
             )
-        one = {"method": f"{method} x1", "seed": seed, "scenario": scenario, "params": params.get(method, {})}
         rows.append(
             fits.run_one(
-                preset.config(method, scenario),
-                one,
-                workdir / scenario / method / "one_request",
-                [*on_union, *from_original, *reference],
+                config, one, workdir / scenario / method / "one_request", [*on_union, *from_original, *reference]
             )
         )
     for row in rows[2:]:

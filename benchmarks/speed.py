@@ -45,11 +45,8 @@ from benchmarks.presets import PRESETS, Preset  # noqa: E402
 from natmu_lightning import hybrids  # noqa: E402
 from natmu_lightning.callbacks import UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
-from natmu_lightning.hybrids import HybridOptions  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.methods import ClassifierModule, NatMUModule  # noqa: E402
-from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE  # noqa: E402
-from natmu_lightning.methods.natmu import NATMU_RECIPE  # noqa: E402
 
 
 def make_datamodule(preset: Preset, stream: str, num_workers: int = 0) -> ForgetRemainDataModule:
@@ -61,7 +58,7 @@ def make_datamodule(preset: Preset, stream: str, num_workers: int = 0) -> Forget
         num_workers=num_workers,
         crop_padding=preset.crop_padding,
         horizontal_flip=preset.horizontal_flip,
-        natmu=HybridOptions(delta=preset.natmu["delta"]),
+        natmu=preset.hybrids,
     )
 
 
@@ -146,7 +143,7 @@ def data_path(preset: Preset, hybrid_dm: ForgetRemainDataModule, num_workers: in
 
     # The authors' path: hybrids precomputed once into an image array, then every sample
     # goes through PIL transforms individually.
-    masks = hybrids.gradual_masks(data.images.shape[-2], data.images.shape[-1], preset.natmu["delta"])
+    masks = hybrids.gradual_masks(data.images.shape[-2], data.images.shape[-1], preset.hybrids.delta)
     mixed = hybrids.mix(
         data.images[plan["forget_index"]], data.images[plan["remain_index"]], masks[plan["mask_id"]].unsqueeze(1)
     )
@@ -239,16 +236,14 @@ def main(argv=None) -> dict:
     retrain_epochs = args.retrain_epochs or preset.classifier_epochs
     print(f"[3/4] wall time: Retrain ({retrain_epochs} epochs) vs NatMU ({preset.unlearn_epochs} epochs)", flush=True)
     pl.seed_everything(0, verbose=False)
-    retrain = ClassifierModule(
-        preset.backbone(), train_on="remain", recipe=CLASSIFIER_RECIPE.replace(lr=preset.classifier_lr)
-    )
+    retrain = ClassifierModule(preset.backbone(), train_on="remain", recipe=preset.classifier_recipe)
     t_retrain = fit_seconds(retrain, make_datamodule(preset, "remain", args.num_workers), retrain_epochs, args.out)
     ckpt = args.out / "speed_original.pt"
     torch.save(retrain.backbone.state_dict(), ckpt)  # any trained weights of the right shape
     natmu = NatMUModule(
         preset.backbone(),
         original_ckpt=str(ckpt),
-        recipe=NATMU_RECIPE.replace(lr=preset.natmu["lr"], weight_decay=preset.natmu["weight_decay"]),
+        recipe=preset.natmu_recipe,
     )
     natmu_dm = make_datamodule(preset, "hybrid", args.num_workers)
     t_natmu = fit_seconds(natmu, natmu_dm, preset.unlearn_epochs, args.out)

@@ -1,17 +1,20 @@
 """The ``natmu-lightning`` command: Lightning's CLI with the unlearning evaluator attached.
 
-Usage::
+Usage (a run composes a setting's base with one fragment; ``configs/README.md``)::
 
-    natmu-lightning fit --config configs/digits/natmu.yaml
-    natmu-lightning validate --config configs/digits/natmu.yaml --ckpt_path PATH
+    natmu-lightning fit --config configs/digits/base.yaml --config configs/digits/natmu.yaml
+    natmu-lightning validate --config configs/digits/base.yaml --config configs/digits/natmu.yaml --ckpt_path PATH
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from natmu_lightning.callbacks import UnlearningEvaluator
@@ -24,12 +27,35 @@ class NatMUCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(UnlearningEvaluator, "evaluator")
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        place_checkpoints(trainer)
+        return trainer
+
+
+def place_checkpoints(trainer: pl.Trainer) -> None:
+    """Give every ``ModelCheckpoint`` without a ``dirpath`` the run's checkpoint folder,
+    ``<logger save_dir>/<logger name>/checkpoints``.
+
+    Lightning's own default is inside the log version (``.../version_N/checkpoints``), which is
+    new for every run, so ``--ckpt_path last`` would never find the interrupted run's
+    ``last.ckpt``. One folder per run name, shared by its log versions, resumes; each version
+    keeps its own logs, config and unlearning record.
+    """
+    logger = trainer.logger
+    if logger is None or logger.save_dir is None:
+        return
+    folder = os.path.realpath(os.path.join(logger.save_dir, logger.name or "", "checkpoints"))
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = folder
+
 
 def main(args: Sequence[str] | None = None, run: bool = True) -> NatMUCLI:
     """Run the CLI on ``args`` (default: ``sys.argv``); callable from tests.
 
     Args:
-        args: command-line arguments, e.g. ``["fit", "--config", "configs/digits/natmu.yaml"]``.
+        args: command-line arguments, e.g. ``["fit", "--config", "configs/digits/base.yaml", "--config", ...]``.
         run: run the subcommand (``False`` only parses and instantiates).
     """
     return NatMUCLI(

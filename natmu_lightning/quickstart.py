@@ -1,8 +1,8 @@
 """The two-minute demo: original, Retrain and NatMU on scikit-learn digits, side by side.
 
-The digits carry a fixed per-image pixel noise (``Digits(noise_std=0.25)``, as in
-``configs/digits``), so that the original memorises its training images and a forget set
-has something to unlearn.
+Its settings are read from ``configs/digits`` (:meth:`QuickstartConfig.from_configs`). The
+digits carry a fixed per-image pixel noise (``Digits(noise_std=0.25)``), so that the
+original memorises its training images and a forget set has something to unlearn.
 
 ``natmu-lightning-quickstart`` (or ``python -m natmu_lightning.quickstart``):
 
@@ -40,6 +40,7 @@ from natmu_lightning import __version__
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_record
+from natmu_lightning.configs import composition, merged
 from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
 from natmu_lightning.hybrids import HybridOptions
@@ -47,24 +48,47 @@ from natmu_lightning.io import atomic_write_json
 from natmu_lightning.methods import ClassifierModule, NatMUModule
 from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
 from natmu_lightning.methods.natmu import NATMU_RECIPE
+from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.metrics.functional import avg_gap
 
 
 @dataclass(frozen=True)
 class QuickstartConfig:
-    """Every setting of the demo; the same values as ``configs/digits/*.yaml``."""
+    """Every setting of the demo. :meth:`from_configs` reads them from the digits configs
+    (``configs/digits``: ``base.yaml`` with ``original.yaml`` and with ``natmu.yaml``), the
+    files ``natmu-lightning fit`` runs, so the two cannot drift apart."""
 
+    noise_std: float
+    forget_ratio: float
+    batch_size: int
+    crop_padding: int
+    horizontal_flip: bool
+    classifier_epochs: int
+    classifier_recipe: Recipe
+    unlearn_epochs: int
+    unlearn_recipe: Recipe
+    hybrids: HybridOptions
     seed: int = 0
-    noise_std: float = 0.25
-    forget_ratio: float = 0.1
-    batch_size: int = 64
-    crop_padding: int = 1
-    classifier_epochs: int = 100  # the paper's length (docs/design.md, "Original and Retrain models")
-    classifier_lr: float = 0.05
-    unlearn_epochs: int = 5
-    unlearn_lr: float = 0.03  # selected on validation forget sets (configs/digits/natmu.yaml says how)
-    unlearn_weight_decay: float = 2e-3
-    delta: float = -0.19
+
+    @classmethod
+    def from_configs(cls, seed: int = 0) -> QuickstartConfig:
+        """The digits configs' settings, with ``seed`` as the run seed and the forget set's seed."""
+        original = merged(composition("digits", "original"))
+        natmu = merged(composition("digits", "natmu"))
+        data = original["data"]
+        return cls(
+            noise_std=data["source"]["init_args"]["noise_std"],
+            forget_ratio=data["forget"]["init_args"]["ratio"],
+            batch_size=data["batch_size"],
+            crop_padding=data["crop_padding"],
+            horizontal_flip=data["horizontal_flip"],
+            classifier_epochs=original["trainer"]["max_epochs"],
+            classifier_recipe=Recipe.read(original["model"]["init_args"]["recipe"], CLASSIFIER_RECIPE),
+            unlearn_epochs=natmu["trainer"]["max_epochs"],
+            unlearn_recipe=Recipe.read(natmu["model"]["init_args"]["recipe"], NATMU_RECIPE),
+            hybrids=HybridOptions.read(natmu["data"]["natmu"]),
+            seed=seed,
+        )
 
 
 def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
@@ -74,7 +98,7 @@ def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         crop_padding=cfg.crop_padding,
-        horizontal_flip=False,  # a mirrored digit is another symbol
+        horizontal_flip=cfg.horizontal_flip,
         **kwargs,
     )
 
@@ -97,7 +121,7 @@ def _trainer(folder: Path, epochs: int, evaluator: UnlearningEvaluator, progress
 
 def _cache_key(cfg: QuickstartConfig, role: str) -> str:
     fields = {"role": role, "version": __version__, **asdict(cfg)}
-    for unrelated in ("unlearn_epochs", "unlearn_lr", "unlearn_weight_decay", "delta"):
+    for unrelated in ("unlearn_epochs", "unlearn_recipe", "hybrids"):
         fields.pop(unrelated)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -112,7 +136,7 @@ def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progre
         SmallCNN(num_classes=10),
         train_on=train_on,
         original_ckpt=str(ckpt) if cached else None,
-        recipe=CLASSIFIER_RECIPE.replace(lr=cfg.classifier_lr),
+        recipe=cfg.classifier_recipe,
     )
     evaluator = UnlearningEvaluator(every_n_epochs=cfg.classifier_epochs)
     trainer = _trainer(out / role, cfg.classifier_epochs, evaluator, progress)
@@ -205,11 +229,11 @@ def _run(cfg: QuickstartConfig, out: Path, cache: Path | None, progress: bool) -
     natmu = NatMUModule(
         SmallCNN(num_classes=10),
         original_ckpt=paths["original_ckpt"],
-        recipe=NATMU_RECIPE.replace(lr=cfg.unlearn_lr, weight_decay=cfg.unlearn_weight_decay),
+        recipe=cfg.unlearn_recipe,
     )
     evaluator = UnlearningEvaluator(reference_ckpt=paths["retrain_ckpt"])
     trainer = _trainer(out / "natmu", cfg.unlearn_epochs, evaluator, progress)
-    datamodule = _datamodule(cfg, natmu=HybridOptions(delta=cfg.delta))
+    datamodule = _datamodule(cfg, natmu=cfg.hybrids)
     trainer.fit(natmu, datamodule=datamodule)
     natmu_ckpt = out / "natmu.ckpt"
     _save_checkpoint(trainer, natmu_ckpt)
@@ -282,7 +306,7 @@ def main(args: Sequence[str] | None = None) -> dict:
     out = ns.out if ns.out is not None else _default_out()
     if (out / "summary.json").exists() and not ns.overwrite:
         parser.error(f"{out} already holds a quickstart result; pick another --out or pass --overwrite")
-    return run(QuickstartConfig(seed=ns.seed), out, ns.cache_dir, progress=not ns.no_progress)
+    return run(QuickstartConfig.from_configs(seed=ns.seed), out, ns.cache_dir, progress=not ns.no_progress)
 
 
 def entry_point() -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from natmu_lightning.configs import composition
+from tests.tiny_runs import digits_args
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -187,19 +190,25 @@ def test_search_averages_the_gap_over_its_validation_sets(tmp_path, monkeypatch)
     assert selected["ft"] == {"lr": 3e-3}  # neither set's own optimum (1e-3 alone, 1e-2 alone)
 
 
-def test_speed_digits_preset_matches_the_quality_configs():
-    import yaml
+@pytest.mark.usefixtures("digits_workdir")
+def test_speed_digits_preset_is_the_quality_configs_as_the_cli_reads_them():
+    """presets.py reads configs/digits; the CLI parsing the same compositions is the reference."""
+    from natmu_lightning.cli import main
 
     preset = load("presets").PRESETS["digits"]
-    config = yaml.safe_load((BENCHMARKS.parent / "configs" / "digits" / "original.yaml").read_text())
+    original = main(digits_args("original"), run=False)
+    natmu = main(digits_args("natmu"), run=False)
     source = preset.source()
-    module, name = config["data"]["source"]["class_path"].rsplit(".", 1)
-    assert type(source) is getattr(importlib.import_module(module), name)
-    assert source.noise_std == config["data"]["source"]["init_args"]["noise_std"]
-    assert preset.batch_size == config["data"]["batch_size"]
-    assert preset.crop_padding == config["data"]["crop_padding"]
-    assert preset.classifier_epochs == config["trainer"]["max_epochs"]
-    assert preset.classifier_lr == config["model"]["init_args"]["recipe"]["lr"]
+    assert type(source) is type(original.datamodule.source) and source.noise_std == original.datamodule.source.noise_std
+    assert preset.backbone().state_dict().keys() == original.model.backbone.state_dict().keys()
+    assert (preset.batch_size, preset.crop_padding, preset.horizontal_flip) == (
+        original.datamodule.batch_size,
+        original.datamodule.crop_padding,
+        original.datamodule.horizontal_flip,
+    )
+    assert (preset.classifier_epochs, preset.classifier_recipe) == (original.trainer.max_epochs, original.model.recipe)
+    assert (preset.unlearn_epochs, preset.natmu_recipe) == (natmu.trainer.max_epochs, natmu.model.recipe)
+    assert preset.hybrids == natmu.datamodule.natmu
 
 
 @pytest.mark.timeout(600)
@@ -327,7 +336,7 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
     natmu = [r for r in candidates if r["method"] == "natmu"]
     for method, runs in (("ft", ft), ("natmu", natmu)):
         assert all(r["status"] == "ok" for r in runs)
-        base = quality.config_value(BENCHMARKS.parent / "configs" / "digits" / f"{method}.yaml", *load("runs").LR_KEYS)
+        base = quality.config_value(composition("digits", method), *load("runs").LR_KEYS)
         assert [r["params"]["lr"] for r in runs][:5] == [float(f"{base * f:.3g}") for f in (1, 0.3, 3, 0.1, 10)]
         assert len({json.dumps(r["params"], sort_keys=True) for r in runs}) == len(runs)  # no candidate twice
         assert selection["selected"][method] == min(runs, key=lambda r: r["avg_gap"])["params"]
@@ -376,10 +385,13 @@ def test_quality_presets_find_their_configs(tmp_path):
     every_method = ["bad_teacher", "ft", "ga", "l1_sparse", "natmu", "neggrad", "rl", "salun", "scrub", "ssd"]
     assert presets["digits"].methods("random10") == presets["cifar10-small"].methods("random10") == every_method
     vgg = presets["cifar10-vgg16"]
-    for scenario, suffix in (("random10", "_random10"), ("random1", "_random1"), ("class", "_random10")):
+    for scenario, request in (("random10", ["forget_random10"]), ("random1", []), ("class", ["forget_random10"])):
         assert vgg.methods(scenario) == every_method
-        assert vgg.config("retrain", scenario).name == f"retrain{suffix}.yaml"
-        assert all(vgg.config(m, scenario).is_file() for m in ("original", "retrain", *vgg.methods(scenario)))
+        assert [p.stem for p in vgg.config("retrain", scenario)] == ["base", *request, "retrain"]
+        assert [p.stem for p in vgg.config("original", scenario)] == ["base", "original"]
+        assert all(
+            p.is_file() for m in ("original", "retrain", *vgg.methods(scenario)) for p in vgg.config(m, scenario)
+        )
     assert vgg.data_args == ("--data.source.init_args.root", str(tmp_path.resolve()))
 
 

@@ -1,21 +1,22 @@
-"""Every YAML under ``configs/`` parses, instantiates and runs end to end on tiny data.
+"""Every composed run of ``configs/`` parses, instantiates and runs end to end on tiny data.
 
-Three layers, all driven by a glob of ``configs/**/*.yaml`` (a new file is covered as
-soon as it exists):
+A run is a setting's ``base.yaml`` plus fragments (``configs/README.md``); ``RUNS`` lists
+every composition the README, the quickstart and the benchmarks use, and
+``test_every_fragment_is_run`` fails when a YAML file is in no run. Three layers:
 
-* ``test_config_parses`` (fast, every file): ``main(args, run=False)`` parses and
-  instantiates the config with its data source pointed at a tiny fake copy in the
+* ``test_config_parses`` (fast, every run): ``main(args, run=False)`` parses and
+  instantiates the composition with its data source pointed at a tiny fake copy in the
   real on-disk format; the backbone's output must match the fake dataset's class
   count and image size, and the forget request must resolve on a label-only copy
   of the dataset at its REAL size (e.g. CIFAR-10 1% -> 500 samples).
-* ``test_setting_is_consistent`` (fast, static YAML): inside one setting folder, the
-  original and Retrain configs share the seed and backbone (so the same initial
-  weights), every unlearning config's ``original_ckpt`` is what the original config
-  writes, and its ``evaluator.reference_ckpt`` is written by a Retrain config of the
+* ``test_setting_is_consistent`` (fast, merged YAML): inside one setting, the
+  original and Retrain runs share the seed and backbone (so the same initial
+  weights), every unlearning run's ``original_ckpt`` is what the original run
+  writes, and its ``evaluator.reference_ckpt`` is written by the Retrain run of the
   same forget request.
-* ``test_config_runs`` (one optimizer step per file): ``main(["fit", ...])`` on a
-  fake dataset sized for a run; unlearning configs first run the original/Retrain
-  configs whose checkpoints they name (each config runs once per session, shared),
+* ``test_config_runs`` (one optimizer step per run): ``main(["fit", ...])`` on a
+  fake dataset sized for a run; unlearning runs first run the original/Retrain
+  runs whose checkpoints they name (each run once per session, shared),
   then the run must write ``unlearning_metrics.json`` with finite metrics.
 
 Run sizes: the evaluator scores every training and test image (a ResNet-18 at 32x32
@@ -35,6 +36,7 @@ import importlib
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ import torch
 import yaml
 
 from natmu_lightning.cli import main
+from natmu_lightning.configs import checkpoint_files, composition, merged, run_folder
 from natmu_lightning.data import (
     CIFAR10,
     CIFAR10JPEG,
@@ -65,24 +68,50 @@ from tests import fake_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
-#: Trainer fragments (configs/trainer/) are composed after a complete config, not run alone.
+#: Trainer fragments (configs/trainer/) are composed after a run's configs, not run alone.
 FRAGMENTS = sorted((CONFIG_DIR / "trainer").glob("*.yaml"))
-CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p not in FRAGMENTS)
+BASELINES = ("bad_teacher", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd")
 
-#: The files this suite was written against; more may exist, none may vanish.
-EXPECTED = [
-    "digits/original.yaml", "digits/retrain.yaml", "digits/natmu.yaml",
-    "cifar10_vgg16/original.yaml", "cifar10_vgg16/retrain_random1.yaml",
-    "cifar10_vgg16/retrain_random10.yaml", "cifar10_vgg16/natmu_random1.yaml",
-    "cifar10_vgg16/natmu_random10.yaml",
-    "cifar100_resnet18/original.yaml", "cifar100_resnet18/retrain_random1.yaml",
-    "cifar100_resnet18/natmu_random1.yaml", "cifar100_resnet18/retrain_class_rocket.yaml",
-    "cifar100_resnet18/natmu_class_rocket.yaml",
-    "cifar20_resnet18/original.yaml", "cifar20_resnet18/retrain_subclass_rocket.yaml",
-    "cifar20_resnet18/natmu_subclass_rocket.yaml",
-    "tinyimagenet_resnet34/original.yaml", "tinyimagenet_resnet34/retrain_random1.yaml",
-    "tinyimagenet_resnet34/natmu_random1.yaml",
-]  # fmt: skip
+
+@dataclass(frozen=True)
+class Run:
+    """One composed run: ``configs/<setting>/base.yaml`` followed by ``fragments``."""
+
+    setting: str
+    fragments: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.setting}/{'+'.join(self.fragments)}"
+
+    @property
+    def paths(self) -> list[Path]:
+        return composition(self.setting, *self.fragments)
+
+    def config(self) -> dict:
+        return merged(self.paths)
+
+    def args(self) -> list[str]:
+        return [arg for path in self.paths for arg in ("--config", str(path))]
+
+
+def _runs(setting: str, requests: dict[str, tuple[str, ...]]) -> list[Run]:
+    """The original once, then every method of each request (``""``: base.yaml's own request)."""
+    runs = [Run(setting, ("original",))]
+    for request, methods in requests.items():
+        runs += [Run(setting, (request, method) if request else (method,)) for method in ("retrain", *methods)]
+    return runs
+
+
+RUNS = [
+    *_runs("digits", {"": ("natmu", *BASELINES)}),
+    *_runs("cifar10_small", {"": ("natmu", *BASELINES)}),
+    *_runs("cifar10_vgg16", {"": ("natmu", *BASELINES), "forget_random10": ("natmu", *BASELINES)}),
+    *_runs("cifar100_resnet18", {"": ("natmu", "bad_teacher", "rl", "salun"), "forget_class_rocket": ("natmu_class",)}),
+    *_runs("cifar20_resnet18", {"": ("natmu",)}),
+    *_runs("tinyimagenet_resnet34", {"": ("natmu", "bad_teacher", "rl", "salun")}),
+]
+RUN_BY_ID = {run.id: run for run in RUNS}
 
 #: Setting folders whose full runs are deselected by default (run them with -m slow).
 #: The evaluator forwards every training and test image, twice in an unlearning run
@@ -98,21 +127,13 @@ SLOW_SETTINGS = {"cifar100_resnet18", "tinyimagenet_resnet34"}  # ResNet-18/34 a
 #: baseline runs by default through its digits config, and every VGG-16 config parses by
 #: default. The CIFAR-20 sub-class NatMU run (ResNet-18, ~12 s) is slow too; its request and
 #: its evaluation splits are tested by default in test_requests.py and test_evaluator.py.
-SLOW_FILES: set[str] = {
-    f"cifar10_vgg16/{method}_random{percent}.yaml"
-    for method in ("bad_teacher", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd")
-    for percent in (1, 10)
-} | {"cifar20_resnet18/natmu_subclass_rocket.yaml"}
+SLOW_RUNS: set[str] = (
+    {f"cifar10_vgg16/{method}" for method in BASELINES}
+    | {f"cifar10_vgg16/forget_random10+{method}" for method in BASELINES}
+    | {"cifar20_resnet18/natmu"}
+)
 
 METRIC_KEYS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy")
-
-
-def rel(path: Path) -> str:
-    return path.relative_to(CONFIG_DIR).as_posix()
-
-
-def load_yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def import_object(class_path: str) -> Any:
@@ -269,30 +290,13 @@ def source_args(config: dict, store: FakeStore, run: bool) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ config roles
-def model_checkpoints(config: dict) -> list[dict]:
-    """The ModelCheckpoint callbacks of ``trainer.callbacks``."""
-    callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    if isinstance(callbacks, dict):
-        callbacks = [callbacks]
-    return [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")]
-
-
-def has_model_checkpoint(config: dict) -> bool:
-    return bool(model_checkpoints(config))
-
-
 def checkpoint_outputs(config: dict) -> list[str]:
-    """``dirpath/filename.ckpt`` of every ModelCheckpoint the config declares."""
-    outputs = []
-    for callback in model_checkpoints(config):
-        init = callback.get("init_args") or {}
-        if init.get("dirpath") and init.get("filename"):
-            outputs.append(str(Path(init["dirpath"]) / f"{init['filename']}.ckpt"))
-    return outputs
+    """The fixed-name checkpoint files the run writes (``configs.checkpoint_files``)."""
+    return [str(path) for path in checkpoint_files(config)]
 
 
 def checkpoint_inputs(config: dict) -> list[str]:
-    """Checkpoints the config needs before it can run: original weights and Retrain reference."""
+    """Checkpoints the run needs before it can run: original weights and Retrain reference."""
     inputs = [
         (config["model"].get("init_args") or {}).get("original_ckpt"),
         (config.get("evaluator") or {}).get("reference_ckpt"),
@@ -300,13 +304,9 @@ def checkpoint_inputs(config: dict) -> list[str]:
     return [str(Path(p)) for p in inputs if p]
 
 
-def producers(path: Path) -> dict[str, Path]:
-    """Checkpoint path -> the config (same folder) that writes it."""
-    found = {}
-    for other in sorted(path.parent.glob("*.yaml")):
-        for output in checkpoint_outputs(load_yaml(other)):
-            found[output] = other
-    return found
+def producers(setting: str) -> dict[str, Run]:
+    """Checkpoint path -> the run of the same setting that writes it."""
+    return {output: run for run in RUNS if run.setting == setting for output in checkpoint_outputs(run.config())}
 
 
 _FRESH: dict[str, Path] = {}
@@ -336,33 +336,33 @@ def quiet() -> list[str]:
 
 
 # ------------------------------------------------------------------------------ tests
-def test_every_config_is_collected() -> None:
-    names = {rel(p) for p in CONFIGS}
-    assert not set(EXPECTED) - names, f"missing configs: {sorted(set(EXPECTED) - names)}"
-    assert len(CONFIGS) >= len(EXPECTED)
-    assert len(PARSE_PARAMS) == len(RUN_PARAMS) == len(CONFIGS)
+def test_every_fragment_is_run() -> None:
+    """Each YAML of a setting folder is in some run, and each run's files exist."""
+    used = {path for run in RUNS for path in run.paths}
+    shipped = {p for p in CONFIG_DIR.rglob("*.yaml") if p not in FRAGMENTS}
+    assert not shipped - used, f"in no run of RUNS: {sorted(str(p.relative_to(CONFIG_DIR)) for p in shipped - used)}"
+    assert len(PARSE_PARAMS) == len(RUN_PARAMS) == len(RUNS) == len(RUN_BY_ID)
 
 
-PARSE_PARAMS = [pytest.param(p, id=rel(p)) for p in CONFIGS]
+PARSE_PARAMS = [pytest.param(run, id=run.id) for run in RUNS]
 
 
 @pytest.mark.usefixtures("in_tmp_path")
-@pytest.mark.parametrize("path", PARSE_PARAMS)
-def test_config_parses(path: Path, fakes: FakeStore, tmp_path: Path) -> None:
-    config = load_yaml(path)
+@pytest.mark.parametrize("run", PARSE_PARAMS)
+def test_config_parses(run: Run, fakes: FakeStore, tmp_path: Path) -> None:
+    config = run.config()
     original_ckpt = (config["model"].get("init_args") or {}).get("original_ckpt")
     if original_ckpt:  # loaded when the module is instantiated (the Retrain reference only at setup)
         write_fresh_backbone(config, original_ckpt, cache=fakes.base)
-    cli = main(["--config", str(path), *source_args(config, fakes, run=False), *quiet()], run=False)
+    cli = main([*run.args(), *source_args(config, fakes, run=False), *quiet()], run=False)
 
     datamodule, model = cli.datamodule, cli.model
-    if "max_epochs" in (config.get("trainer") or {}):
-        assert cli.trainer.max_epochs == config["trainer"]["max_epochs"]
+    assert cli.trainer.max_epochs == config["trainer"]["max_epochs"]
     shape, num_classes = datamodule.image_shape, datamodule.num_classes
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, *shape))
-    assert out.shape == (2, num_classes), f"{rel(path)}: backbone gives {tuple(out.shape)} on {shape} images"
+    assert out.shape == (2, num_classes), f"{run.id}: backbone gives {tuple(out.shape)} on {shape} images"
 
     request = datamodule.forget
     if request.needs_original_model or (isinstance(request, IndexForget) and isinstance(request.indices, str)):
@@ -400,40 +400,40 @@ def at_real_size(data: SourceData, real_train: int) -> SourceData:
     return SourceData(big, small_test, data.classes, data.fine_classes)
 
 
-SETTINGS = sorted({p.parent for p in CONFIGS})
+SETTINGS = sorted({run.setting for run in RUNS})
 
 
-@pytest.mark.parametrize("folder", [pytest.param(d, id=d.name) for d in SETTINGS])
-def test_setting_is_consistent(folder: Path) -> None:
-    configs = {p: load_yaml(p) for p in sorted(folder.glob("*.yaml"))}
-    made_by = producers(next(iter(configs)))
-    classifiers = {p: c for p, c in configs.items() if c["model"]["class_path"].endswith("ClassifierModule")}
-    originals = [p for p, c in classifiers.items() if c["model"]["init_args"].get("train_on", "full") == "full"]
-    assert len(originals) == 1, f"{folder.name}: expected one original config, got {originals}"
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_setting_is_consistent(setting: str) -> None:
+    configs = {run.id: run.config() for run in RUNS if run.setting == setting}
+    made_by = producers(setting)
+    classifiers = {i: c for i, c in configs.items() if c["model"]["class_path"].endswith("ClassifierModule")}
+    originals = [i for i, c in classifiers.items() if c["model"]["init_args"].get("train_on", "full") == "full"]
+    assert len(originals) == 1, f"{setting}: expected one original run, got {originals}"
     original = configs[originals[0]]
-    for p, c in configs.items():
-        assert c["model"]["init_args"]["backbone"] == original["model"]["init_args"]["backbone"], p.name
-        assert c["data"]["source"] == original["data"]["source"], p.name
-    for p in classifiers:  # same seed before the backbone is built: same initial weights
-        assert configs[p].get("seed_everything") == original.get("seed_everything"), (
-            f"{p.name}: seed differs from the original's"
-        )
-    for p, c in configs.items():
+    for i, c in configs.items():
+        assert c["model"]["init_args"]["backbone"] == original["model"]["init_args"]["backbone"], i
+        assert c["data"]["source"] == original["data"]["source"], i
+    for i in classifiers:  # same seed before the backbone is built: same initial weights
+        assert configs[i].get("seed_everything") == original.get("seed_everything"), f"{i}: seed differs"
+        assert (configs[i].get("evaluator") or {}).get("reference_ckpt") is None, f"{i}: a classifier has no reference"
+    for i, c in configs.items():
         original_ckpt = (c["model"].get("init_args") or {}).get("original_ckpt")
         if not original_ckpt:
             continue
-        assert original_ckpt in checkpoint_outputs(original), (
-            f"{p.name}: original_ckpt is not what {originals[0].name} writes"
-        )
+        assert original_ckpt in checkpoint_outputs(original), f"{i}: original_ckpt is not what {originals[0]} writes"
         reference = (c.get("evaluator") or {}).get("reference_ckpt")
-        assert reference, f"{p.name}: an unlearning config must compare with Retrain (evaluator.reference_ckpt)"
-        assert str(Path(reference)) in made_by, f"{p.name}: no config in {folder.name} writes {reference}"
-        retrain = configs[made_by[str(Path(reference))]]
-        assert retrain["model"]["init_args"]["train_on"] == "remain", p.name
+        assert reference, f"{i}: an unlearning run must compare with Retrain (evaluator.reference_ckpt)"
+        assert str(Path(reference)) in made_by, f"{i}: no run of {setting} writes {reference}"
+        retrain = made_by[str(Path(reference))].config()
+        assert retrain["model"]["init_args"]["train_on"] == "remain", i
         for key in ("forget", "seed"):
-            assert retrain["data"].get(key) == c["data"].get(key), f"{p.name}: data.{key} differs from its Retrain's"
+            assert retrain["data"].get(key) == c["data"].get(key), f"{i}: data.{key} differs from its Retrain's"
+        assert run_folder(c).parent == run_folder(retrain).parent, f"{i}: its Retrain's request folder differs"
     outputs = [o for c in configs.values() for o in checkpoint_outputs(c)]
-    assert len(outputs) == len(set(outputs)), f"{folder.name}: two configs write the same checkpoint"
+    assert len(outputs) == len(set(outputs)), f"{setting}: two runs write the same checkpoint"
+    folders = [run_folder(c) for c in configs.values()]
+    assert len(folders) == len(set(folders)), f"{setting}: two runs share a run folder"
 
 
 class Runner:
@@ -441,25 +441,25 @@ class Runner:
 
     def __init__(self, base: Path, store: FakeStore) -> None:
         self.base, self.store = base, store
-        self.results: dict[Path, Any] = {}
+        self.results: dict[str, Any] = {}
 
-    def run(self, path: Path) -> dict:
-        if path not in self.results:
+    def run(self, run: Run) -> dict:
+        if run.id not in self.results:
             try:
-                self.results[path] = self._run(path)
+                self.results[run.id] = self._run(run)
             except BaseException as error:  # a failed producer fails its dependants too
-                self.results[path] = error
+                self.results[run.id] = error
                 raise
-        result = self.results[path]
+        result = self.results[run.id]
         if isinstance(result, BaseException):
-            raise RuntimeError(f"{rel(path)} failed earlier in this session") from result
+            raise RuntimeError(f"{run.id} failed earlier in this session") from result
         return result
 
-    def _run(self, path: Path) -> dict:
-        config = load_yaml(path)
-        workdir = self.base / path.parent.name
+    def _run(self, run: Run) -> dict:
+        config = run.config()
+        workdir = self.base / run.setting
         workdir.mkdir(exist_ok=True)
-        made_by = producers(path)
+        made_by = producers(run.setting)
         for target in checkpoint_inputs(config):
             if target in made_by:
                 self.run(made_by[target])
@@ -467,23 +467,19 @@ class Runner:
                 with chdir(workdir):
                     write_fresh_backbone(config, target)
         args = [
-            "fit", "--config", str(path), *source_args(config, self.store, run=True),
+            "fit", *run.args(), *source_args(config, self.store, run=True),
             "--trainer.accelerator", "cpu", "--trainer.devices", "1",
             # max_steps, not limit_train_batches: jsonargparse reads "1" as the float 1.0 (= 100%).
             "--trainer.max_epochs", "1", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
             "--data.batch_size", "4", "--data.eval_batch_size", "64", "--evaluator.batch_size", "64",
             *quiet(),
         ]  # fmt: skip
-        if not has_model_checkpoint(config):
-            # Lightning's default checkpoint is not needed here (VGG-16 with AdamW state is
-            # about 180 MB); configs that declare a ModelCheckpoint keep it.
-            args += ["--trainer.enable_checkpointing", "false"]
         with chdir(workdir):
             cli = main(args)
             metrics_file = Path(cli.trainer.log_dir) / "unlearning_metrics.json"
-            assert metrics_file.is_file(), f"{rel(path)} wrote no {metrics_file}"
+            assert metrics_file.is_file(), f"{run.id} wrote no {metrics_file}"
             for output in checkpoint_outputs(config):
-                assert Path(output).is_file(), f"{rel(path)} did not write {output}"
+                assert Path(output).is_file(), f"{run.id} did not write {output}"
             record = json.loads(metrics_file.read_text())
             assert (Path(cli.trainer.log_dir) / "forget_indices.npy").is_file()
             if issubclass(import_object(config["model"]["class_path"]), UnlearningModule):
@@ -508,16 +504,16 @@ def runner(tmp_path_factory: pytest.TempPathFactory, fakes: FakeStore) -> Runner
     return Runner(tmp_path_factory.mktemp("runs"), fakes)
 
 
-def is_slow(path: Path) -> bool:
-    return path.parent.name in SLOW_SETTINGS or rel(path) in SLOW_FILES
+def is_slow(run: Run) -> bool:
+    return run.setting in SLOW_SETTINGS or run.id in SLOW_RUNS
 
 
-RUN_PARAMS = [pytest.param(p, id=rel(p), marks=[pytest.mark.slow] if is_slow(p) else []) for p in CONFIGS]
+RUN_PARAMS = [pytest.param(run, id=run.id, marks=[pytest.mark.slow] if is_slow(run) else []) for run in RUNS]
 
 
-@pytest.mark.parametrize("path", RUN_PARAMS)
-def test_config_runs(path: Path, runner: Runner) -> None:
-    record = runner.run(path)
+@pytest.mark.parametrize("run", RUN_PARAMS)
+def test_config_runs(run: Run, runner: Runner) -> None:
+    record = runner.run(run)
     config = record["_config"]
     keys = list(METRIC_KEYS)
     if (config.get("evaluator") or {}).get("reference_ckpt"):
@@ -534,17 +530,62 @@ def test_config_runs(path: Path, runner: Runner) -> None:
 
 @pytest.mark.parametrize("fragment", [pytest.param(p, id=p.name) for p in FRAGMENTS])
 def test_trainer_fragment_composes(fragment: Path, capsys: pytest.CaptureFixture) -> None:
-    """Each fragment composes after a complete config (GPU ones cannot start here, so only print)."""
+    """Each fragment composes after a run's configs (GPU ones cannot start here, so only print)."""
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            ["fit", "--config", str(CONFIG_DIR / "digits" / "natmu.yaml"), "--config", str(fragment), "--print_config"]
-        )
+        main(["fit", *RUN_BY_ID["digits/natmu"].args(), "--config", str(fragment), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     for section in ("trainer", "data"):
-        for key, value in load_yaml(fragment).get(section, {}).items():
+        for key, value in merged([fragment]).get(section, {}).items():
             assert printed[section][key] == value, (section, key)
 
 
 def test_fragments_exist() -> None:
     assert {p.name for p in FRAGMENTS} >= {"cpu_ddp2.yaml", "gpu.yaml", "ddp.yaml", "slurm_multinode.yaml"}
+
+
+@pytest.mark.slow  # builds the wheel (about half a minute)
+def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:
+    """Outside a checkout the quickstart reads its settings from the configs inside the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)]
+    subprocess.run([sys.executable, "-m", "pip", *build], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("natmu_lightning-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"natmu_lightning/config_files/{path.relative_to(CONFIG_DIR)}" for path in CONFIG_DIR.rglob("*.yaml")}
+    shipped.add("natmu_lightning/config_files/README.md")
+    assert shipped <= names, sorted(shipped - names)[:5]
+    assert "natmu_lightning/configs.py" in names
+
+
+def _documented_runs(text: str) -> list[str]:
+    """The run ids of every command in ``text`` (a ``natmu-lightning`` line, or a shell variable
+    holding ``--config`` arguments) that composes ``--config configs/<setting>/...``."""
+    found = []
+    for line in re.sub(r"\\\n\s*(#\s*)?", " ", text).splitlines():  # join continued lines
+        files = [(s, n) for s, n in re.findall(r"--config configs/(\w+)/(\w+)\.yaml", line) if s != "trainer"]
+        if files and ("natmu-lightning" in line or '="--config' in line):
+            assert files[0][1] == "base", f"a composition must start with base.yaml: {line.strip()}"
+            found.append(f"{files[0][0]}/{'+'.join(name for _, name in files[1:])}")
+    return found
+
+
+def test_every_composition_in_use_is_run() -> None:
+    """The README's commands, the quickstart's and the benchmarks' compositions are all in RUNS."""
+    from benchmarks.runs import SCENARIOS, make_presets
+
+    used = set(_documented_runs((ROOT / "README.md").read_text()))
+    used |= set(_documented_runs((CONFIG_DIR / "README.md").read_text()))
+    for base in CONFIG_DIR.glob("*/base.yaml"):
+        used |= set(_documented_runs(base.read_text()))
+    used |= {"digits/original", "digits/natmu"}  # QuickstartConfig.from_configs
+    for preset in make_presets(ROOT / "data").values():
+        for scenario in SCENARIOS:
+            for name in ("original", "retrain", *preset.methods(scenario)):
+                paths = preset.config(name, scenario)
+                used.add(f"{paths[0].parent.name}/{'+'.join(p.stem for p in paths[1:])}")
+    assert len(used) > 20
+    assert not used - set(RUN_BY_ID), f"used but not run by this suite: {sorted(used - set(RUN_BY_ID))}"

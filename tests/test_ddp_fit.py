@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny_runs import digits_args, digits_run_folder, newest_version
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+NATMU_RUNS = digits_run_folder("natmu")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -22,31 +25,24 @@ def cli(args, cwd):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def log_dir(root: Path) -> Path:
-    return sorted((root / "lightning_logs").glob("version_*"))[-1]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     for name in ("original", "retrain"):
-        cli(
-            ["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "5", *QUIET], tmp_path
-        )
+        cli(["fit", *digits_args(name), "--trainer.max_epochs", "5", *QUIET], tmp_path)
     # lr 1e-3 (the paper's, not digits' searched 3e-2): the check is that batching is the only
     # difference; at 3e-2 the two trajectories drift further apart through it (forget accuracy
     # 84.6 against 90.0 after 3 epochs, measured 2026-11-30).
     natmu = [
         "fit",
-        "--config",
-        str(CONFIGS / "digits" / "natmu.yaml"),
+        *digits_args("natmu"),
         "--trainer.max_epochs",
         "3",
         "--model.init_args.recipe.lr",
         "1e-3",
         *QUIET,
     ]
-    cli([*natmu, "--trainer.default_root_dir", "one"], tmp_path)
+    cli([*natmu, "--trainer.logger.init_args.save_dir", "one"], tmp_path)
     # Global batch kept at 64: 2 processes x 32 per process.
     cli(
         [
@@ -55,12 +51,12 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
             str(CONFIGS / "trainer" / "cpu_ddp2.yaml"),
             "--data.batch_size",
             "32",
-            "--trainer.default_root_dir",
+            "--trainer.logger.init_args.save_dir",
             "two",
         ],
         tmp_path,
     )
-    one, two = log_dir(tmp_path / "one"), log_dir(tmp_path / "two")
+    one, two = newest_version(tmp_path / "one" / "natmu"), newest_version(tmp_path / "two" / "natmu")
 
     # Exactly the same forget set, hybrid plan and Retrain reference numbers.
     assert np.array_equal(np.load(one / "forget_indices.npy"), np.load(two / "forget_indices.npy"))
@@ -96,10 +92,8 @@ def test_two_process_fit_evaluates_the_checkpoint_it_saves(tmp_path):
     the evaluator's final numbers of a 2-process fit must still be those of its last.ckpt,
     as a 1-process validate computes them, per sample and key for key."""
     for name in ("original", "retrain"):
-        cli(
-            ["fit", "--config", str(CONFIGS / "digits" / f"{name}.yaml"), "--trainer.max_epochs", "3", *QUIET], tmp_path
-        )
-    natmu = ["--config", str(CONFIGS / "digits" / "natmu.yaml"), "--evaluator.save_outputs", "true", *QUIET]
+        cli(["fit", *digits_args(name), "--trainer.max_epochs", "3", *QUIET], tmp_path)
+    natmu = [*digits_args("natmu"), "--evaluator.save_outputs", "true", *QUIET]
     cli(
         [
             "fit",
@@ -115,19 +109,19 @@ def test_two_process_fit_evaluates_the_checkpoint_it_saves(tmp_path):
         ],
         tmp_path,
     )
-    fitted = log_dir(tmp_path / "runs" / "digits" / "natmu")
+    fitted = newest_version(tmp_path / NATMU_RUNS)
     cli(
         [
             "validate",
             *natmu,
             "--ckpt_path",
-            "runs/digits/natmu/checkpoints/last.ckpt",
-            "--trainer.default_root_dir",
+            str(NATMU_RUNS / "checkpoints" / "last.ckpt"),
+            "--trainer.logger.init_args.save_dir",
             "validated",
         ],
         tmp_path,
     )
-    validated = log_dir(tmp_path / "validated")
+    validated = newest_version(tmp_path / "validated" / "natmu")
 
     a = json.loads((fitted / "unlearning_metrics.json").read_text())
     b = json.loads((validated / "unlearning_metrics.json").read_text())

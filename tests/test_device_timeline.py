@@ -22,19 +22,17 @@ from natmu_lightning.cli import main
 from natmu_lightning.data import ClassForget, Digits
 from natmu_lightning.hybrids import build_hybrid_plan
 from natmu_lightning.predict import predict_logits
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder, newest_version
 
-REPO = Path(__file__).resolve().parents[1]
-DIGITS = REPO / "configs" / "digits"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 TIMELINE = ["--trainer.strategy", '{"class_path": "tests.accelerator_timeline.AcceleratorTimeline"}']
 #: what differs between a fit's record and a validate's of the same checkpoint, by design
 RUN_FIELDS = ("stage", "epoch", "global_step")
 
 
-def metrics_file(root: Path) -> dict:
-    """The newest ``unlearning_metrics.json`` under ``root``'s log folders."""
-    versions = sorted((root / "lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    record = json.loads((versions[-1] / "unlearning_metrics.json").read_text())
+def metrics_file(run_folder: Path) -> dict:
+    """The ``unlearning_metrics.json`` of the run folder's newest log version."""
+    record = json.loads((newest_version(run_folder) / "unlearning_metrics.json").read_text())
     return {key: value for key, value in record.items() if key not in RUN_FIELDS}
 
 
@@ -45,33 +43,32 @@ def digits_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for name in ("original", "retrain"):
-            main(["fit", "--config", str(DIGITS / f"{name}.yaml"), "--trainer.max_epochs", "2", *TIMELINE, *QUIET])
+            main(["fit", *digits_args(name), "--trainer.max_epochs", "2", *TIMELINE, *QUIET])
     return root
 
 
-def natmu_args(runs: Path, *extra: str) -> list[str]:
+def natmu_args(runs: Path, *extra: str, method: str = "natmu") -> list[str]:
     return [
-        "--config",
-        str(DIGITS / "natmu.yaml"),
+        *digits_args(method),
         *TIMELINE,
         *QUIET,
         "--model.init_args.original_ckpt",
-        str(runs / "runs/digits/original.ckpt"),
+        str(runs / DIGITS_ORIGINAL),
         "--evaluator.reference_ckpt",
-        str(runs / "runs/digits/retrain.ckpt"),
+        str(runs / DIGITS_RETRAIN),
         *extra,
     ]
 
 
 def test_original_and_retrain_fit_under_the_timeline(digits_runs: Path) -> None:
-    for name in ("original", "retrain"):
-        state = read_state_dict(digits_runs / "runs" / "digits" / f"{name}.ckpt")
+    for path in (DIGITS_ORIGINAL, DIGITS_RETRAIN):
+        state = read_state_dict(digits_runs / path)
         assert all(tensor.device.type == "cpu" and tensor.isfinite().all() for tensor in state.values())
 
 
 @pytest.mark.usefixtures("in_tmp_path")
 def test_natmu_fit_rerun_and_early_stop_match_validate(digits_runs: Path, tmp_path: Path, monkeypatch) -> None:
-    run = tmp_path / "runs" / "digits" / "natmu"
+    run = tmp_path / digits_run_folder("natmu")
     main(["fit", *natmu_args(digits_runs, "--trainer.max_epochs", "2")])
     first = metrics_file(run)
 
@@ -89,11 +86,11 @@ def test_natmu_fit_rerun_and_early_stop_match_validate(digits_runs: Path, tmp_pa
     early.mkdir()
     monkeypatch.chdir(early)
     main(["fit", *natmu_args(digits_runs, "--trainer.max_steps", "7")])
-    stopped = metrics_file(early / "runs" / "digits" / "natmu")
-    checkpoint = early / "runs" / "digits" / "natmu" / "checkpoints" / "last.ckpt"
+    stopped = metrics_file(early / digits_run_folder("natmu"))
+    checkpoint = early / digits_run_folder("natmu") / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == 7
     main(["validate", *natmu_args(digits_runs, "--ckpt_path", str(checkpoint))])
-    assert metrics_file(early / "runs" / "digits" / "natmu") == stopped
+    assert metrics_file(early / digits_run_folder("natmu")) == stopped
     assert stopped != first
 
 
@@ -108,7 +105,7 @@ class HeadAtTrainStart(pl.Callback):
 def test_full_class_plan_ranks_with_the_original_head_then_reinitialises(digits_runs: Path, tmp_path: Path) -> None:
     """The rocket recipe (ClassForget + reinit_classifier): as the authors' class-wise/natmu.py,
     the natural hybrids come from the original model, then init_linear re-draws the weights."""
-    original = str(digits_runs / "runs" / "digits" / "original.ckpt")
+    original = str(digits_runs / DIGITS_ORIGINAL)
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=original, reinit_classifier=True)
     datamodule = ForgetRemainDataModule(source=Digits(noise_std=0.25), forget=ClassForget([3]), batch_size=64, seed=0)
     head = HeadAtTrainStart()
@@ -153,12 +150,14 @@ def test_full_class_plan_ranks_with_the_original_head_then_reinitialises(digits_
 def test_bf16_mixed_fit_on_cpu(digits_runs: Path, tmp_path: Path, method: str) -> None:
     """bf16-mixed trains with float32 inputs (hybrids mixed from uint8 in float32, autocast in
     the step), and the evaluator's numbers come from a float32 forward."""
-    args = natmu_args(digits_runs, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed")
-    if method != "natmu":
-        args[1] = str(DIGITS / f"{method}.yaml")
-    cli = main(["fit", *args])
+    cli = main(
+        [
+            "fit",
+            *natmu_args(digits_runs, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed", method=method),
+        ]
+    )
     assert cli.trainer.precision == "bf16-mixed"
-    record = metrics_file(tmp_path / "runs" / "digits" / method)
+    record = metrics_file(tmp_path / digits_run_folder(method))
     assert all(record[key] is not None for key in ("forget_acc", "retain_acc", "test_acc", "mia_entropy", "avg_gap"))
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())
 
@@ -174,7 +173,7 @@ class InputDtype(pl.Callback):
 def test_training_inputs_follow_the_precision(digits_runs: Path, tmp_path: Path, precision: str, dtype) -> None:
     """Lightning casts a batch's floats before the transfer hooks, while our images are still
     uint8: the datamodule casts them after mixing instead."""
-    original = str(digits_runs / "runs" / "digits" / "original.ckpt")
+    original = str(digits_runs / DIGITS_ORIGINAL)
     spy = InputDtype()
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -217,7 +216,7 @@ def test_options_the_method_cannot_honour_fail_before_training(digits_runs: Path
         assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
         return str(raised.value)
 
-    original = str(digits_runs / "runs" / "digits" / "original.ckpt")
+    original = str(digits_runs / DIGITS_ORIGINAL)
     assert "precision '16-true' cannot train" in refused(SmallCNN(num_classes=10), original, precision="16-true")
     linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     torch.save(linear.state_dict(), tmp_path / "linear.pt")
@@ -231,7 +230,7 @@ def test_compiled_module_trains_and_evaluates(digits_runs: Path, tmp_path: Path)
     and the evaluator runs the compiled forward to the same numbers."""
     from natmu_lightning import UnlearningEvaluator
 
-    original = str(digits_runs / "runs" / "digits" / "original.ckpt")
+    original = str(digits_runs / DIGITS_ORIGINAL)
     results = {}
     for compiled in (False, True):
         torch.manual_seed(0)

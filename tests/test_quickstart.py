@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from natmu_lightning import quickstart
+from tests.tiny_runs import digits_args
 
 
 @pytest.mark.slow  # about a minute: three trainings (the README's first command, run by CI's slow suite)
@@ -85,23 +86,28 @@ def test_module_entry_point_help():
     assert "--out" in result.stdout
 
 
-def test_quickstart_settings_match_the_digits_configs():
-    import yaml
+@pytest.mark.usefixtures("digits_workdir")
+def test_quickstart_settings_are_the_digits_configs_as_the_cli_reads_them():
+    """The quickstart reads configs/digits; the CLI, parsing the same compositions, is the reference."""
+    from natmu_lightning.cli import main
 
-    configs = Path(__file__).parents[1] / "configs" / "digits"
-    cfg = quickstart.QuickstartConfig()
-    original = yaml.safe_load((configs / "original.yaml").read_text())
-    natmu = yaml.safe_load((configs / "natmu.yaml").read_text())
-    assert original["trainer"]["max_epochs"] == cfg.classifier_epochs
-    assert original["model"]["init_args"]["recipe"]["lr"] == cfg.classifier_lr
-    assert natmu["trainer"]["max_epochs"] == cfg.unlearn_epochs
-    assert natmu["model"]["init_args"]["recipe"]["lr"] == cfg.unlearn_lr
-    assert natmu["model"]["init_args"]["recipe"]["weight_decay"] == cfg.unlearn_weight_decay
-    for data in (original["data"], natmu["data"]):
-        assert data["source"]["init_args"]["noise_std"] == cfg.noise_std
-        assert data["batch_size"] == cfg.batch_size and data["crop_padding"] == cfg.crop_padding
-        assert data["forget"]["init_args"]["ratio"] == cfg.forget_ratio and data["seed"] == cfg.seed
-    assert natmu["data"]["natmu"]["delta"] == cfg.delta
+    cfg = quickstart.QuickstartConfig.from_configs(seed=0)
+    original = main(digits_args("original"), run=False)
+    natmu = main(digits_args("natmu"), run=False)
+    assert original.trainer.max_epochs == cfg.classifier_epochs
+    assert original.model.recipe == cfg.classifier_recipe
+    assert natmu.trainer.max_epochs == cfg.unlearn_epochs
+    assert natmu.model.recipe == cfg.unlearn_recipe
+    for cli in (original, natmu):
+        data = cli.datamodule
+        assert data.source.noise_std == cfg.noise_std and data.forget.ratio == cfg.forget_ratio
+        assert (data.batch_size, data.crop_padding, data.horizontal_flip, data.seed) == (
+            cfg.batch_size,
+            cfg.crop_padding,
+            cfg.horizontal_flip,
+            cfg.seed,
+        )
+    assert natmu.datamodule.natmu == cfg.hybrids
 
 
 def test_failed_checkpoint_save_keeps_the_previous_file_and_no_temporary(tmp_path):

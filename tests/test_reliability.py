@@ -1,7 +1,6 @@
 """Nothing of the user's is written to; bad input stops before any training."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.cli import main
 from natmu_lightning.data import IndexForget
+from tests.tiny_runs import DIGITS_ORIGINAL, digits_args, digits_run_folder
 
 
 def digest(path):
@@ -55,8 +55,7 @@ def test_cli_bad_input_fails_before_training(tmp_path, capsys, override, match):
     torch.save(SmallCNN().state_dict(), tmp_path / "original.pt")
     args = [
         "fit",
-        "--config",
-        str(Path(__file__).parents[1] / "configs/digits/natmu.yaml"),
+        *digits_args("natmu"),
         "--model.init_args.original_ckpt",
         "original.pt",
         "--evaluator.reference_ckpt",
@@ -78,15 +77,13 @@ def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
     import subprocess
     import sys
 
-    config = Path(__file__).parents[1] / "configs/digits/natmu.yaml"
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "natmu_lightning",
             "fit",
-            "--config",
-            str(config),
+            *digits_args("natmu"),
             "--model.init_args.original_ckpt",
             str(tmp_path / "nowhere.ckpt"),
         ],
@@ -101,14 +98,14 @@ def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
 
 @pytest.mark.usefixtures("in_tmp_path")
 def test_a_second_run_never_replaces_the_first_runs_outputs(tmp_path):
-    config = str(Path(__file__).parents[1] / "configs/digits/original.yaml")
-    args = ["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
+    args = ["fit", *digits_args("original"), "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]
     main(args)
     first = {p: digest(p) for p in (tmp_path / "runs").rglob("*") if p.is_file()}
     main(args)
     assert all(digest(p) == h for p, h in first.items()), "a file of the first run changed"
-    assert (tmp_path / "runs/digits/original.ckpt").is_file() and (tmp_path / "runs/digits/original-v1.ckpt").is_file()
-    versions = sorted(p.name for p in (tmp_path / "runs/digits/original/lightning_logs").iterdir())
+    second = DIGITS_ORIGINAL.with_name(f"{DIGITS_ORIGINAL.stem}-v1.ckpt")
+    assert (tmp_path / DIGITS_ORIGINAL).is_file() and (tmp_path / second).is_file()
+    versions = sorted(p.name for p in (tmp_path / digits_run_folder("original")).iterdir())
     assert versions == ["version_0", "version_1"]
 
 
@@ -134,8 +131,7 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
     cli = main(
         [
             "validate",
-            "--config",
-            str(Path(__file__).resolve().parents[1] / "configs/digits/natmu.yaml"),
+            *digits_args("natmu"),
             "--model.init_args.original_ckpt",
             "original.pt",
             "--evaluator.reference_ckpt",

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder
+
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "digits"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -28,7 +29,7 @@ def cli(args, cwd, **popen):
 
 def final_state(run_root: Path):
     ckpt = torch.load(run_root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    metrics_files = sorted((run_root / "lightning_logs").glob("version_*/unlearning_metrics.json"))
+    metrics_files = sorted(run_root.glob("version_*/unlearning_metrics.json"))
     return ckpt, json.loads(metrics_files[-1].read_text())
 
 
@@ -37,20 +38,19 @@ def final_state(run_root: Path):
 def test_killed_run_resumes_exactly(tmp_path):
     epochs = ["--trainer.max_epochs", "3"]
     for name in ("original", "retrain"):
-        cli(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--trainer.max_epochs", "3", *QUIET], tmp_path)
+        cli(["fit", *digits_args(name), "--trainer.max_epochs", "3", *QUIET], tmp_path)
 
     straight = tmp_path / "straight"
     straight.mkdir()
     natmu = [
         "fit",
-        "--config",
-        str(CONFIGS / "natmu.yaml"),
+        *digits_args("natmu"),
         *epochs,
         *QUIET,
         "--model.init_args.original_ckpt",
-        str(tmp_path / "runs/digits/original.ckpt"),
+        str(tmp_path / DIGITS_ORIGINAL),
         "--evaluator.reference_ckpt",
-        str(tmp_path / "runs/digits/retrain.ckpt"),
+        str(tmp_path / DIGITS_RETRAIN),
     ]
     cli(natmu, straight)
 
@@ -73,7 +73,7 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert process.returncode == -signal.SIGKILL
     cli(natmu + ["--ckpt_path", "last"], interrupted)
 
-    run = Path("runs/digits/natmu")
+    run = digits_run_folder("natmu")
     a_ckpt, a_metrics = final_state(straight / run)
     b_ckpt, b_metrics = final_state(interrupted / run)
     steps_per_epoch = -(-(1127 + 4 * 130) // 64)  # remaining + 4 hybrids per forget sample, batch 64
@@ -84,13 +84,8 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert a_metrics == b_metrics
 
     # The resumed run's record keeps the first start and the original's metrics.
-    records = [
-        json.loads(p.read_text())
-        for p in sorted((interrupted / run / "lightning_logs").glob("version_*/unlearning_record.json"))
-    ]
-    straight_record = json.loads(
-        next((straight / run / "lightning_logs").glob("version_*/unlearning_record.json")).read_text()
-    )
+    records = [json.loads(p.read_text()) for p in sorted((interrupted / run).glob("version_*/unlearning_record.json"))]
+    straight_record = json.loads(next((straight / run).glob("version_*/unlearning_record.json")).read_text())
     assert len(records) == 1  # the killed run never reached the end of its fit
     assert len(records[0]["resumed_at"]) == 1 and records[0]["started_at"] < records[0]["resumed_at"][0]
     assert records[0]["metrics_before"] == straight_record["metrics_before"]

@@ -21,6 +21,7 @@ from pytorch_lightning.loggers import CSVLogger
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, FTModule, NatMUModule, SmallCNN
 from natmu_lightning.data import IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, RECORD_FILENAME, indices_sha256, load_previous_request
+from tests.tiny_runs import digits_args, digits_run_folder
 
 NUM_CLASSES = 4
 
@@ -181,19 +182,19 @@ def test_the_readme_second_request_command_runs(tmp_path, monkeypatch):
     from natmu_lightning.cli import main
 
     monkeypatch.chdir(tmp_path)
-    configs = Path(__file__).resolve().parents[1] / "configs" / "digits"
+    repo = Path(__file__).resolve().parents[1]
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    main(["fit", "--config", str(configs / "original.yaml"), "--trainer.max_epochs", "10", *quiet])
-    main(["fit", "--config", str(configs / "natmu.yaml"), "--evaluator.reference_ckpt", "null", *quiet])
+    main(["fit", *digits_args("original"), "--trainer.max_epochs", "10", *quiet])
+    main(["fit", *digits_args("natmu"), "--evaluator.reference_ckpt", "null", *quiet])
     command = readme_command("### Repeated deletion requests")
     assert command[:2] == ["natmu-lightning", "fit"]
     # The README runs from the repository's root; this test runs in its own folder.
-    command = [str(configs.parents[1] / arg) if arg.startswith("configs/") else arg for arg in command]
+    command = [str(repo / arg) if arg.startswith("configs/") else arg for arg in command]
     cli = main([*command[1:], *quiet])
     second = Path(cli.trainer.log_dir).resolve()
-    assert second.is_relative_to(tmp_path / "runs" / "request2")
+    assert second.is_relative_to(tmp_path / digits_run_folder("natmu").with_name("request2"))
     record = json.loads((second / RECORD_FILENAME).read_text())
-    first = tmp_path / "runs" / "digits" / "natmu" / "lightning_logs" / "version_0" / RECORD_FILENAME
+    first = tmp_path / digits_run_folder("natmu") / "version_0" / RECORD_FILENAME
     assert record["previous_record"]["path"] == str(first.resolve())
     assert not set(np.load(second / "forget_indices.npy").tolist()) & set(
         np.load(first.parent / "forget_indices.npy").tolist()

@@ -1,5 +1,6 @@
 """Tiny synthetic runs for the evaluator tests: a 4-class 8x8 image source, its datamodule,
-a small model and a quiet CPU trainer with a CSV logger, and readers of what a run wrote."""
+a small model and a quiet CPU trainer with a CSV logger, and readers of what a run wrote;
+where the shipped digits runs read and write (``digits_args``, ``digits_run_folder``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,33 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN
+from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder
 from natmu_lightning.data import RandomForget, SyntheticImages
 
 NUM_CLASSES = 4
+
+
+def digits_checkpoint(name: str) -> Path:
+    """The checkpoint file the digits run ``name`` writes (a path relative to its working folder)."""
+    return checkpoint_files(merged(composition("digits", name)))[0]
+
+
+DIGITS_ORIGINAL, DIGITS_RETRAIN = digits_checkpoint("original"), digits_checkpoint("retrain")
+
+
+def digits_args(name: str) -> list[str]:
+    """The ``--config`` arguments of the shipped digits run ``name`` (base.yaml, then the fragment)."""
+    return config_args(composition("digits", name))
+
+
+def digits_run_folder(name: str) -> Path:
+    """Where the digits run ``name`` logs (``version_N/``) and checkpoints (``checkpoints/``)."""
+    return run_folder(merged(composition("digits", name)))
+
+
+def newest_version(run_folder: Path) -> Path:
+    """The newest ``version_N`` log folder of a run folder."""
+    return max(run_folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
 def synthetic(**kw) -> SyntheticImages:

@@ -10,7 +10,8 @@ From YAML or the CLI only what differs from the method's default needs saying::
         recipe:
           lr: 0.03            # the rest stays NatMU's default recipe
 
-    natmu-lightning fit --config configs/digits/natmu.yaml --model.init_args.recipe.lr 0.01
+    natmu-lightning fit --config configs/digits/base.yaml --config configs/digits/natmu.yaml \
+        --model.init_args.recipe.lr 0.01
 
 From Python: ``NatMUModule(backbone, original_ckpt=..., recipe=NATMU_RECIPE.replace(lr=0.03))``
 (a plain dict, e.g. ``{"lr": 0.03}``, is read the same way). Checkpoints hold the recipe as a

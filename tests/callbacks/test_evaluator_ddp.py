@@ -26,8 +26,8 @@ from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, 
 from natmu_lightning.callbacks.distributed import sharded_logits
 from natmu_lightning.data import IndexForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args
 
-REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 4
 # 7 forget samples (odd: no even split over 2 ranks), 53 remaining (odd), 36 test.
 FORGET = [0, 3, 4, 9, 17, 22, 31]
@@ -201,22 +201,21 @@ def test_two_processes_give_identical_metrics_and_logits(tmp_path):
 @pytest.mark.slow  # ~25 s; test_two_processes_give_identical_metrics_and_logits covers exactness by default
 @pytest.mark.timeout(300)
 def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
-    """``natmu-lightning validate`` on configs/digits/natmu.yaml, 1 vs 2 processes.
+    """``natmu-lightning validate`` on the digits NatMU run, 1 vs 2 processes.
 
     The configs' relative paths (runs/digits/...) resolve inside tmp_path: one epoch of
-    original.yaml and retrain.yaml writes the checkpoints natmu.yaml points at.
+    the original and Retrain runs writes the checkpoints the NatMU run points at.
     """
     from natmu_lightning.cli import main
 
-    configs = REPO / "configs" / "digits"
     monkeypatch.chdir(tmp_path)
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    for name in ("original", "retrain"):
-        main(["fit", "--config", str(configs / f"{name}.yaml"), "--trainer.max_epochs", "1", *quiet])
-        assert (tmp_path / "runs" / "digits" / f"{name}.ckpt").is_file()
+    for name, written_file in (("original", DIGITS_ORIGINAL), ("retrain", DIGITS_RETRAIN)):
+        main(["fit", *digits_args(name), "--trainer.max_epochs", "1", *quiet])
+        assert (tmp_path / written_file).is_file()
 
-    validate = ["validate", "--config", str(configs / "natmu.yaml"), *quiet]
-    main([*validate, "--trainer.devices", "1", "--trainer.default_root_dir", "runs/one"])
+    validate = ["validate", *digits_args("natmu"), *quiet]
+    main([*validate, "--trainer.devices", "1", "--trainer.logger.init_args.save_dir", "runs/one"])
     main(
         [
             *validate,
@@ -226,7 +225,7 @@ def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
             "ddp_spawn",
             "--trainer.accelerator",
             "cpu",
-            "--trainer.default_root_dir",
+            "--trainer.logger.init_args.save_dir",
             "runs/two",
         ]
     )
@@ -242,4 +241,4 @@ def test_cli_validate_same_on_one_and_two_processes(tmp_path, monkeypatch):
     assert one == two
     assert one["stage"] == "validate"
     assert {"forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap", "reference"} <= set(one)
-    assert one["reference_ckpt"] == "runs/digits/retrain.ckpt"
+    assert one["reference_ckpt"] == str(DIGITS_RETRAIN)

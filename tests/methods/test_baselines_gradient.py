@@ -31,15 +31,15 @@ from natmu_lightning.methods.neggrad import NegGradPlusModule
 from natmu_lightning.methods.rl import RLModule, random_other_labels
 from natmu_lightning.methods.salun import SalUnModule, saliency_masks
 from natmu_lightning.predict import predict_logits
+from tests.tiny_runs import DIGITS_ORIGINAL, digits_args
 
-ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["ft", "rl", "ga", "neggrad", "salun", "l1_sparse"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 @pytest.fixture(scope="module")
 def original(digits_checkpoints: Path) -> str:
-    return str(digits_checkpoints / "runs/digits/original.ckpt")
+    return str(digits_checkpoints / DIGITS_ORIGINAL)
 
 
 def original_state(path: str) -> dict[str, torch.Tensor]:
@@ -74,16 +74,13 @@ def test_digits_config_runs(method: str, digits_workdir: Path, tmp_path: Path) -
     cli = main(
         [
             "fit",
-            "--config",
-            str(ROOT / f"configs/digits/{method}.yaml"),
+            *digits_args(method),
             "--trainer.max_epochs",
             "1",
             "--trainer.max_steps",
             "3",
             "--trainer.limit_val_batches",
             "0",
-            "--trainer.default_root_dir",
-            str(tmp_path),
             *QUIET,
         ]
     )
@@ -135,12 +132,9 @@ def test_bad_value_in_config_stops_before_training(digits_workdir: Path, tmp_pat
         main(
             [
                 "fit",
-                "--config",
-                str(ROOT / "configs/digits/salun.yaml"),
+                *digits_args("salun"),
                 "--model.init_args.saliency_fraction",
                 "0",
-                "--trainer.default_root_dir",
-                str(tmp_path),
                 *QUIET,
             ]
         )

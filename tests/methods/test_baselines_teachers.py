@@ -28,15 +28,15 @@ from natmu_lightning.methods.teachers import (
     move_teachers,
     randomly_initialised_copy,
 )
+from tests.tiny_runs import DIGITS_ORIGINAL, digits_args
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = {name: REPO / "configs" / "digits" / f"{name}.yaml" for name in ("bad_teacher", "scrub", "ssd")}
+CONFIGS = ("bad_teacher", "scrub", "ssd")  # their digits runs (tests.tiny_runs.digits_args)
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 @pytest.fixture(scope="module")
 def original_ckpt(digits_checkpoints):
-    return str(digits_checkpoints / "runs" / "digits" / "original.ckpt")
+    return str(digits_checkpoints / DIGITS_ORIGINAL)
 
 
 def quick_trainer(tmp_path, **kwargs):
@@ -68,14 +68,11 @@ def test_digits_config_runs_through_cli(digits_workdir, tmp_path, name):
     cli = main(
         [
             "fit",
-            "--config",
-            str(CONFIGS[name]),
+            *digits_args(name),
             "--trainer.max_epochs",
             "1",
             "--trainer.limit_train_batches",
             "3",
-            "--trainer.default_root_dir",
-            str(tmp_path),
             *QUIET,
         ]
     )
@@ -105,7 +102,7 @@ def test_digits_config_runs_through_cli(digits_workdir, tmp_path, name):
 def test_bad_values_fail_in_cli_before_training(digits_workdir, tmp_path, override, match):
     name, *args = override
     with pytest.raises(ValueError, match=match):
-        main(["fit", "--config", str(CONFIGS[name]), "--trainer.default_root_dir", str(tmp_path), *args, *QUIET])
+        main(["fit", *digits_args(name), *args, *QUIET])
     assert not list(tmp_path.rglob("unlearning_metrics.json"))
 
 
