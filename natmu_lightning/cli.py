@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from natmu_lightning.callbacks import UnlearningEvaluator
+from natmu_lightning.callbacks.record import find_evaluator
 from natmu_lightning.data import ForgetRemainDataModule
 
 
@@ -30,6 +31,9 @@ class NatMUCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         place_checkpoints(trainer)
+        evaluator = find_evaluator(trainer)
+        if evaluator is not None:
+            refuse_own_reference(trainer, evaluator.reference_ckpt)
         return trainer
 
 
@@ -45,10 +49,27 @@ def place_checkpoints(trainer: pl.Trainer) -> None:
     logger = trainer.logger
     if logger is None or logger.save_dir is None:
         return
-    folder = os.path.realpath(os.path.join(logger.save_dir, logger.name or "", "checkpoints"))
+    folder = os.path.join(logger.save_dir, logger.name or "", "checkpoints")
+    if "://" not in folder:  # a local path, absolute as ModelCheckpoint makes its own
+        folder = os.path.realpath(folder)
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = folder
+
+
+def refuse_own_reference(trainer: pl.Trainer, reference_ckpt: str | None) -> None:
+    """Raise ``ValueError`` when the evaluator's reference is a checkpoint this run writes itself
+    (a forget-request fragment composed after ``retrain.yaml`` gives Retrain its own output)."""
+    if reference_ckpt is None:
+        return
+    reference = os.path.realpath(reference_ckpt)
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath and callback.filename:
+            if os.path.realpath(os.path.join(callback.dirpath, f"{callback.filename}.ckpt")) == reference:
+                raise ValueError(
+                    f"evaluator.reference_ckpt {reference_ckpt} is the checkpoint this run writes; compose a forget-"
+                    "request fragment before original.yaml / retrain.yaml, or pass --evaluator.reference_ckpt null"
+                )
 
 
 def main(args: Sequence[str] | None = None, run: bool = True) -> NatMUCLI:

@@ -72,9 +72,18 @@ class QuickstartConfig:
 
     @classmethod
     def from_configs(cls, seed: int = 0) -> QuickstartConfig:
-        """The digits configs' settings, with ``seed`` as the run seed and the forget set's seed."""
+        """The digits configs' settings, with ``seed`` as the run seed and the forget set's seed.
+
+        Raises:
+            ValueError: the digits Retrain config trains otherwise than the original (the demo
+                trains both with one recipe and length, as the paper does).
+        """
         original = merged(composition("digits", "original"))
+        retrain = merged(composition("digits", "retrain"))
         natmu = merged(composition("digits", "natmu"))
+        for keys in (("trainer", "max_epochs"), ("model", "init_args", "recipe"), ("data",)):
+            if _nested(retrain, keys) != _nested(original, keys):
+                raise ValueError(f"configs/digits: retrain.yaml's {'.'.join(keys)} differs from original.yaml's")
         data = original["data"]
         return cls(
             noise_std=data["source"]["init_args"]["noise_std"],
@@ -89,6 +98,12 @@ class QuickstartConfig:
             hybrids=HybridOptions.read(natmu["data"]["natmu"]),
             seed=seed,
         )
+
+
+def _nested(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        config = config[key]
+    return config
 
 
 def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:

@@ -108,6 +108,9 @@ def test_quickstart_settings_are_the_digits_configs_as_the_cli_reads_them():
             cfg.seed,
         )
     assert natmu.datamodule.natmu == cfg.hybrids
+    # The values README.md states for the quickstart, pinned here so a config edit shows up.
+    assert (cfg.classifier_epochs, cfg.unlearn_epochs, cfg.unlearn_recipe.lr) == (100, 5, 0.03)
+    assert (cfg.forget_ratio, cfg.hybrids.delta, cfg.hybrids.k, cfg.noise_std) == (0.1, -0.19, 4, 0.25)
 
 
 def test_failed_checkpoint_save_keeps_the_previous_file_and_no_temporary(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.cli import main
 from natmu_lightning.data import IndexForget
-from tests.tiny_runs import DIGITS_ORIGINAL, digits_args, digits_run_folder
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder
 
 
 def digest(path):
@@ -149,3 +149,13 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
 
     reloaded = NatMUModule.load_from_checkpoint("natmu.ckpt", backbone=SmallCNN(num_classes=10))
     assert reloaded.recipe.lr == 3e-3
+
+
+@pytest.mark.usefixtures("in_tmp_path")
+def test_a_run_whose_reference_is_its_own_output_is_refused():
+    """A forget fragment composed after retrain.yaml would hand Retrain its own checkpoint as reference."""
+    DIGITS_RETRAIN.parent.mkdir(parents=True)
+    DIGITS_RETRAIN.write_bytes(b"a previous Retrain")
+    with pytest.raises(ValueError, match="is the checkpoint this run writes"):
+        main([*digits_args("retrain"), "--evaluator.reference_ckpt", str(DIGITS_RETRAIN)], run=False)
+    assert DIGITS_RETRAIN.read_bytes() == b"a previous Retrain"

@@ -62,8 +62,10 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def check_backbone_args(num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Validate the constructor arguments shared by every backbone.
+def check_backbone_args(
+    num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float], width: int | None = None
+) -> None:
+    """Validate the constructor arguments shared by every backbone (``width``: of those that have one).
 
     Raises:
         ValueError: Naming the offending argument.
@@ -76,3 +78,5 @@ def check_backbone_args(num_classes: int, in_channels: int, mean: Sequence[float
         raise ValueError(f"mean must have in_channels={in_channels} entries, got {len(mean)}")
     if len(std) != in_channels:
         raise ValueError(f"std must have in_channels={in_channels} entries, got {len(std)}")
+    if width is not None and width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")

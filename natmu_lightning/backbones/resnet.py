@@ -58,9 +58,7 @@ class _CifarResNet(nn.Module):
     ) -> None:
         num_blocks = self.num_blocks
         super().__init__()
-        check_backbone_args(num_classes, in_channels, mean, std)
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        check_backbone_args(num_classes, in_channels, mean, std, width)
         self.normalize = Normalize(mean, std)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

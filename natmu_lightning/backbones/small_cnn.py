@@ -45,9 +45,7 @@ class SmallCNN(nn.Module):
         width: int = 32,
     ) -> None:
         super().__init__()
-        check_backbone_args(num_classes, in_channels, mean, std)
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        check_backbone_args(num_classes, in_channels, mean, std, width)
         self.normalize = Normalize(mean, std)
         self.features = nn.Sequential(
             _conv_bn_relu(in_channels, width),

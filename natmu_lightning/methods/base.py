@@ -74,6 +74,10 @@ class BackboneModule(pl.LightningModule):
         if self.requires_original_ckpt and not original_ckpt:
             raise ValueError(f"{type(self).__name__} needs original_ckpt: the trained model to unlearn")
         self.recipe = recipe
+        # a 0.1 checkpoint's separate settings (load_from_checkpoint), or a call written for 0.1
+        self._legacy_keys = sorted(set(checkpoint_keys) & LEGACY_RECIPE_KEYS)
+        if self._legacy_keys:
+            self._warn_legacy(self._legacy_keys)
         self.save_hyperparameters(ignore=["backbone", "recipe", *checkpoint_keys])
         if self.recipe is not None:
             # a plain dict: checkpoints load with weights_only=True and the CLI parses it back
@@ -134,10 +138,14 @@ class BackboneModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         old = sorted(set(checkpoint.get("hyper_parameters", {})) & LEGACY_RECIPE_KEYS)
-        if old and self.recipe is not None:
+        if old and not self._legacy_keys:  # else __init__ said so
+            self._warn_legacy(old)
+
+    def _warn_legacy(self, keys: list[str]) -> None:
+        if self.recipe is not None:
             rank_zero_warn(
-                f"this checkpoint was written before 0.2: its optimisation settings {old} are not read (the "
-                f"module uses {self.recipe}); pass recipe={{...}} to change them"
+                f"{type(self).__name__} ignores {keys}, optimisation settings as 0.1 took them (so a checkpoint "
+                f"written before 0.2 holds them): the module uses {self.recipe}; pass recipe={{...}} to change them"
             )
 
     # ------------------------------------------------------------------ deferred loss checks

@@ -255,7 +255,7 @@ def test_a_checkpoint_from_before_the_recipe_loads_its_weights_and_says_what_it_
         {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": pl.__version__},
         tmp_path / "old.ckpt",
     )
-    with pytest.warns(UserWarning, match=r"before 0.2: its optimisation settings \['lr', 'optimizer'\] are not read"):
+    with pytest.warns(UserWarning, match=r"ignores \['lr', 'optimizer'\].*written before 0.2"):
         reloaded = NatMUModule.load_from_checkpoint(tmp_path / "old.ckpt", backbone=SmallCNN(num_classes=10))
     assert reloaded.recipe.lr == 1e-3
     for name, tensor in module.state_dict().items():
@@ -272,7 +272,11 @@ def test_forwarded_arguments_are_named_in_the_cli_and_a_misspelt_one_is_refused(
         NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_clasifier=True)
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), reinit_classifier=True)
     assert module.hparams["reinit_classifier"] is True and "reinit_clasifier" not in module.hparams
-    with pytest.raises(SystemExit):
-        main(["fit", "--model", "natmu_lightning.NatMUModule", "--model.help", "natmu_lightning.NatMUModule"])
-    shown = capsys.readouterr().out
-    assert "--model.reinit_classifier" in shown and "--model.checkpoint_prefix" in shown
+    for name in ("NatMUModule", "SalUnModule"):  # SalUn forwards through RLModule to the base
+        with pytest.raises(SystemExit):
+            main(["fit", "--model.help", f"natmu_lightning.{name}"])
+        shown = capsys.readouterr().out
+        assert "--model.reinit_classifier" in shown and "--model.checkpoint_prefix" in shown, name
+    assert "--model.relabel" in shown
+    with pytest.warns(UserWarning, match=r"ignores \['lr'\].*recipe"):
+        NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), lr=0.03)
