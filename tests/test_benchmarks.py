@@ -469,3 +469,26 @@ def test_gpu_check_dry_run_on_cpu_runs_every_phase(tmp_path, monkeypatch):
     assert vgg["32-true"]["natmu_step_over_ft_step"] > 0 and vgg["stream"]["loader_images_per_s"] > 0
     assert 0 < vgg["evaluation"]["eval_fraction_32_true"]
     assert json.loads((tmp_path / "g" / "gpu_check.json").read_text())["vgg16"]["batch_size"] == 8
+
+
+def test_selection_proxy_replays_a_search_by_hand_computed_scores():
+    """Two seeds, three candidates, the same on both. True gaps: A 1, B 2, C 9 (A is the
+    searched one). Reference-free gaps: A 3, B 2, C 0 (C forgot everything: test accuracy 10
+    against the original's 90), so reference_free picks C (ratio 9). With the test drop the
+    scores are A 3 + 0, B 2 + 5, C 0 + 80: A, on each seed alone and on both."""
+    proxy = load("selection_proxy")
+    original = lambda seed: {"method": "original", "seed": seed, "status": "ok", "test_acc": 90.0}  # noqa: E731
+    rows = [original(100), original(101)]
+    for seed in (100, 101):
+        for lr, gap, rf, test in ((0.01, 1.0, 3.0, 90.0), (0.03, 2.0, 2.0, 85.0), (0.3, 9.0, 0.0, 10.0)):
+            rows.append({"method": "natmu", "seed": seed, "status": "ok", "params": {"lr": lr}, "avg_gap": gap,
+                         "reference_free_gap": rf, "test_acc": test})  # fmt: skip
+    rows.append(
+        {"method": "natmu", "seed": 100, "status": "ok", "params": {"lr": 1.0}, "avg_gap": 0.0}
+    )  # one seed only
+    result = proxy.select(rows)
+    assert result["searched"] == '{"lr": 0.01}' and result["searched_gap"] == 1.0
+    assert result["reference_free"]["selected"] == '{"lr": 0.3}' and result["reference_free"]["ratio"] == 9.0
+    with_drop = result["reference_free+test_drop"]
+    assert with_drop["selected"] == '{"lr": 0.01}' and with_drop["ratio"] == 1.0
+    assert [e["ratio"] for e in with_drop["each_seed"]] == [1.0, 1.0]
