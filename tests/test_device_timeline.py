@@ -22,7 +22,14 @@ from natmu_lightning.cli import main
 from natmu_lightning.data import ClassForget, Digits
 from natmu_lightning.hybrids import build_hybrid_plan
 from natmu_lightning.predict import predict_logits
-from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder, newest_version
+from tests.tiny_runs import (
+    DIGITS_ORIGINAL,
+    DIGITS_RETRAIN,
+    digits_args,
+    digits_run_folder,
+    newest_version,
+    quiet_trainer,
+)
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 TIMELINE = ["--trainer.strategy", '{"class_path": "tests.accelerator_timeline.AcceleratorTimeline"}']
@@ -175,17 +182,7 @@ def test_training_inputs_follow_the_precision(digits_runs: Path, tmp_path: Path,
     uint8: the datamodule casts them after mixing instead."""
     original = str(digits_runs / DIGITS_ORIGINAL)
     spy = InputDtype()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        callbacks=[spy],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1, precision=precision, callbacks=[spy])
     trainer.fit(
         NatMUModule(SmallCNN(num_classes=10), original_ckpt=original), datamodule=ForgetRemainDataModule(batch_size=64)
     )
@@ -194,16 +191,7 @@ def test_training_inputs_follow_the_precision(digits_runs: Path, tmp_path: Path,
 
 def test_options_the_method_cannot_honour_fail_before_training(digits_runs: Path, tmp_path: Path) -> None:
     def refused(backbone: torch.nn.Module, original: str, **trainer_options) -> str:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            default_root_dir=tmp_path,
-            **trainer_options,
-        )
+        trainer = quiet_trainer(tmp_path, limit_val_batches=None, max_epochs=1, **trainer_options)
         module = NatMUModule(backbone, original_ckpt=original)
         before = {k: v.clone() for k, v in module.state_dict().items()}
         try:
@@ -236,16 +224,7 @@ def test_compiled_module_trains_and_evaluates(digits_runs: Path, tmp_path: Path)
         torch.manual_seed(0)
         torch._dynamo.reset()
         evaluator = UnlearningEvaluator(attacks=())
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            limit_val_batches=0,
-            callbacks=[evaluator],
-            default_root_dir=tmp_path,
-        )
+        trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[evaluator])
         module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=original)
         with torch._dynamo.config.patch(recompile_limit=4, fail_on_recompile_limit_hit=True):
             trainer.fit(

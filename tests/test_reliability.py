@@ -10,7 +10,7 @@ import torch
 from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.cli import main
 from natmu_lightning.data import IndexForget
-from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder, quiet_trainer
 
 
 def digest(path):
@@ -116,15 +116,7 @@ def test_a_checkpoint_saved_from_python_validates_through_the_cli(tmp_path):
     torch.manual_seed(0)
     torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt="original.pt", recipe={"lr": 3e-3})
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=64))
     trainer.save_checkpoint("natmu.ckpt", weights_only=False)
 

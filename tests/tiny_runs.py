@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -14,7 +15,8 @@ from pytorch_lightning.loggers import CSVLogger
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN
 from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder
-from natmu_lightning.data import RandomForget, SyntheticImages
+from natmu_lightning.data import DataSource, RandomForget, SyntheticImages
+from natmu_lightning.data.transforms import to_unit_float
 
 NUM_CLASSES = 4
 
@@ -71,20 +73,49 @@ def make_model(
     )
 
 
-def make_trainer(root: Path, callbacks, **kw) -> pl.Trainer:
-    args = dict(
+def quiet_trainer(root: Path, **overrides: Any) -> pl.Trainer:
+    """A one-device CPU trainer that writes nothing (no logger, no checkpoint), prints no progress
+    bar or model summary and runs no Lightning validation loop; ``overrides`` change any of it."""
+    args: dict[str, Any] = dict(
         accelerator="cpu",
         devices=1,
-        max_epochs=1,
         default_root_dir=str(root),
-        logger=CSVLogger(str(root), name="logs"),
+        logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
-        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
-    args.update(kw)
-    return pl.Trainer(callbacks=callbacks, **args)
+    return pl.Trainer(**{**args, **overrides})
+
+
+def make_trainer(root: Path, callbacks, **kw) -> pl.Trainer:
+    """A :func:`quiet_trainer` for one epoch that logs to CSV (``root/logs``) and runs Lightning's
+    validation loop without sanity steps."""
+    args: dict[str, Any] = dict(
+        max_epochs=1, logger=CSVLogger(str(root), name="logs"), num_sanity_val_steps=0, limit_val_batches=None
+    )
+    return quiet_trainer(root, callbacks=callbacks, **{**args, **kw})
+
+
+def pretrained_small_cnn(
+    source: DataSource, num_classes: int, path: Path, seed: int = 0, steps: int = 60, batch_size: int = 64
+) -> str:
+    """A width-4 SmallCNN trained briefly by a plain torch loop (Adam, lr 1e-2, random batches of the
+    training split drawn from ``seed``), saved as a state dict at ``path``: varied, confident outputs."""
+    torch.manual_seed(seed)
+    net = SmallCNN(num_classes=num_classes, width=4)
+    data = source.load().train
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, data.targets.numel(), (batch_size,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(net(to_unit_float(data.images[idx])), data.targets[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.save(net.state_dict(), path)
+    return str(path)
 
 
 def read_json(trainer: pl.Trainer, name: str = "unlearning_metrics.json") -> dict:

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
 
 from natmu_lightning.cli import main
 from natmu_lightning.data import ForgetRemainDataModule, SyntheticImages
 from natmu_lightning.methods import NatMUModule
+from tests.tiny_runs import quiet_trainer
 
 NUM_CLASSES = 3
 SOURCE = {"num_classes": NUM_CLASSES, "train_per_class": 8, "test_per_class": 4}
@@ -77,16 +77,7 @@ def test_natmu_unlearns_a_library_model_from_its_state_dict(tmp_path: Path, libr
     for name, tensor in original.state_dict().items():  # the original weights, loaded strictly
         assert torch.equal(natmu.backbone.state_dict()[name], tensor), name
     datamodule = ForgetRemainDataModule(source=SyntheticImages(**SOURCE), batch_size=8, natmu={"k": 2})
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(natmu, datamodule=datamodule)
     assert trainer.global_step == 2 and datamodule.hybrid_plan is not None
     moved = any(not torch.equal(natmu.backbone.state_dict()[k], v) for k, v in original.state_dict().items())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,16 @@ from natmu_lightning.data import ClassForget, Digits, IndexForget, RandomForget,
 from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.reference_free import REFERENCE_FREE_KEYS
-from tests.tiny_runs import NUM_CLASSES, make_dm, make_model, make_trainer, read_csv, read_json, synthetic
+from tests.tiny_runs import (
+    NUM_CLASSES,
+    make_dm,
+    make_model,
+    make_trainer,
+    pretrained_small_cnn,
+    read_csv,
+    read_json,
+    synthetic,
+)
 
 
 # --------------------------------------------------------------------------- #
@@ -99,31 +107,13 @@ def assert_matches_reference(record: dict, ref: dict) -> None:
     assert abs(record["mia_entropy"] - ref["mia_entropy"]) <= 100.0 * ref["_borderline"] / ref["_n_forget"] + 1e-9
 
 
-def pretrain(source, num_classes: int, path: Path, steps: int = 60) -> str:
-    """A trained SmallCNN (plain torch loop on the whole training split), saved as a state dict."""
-    torch.manual_seed(0)
-    net = SmallCNN(num_classes=num_classes, width=4)
-    data = source.load().train
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, data.targets.numel(), (64,), generator=g)
-        loss = torch.nn.functional.cross_entropy(net(to_unit_float(data.images[idx])), data.targets[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.save(net.state_dict(), path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, str]:
     """Weights files of trained models: ``synthetic`` (4 classes) and ``digits`` (10)."""
     root = tmp_path_factory.mktemp("weights")
     return {
-        "synthetic": pretrain(synthetic(), NUM_CLASSES, root / "synthetic.pt"),
-        "digits": pretrain(Digits(), 10, root / "digits.pt"),
+        "synthetic": pretrained_small_cnn(synthetic(), NUM_CLASSES, root / "synthetic.pt"),
+        "digits": pretrained_small_cnn(Digits(), 10, root / "digits.pt"),
     }
 
 

@@ -26,7 +26,7 @@ from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, 
 from natmu_lightning.callbacks.distributed import sharded_logits
 from natmu_lightning.data import IndexForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
-from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args
+from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, pretrained_small_cnn
 
 NUM_CLASSES = 4
 # 7 forget samples (odd: no even split over 2 ranks), 53 remaining (odd), 36 test.
@@ -67,23 +67,6 @@ def make_dm() -> ForgetRemainDataModule:
     # Resolve the forget set here, in the parent, so the children receive it pickled.
     dm.setup("validate")
     return dm
-
-
-def trained_weights(path: Path, seed: int, steps: int = 30) -> str:
-    """A (briefly) trained SmallCNN saved as a plain state dict: varied, confident outputs."""
-    torch.manual_seed(seed)
-    net = SmallCNN(num_classes=NUM_CLASSES, width=4)
-    data = source().load().train
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, data.targets.numel(), (32,), generator=g)
-        loss = torch.nn.functional.cross_entropy(net(to_unit_float(data.images[idx])), data.targets[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.save(net.state_dict(), path)
-    return str(path)
 
 
 class LogitsDump(pl.Callback):
@@ -152,8 +135,8 @@ def plain_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) 
 
 @pytest.mark.timeout(300)
 def test_two_processes_give_identical_metrics_and_logits(tmp_path):
-    weights = trained_weights(tmp_path / "model.pt", seed=0)
-    reference = trained_weights(tmp_path / "retrain.pt", seed=1)
+    weights = pretrained_small_cnn(source(), NUM_CLASSES, tmp_path / "model.pt", seed=0, steps=30, batch_size=32)
+    reference = pretrained_small_cnn(source(), NUM_CLASSES, tmp_path / "retrain.pt", seed=1, steps=30, batch_size=32)
 
     run_validate(tmp_path / "one", 1, weights, reference)
     run_validate(tmp_path / "two", 2, weights, reference)

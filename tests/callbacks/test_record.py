@@ -31,6 +31,7 @@ from natmu_lightning.callbacks.record import find_record
 from natmu_lightning.data import RandomForget, SyntheticImages
 from natmu_lightning.records import RECORD_FILENAME
 from natmu_lightning.records import main as summary_main
+from tests import tiny_runs
 
 NUM_CLASSES = 4
 
@@ -51,20 +52,9 @@ def make_dm(seed: int = 0) -> ForgetRemainDataModule:
 
 
 def make_trainer(root: Path, callbacks: list, version: str, **kw) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=2,
-        default_root_dir=str(root),
-        logger=CSVLogger(str(root), name="logs", version=version),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    args.update(kw)
-    return pl.Trainer(callbacks=callbacks, **args)
+    """``tiny_runs.make_trainer`` for two epochs, logging to ``root/logs/<version>``, no validation loop."""
+    args = dict(max_epochs=2, logger=CSVLogger(str(root), name="logs", version=version), limit_val_batches=0)
+    return tiny_runs.make_trainer(root, callbacks, **{**args, **kw})
 
 
 def trained_weights(path: Path, train_on: str, steps: int = 60) -> str:

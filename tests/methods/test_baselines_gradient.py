@@ -31,7 +31,7 @@ from natmu_lightning.methods.neggrad import NegGradPlusModule
 from natmu_lightning.methods.rl import RLModule, random_other_labels
 from natmu_lightning.methods.salun import SalUnModule, saliency_masks
 from natmu_lightning.predict import predict_logits
-from tests.tiny_runs import DIGITS_ORIGINAL, digits_args
+from tests.tiny_runs import DIGITS_ORIGINAL, digits_args, quiet_trainer
 
 METHODS = ["ft", "rl", "ga", "neggrad", "salun", "l1_sparse"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -51,19 +51,7 @@ def fit(
 ) -> ForgetRemainDataModule:
     """Train ``module`` on digits (batch 64, no augmentation) without evaluator or logger."""
     dm = ForgetRemainDataModule(**{"batch_size": 64, "crop_padding": 0, "horizontal_flip": False, **dm_kwargs})
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        callbacks=list(callbacks),
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=max_steps, max_epochs=max_epochs, callbacks=list(callbacks))
     trainer.fit(module, datamodule=dm)
     return dm
 
@@ -242,16 +230,7 @@ def test_rl_fixed_labels_need_the_forget_set(original: str, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="relabel must be 'fixed' or 'per_batch'"):
         RLModule(SmallCNN(num_classes=10), original_ckpt=original, relabel="once")
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(4, 1, 8, 8), torch.arange(4)))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, limit_val_batches=None, max_steps=1)
     with pytest.raises(ValueError, match="relabel='per_batch'"):
         trainer.fit(RLModule(SmallCNN(num_classes=10), original_ckpt=original), train_dataloaders=plain)
 
@@ -458,31 +437,13 @@ def test_salun_resume_keeps_the_mask_and_the_original_weights(original: str, tmp
     kwargs = dict(original_ckpt=original, saliency_fraction=0.1, recipe={"lr": 1e-2, "weight_decay": 0.1})
     first = SalUnModule(SmallCNN(num_classes=10), **kwargs)
     dm = ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(first, datamodule=dm)
     ckpt = tmp_path / "mid.ckpt"
     trainer.save_checkpoint(ckpt)
 
     resumed = SalUnModule(SmallCNN(num_classes=10), **kwargs)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=4)
     trainer.fit(
         resumed,
         datamodule=ForgetRemainDataModule(batch_size=64, crop_padding=0, horizontal_flip=False),

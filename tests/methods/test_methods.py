@@ -12,6 +12,7 @@ from natmu_lightning.backbones import ResNet18, SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, SyntheticImages
 from natmu_lightning.methods import ClassifierModule, NatMUModule
 from natmu_lightning.methods.recipe import LrFactor, Recipe
+from tests.tiny_runs import quiet_trainer
 
 
 @pytest.fixture
@@ -84,14 +85,7 @@ def test_a_checkpoint_prefix_that_matches_nothing_or_does_not_fit_is_refused(ori
 def test_loads_lightning_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = ClassifierModule(SmallCNN(num_classes=10))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, limit_val_batches=None, max_steps=1)
     trainer.fit(model, datamodule=ForgetRemainDataModule(batch_size=32))
     path = tmp_path / "original.ckpt"
     trainer.save_checkpoint(path)
@@ -152,15 +146,7 @@ def test_lr_factor_schedules():
 def test_natmu_trains_with_adamw_cosine_to_zero(original_state, tmp_path):
     _, path = original_state
     module = NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), recipe={"lr": 1e-3, "weight_decay": 2e-3})
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
     trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=128))
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.AdamW)
@@ -235,9 +221,7 @@ def test_nan_loss_stops_with_step_and_advice(tmp_path):
         def forward(self, x):
             return torch.full((x.shape[0], 10), math.nan) + self.w
 
-    trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
-    )
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=True, limit_val_batches=None, max_epochs=1)
     with pytest.raises(FloatingPointError, match="step 0.*smaller learning rate"):
         trainer.fit(ClassifierModule(Exploding()), datamodule=ForgetRemainDataModule(batch_size=32))
 
