@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from benchmarks.presets import CIFAR10_JPEG  # noqa: E402
 from natmu_lightning.checkpoints import load_weights  # noqa: E402
 from natmu_lightning.cli import main as cli_main  # noqa: E402
-from natmu_lightning.configs import composition, config_args, merged  # noqa: E402
+from natmu_lightning.configs import composition, config_args, merged, nested  # noqa: E402
 from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.metrics.names import current_names  # noqa: E402
@@ -293,15 +293,6 @@ def param_args(params: dict) -> list[str]:
 def config_value(config: list[Path], *keys: str):
     """A nested value of a composed config (``configs.merged``), or None when a key is missing."""
     return nested(merged(config), *keys)
-
-
-def nested(value, *keys: str):
-    """``value[keys[0]][keys[1]]...`` of a loaded YAML document, or None when a key is missing."""
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
 
 
 def validate_checkpoint(

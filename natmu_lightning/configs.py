@@ -82,6 +82,22 @@ def _same_classes(base: list, override: list) -> bool:
     )
 
 
+def nested(value: Any, *keys: str) -> Any:
+    """``value[keys[0]][keys[1]]...`` of a loaded YAML document, or None when a key is missing.
+
+    Example:
+        >>> nested({"model": {"init_args": {"recipe": {"lr": 0.03}}}}, "model", "init_args", "recipe", "lr")
+        0.03
+        >>> nested({"model": {}}, "model", "init_args", "recipe") is None
+        True
+    """
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
 def run_folder(config: dict[str, Any]) -> Path:
     """Where a merged config's run logs (``version_N/``) and keeps its checkpoints
     (``checkpoints/``): ``<logger save_dir>/<logger name>`` (``configs/README.md``)."""

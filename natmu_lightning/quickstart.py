@@ -40,7 +40,7 @@ from natmu_lightning import __version__
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_record
-from natmu_lightning.configs import composition, merged
+from natmu_lightning.configs import composition, merged, nested
 from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
 from natmu_lightning.hybrids import HybridOptions
@@ -82,7 +82,7 @@ class QuickstartConfig:
         retrain = merged(composition("digits", "retrain"))
         natmu = merged(composition("digits", "natmu"))
         for keys in (("trainer", "max_epochs"), ("model", "init_args", "recipe"), ("data",)):
-            if _nested(retrain, keys) != _nested(original, keys):
+            if nested(retrain, *keys) != nested(original, *keys):
                 raise ValueError(f"configs/digits: retrain.yaml's {'.'.join(keys)} differs from original.yaml's")
         data = original["data"]
         return cls(
@@ -98,12 +98,6 @@ class QuickstartConfig:
             hybrids=HybridOptions.read(natmu["data"]["natmu"]),
             seed=seed,
         )
-
-
-def _nested(config: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        config = config[key]
-    return config
 
 
 def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
