@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from natmu_lightning.checks import options_from
+from natmu_lightning.images import Images
 
 NUM_MASKS = 4
 """How many gradual masks exist (M1..M4), hence the largest supported ``k``."""
@@ -326,12 +327,13 @@ def mix(forget_images: Tensor, remain_images: Tensor, weights: Tensor) -> Tensor
 
 
 def plan_examples(
-    images: Tensor, targets: Tensor, plan: Mapping[str, Tensor], k: int, delta: float, num_forget: int = 4
+    images: Images, targets: Tensor, plan: Mapping[str, Tensor], k: int, delta: float, num_forget: int = 4
 ) -> dict[str, np.ndarray]:
     """The first ``num_forget`` forgetting samples' hybrids of ``plan``, for figures.
 
     Args:
-        images: uint8 training images ``(N, C, H, W)`` that the plan's indices address.
+        images: uint8 training images ``(N, C, H, W)`` that the plan's indices address (in
+            memory or on disk: only the shown rows are read).
         targets: their labels.
         plan: a plan of :func:`build_hybrid_plan` (``k`` consecutive rows per forgetting sample).
         k: hybrids per forgetting sample.

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from natmu_lightning.images import Images, image_batches
+
 
 def to_unit_float(images: Tensor) -> Tensor:
     """uint8 images in [0, 255] -> float32 in [0, 1] (models normalise internally)."""
@@ -78,12 +80,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
+def predict_logits(model: nn.Module, images: Images, batch_size: int = 512) -> Tensor:
     """Logits of ``model`` (eval mode, no augmentation) on uint8 ``images``, on the model's device.
 
     Args:
         model: any module mapping float images in [0, 1] to logits.
-        images: (N, C, H, W) uint8 images (on any device).
+        images: (N, C, H, W) uint8 images (on any device, or on disk: :mod:`natmu_lightning.images`).
         batch_size: images per forward pass.
 
     Returns:
@@ -91,13 +93,13 @@ def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 512) -> T
     """
     outputs = []
     with eval_mode(model):
-        for start in range(0, images.shape[0], batch_size):
-            outputs.append(model(model_inputs(model, images[start : start + batch_size])).float().cpu())
+        for batch in image_batches(images, batch_size):
+            outputs.append(model(model_inputs(model, batch)).float().cpu())
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs)
 
 
-def predict_probs(model: nn.Module, images: Tensor, batch_size: int = 512) -> Tensor:
+def predict_probs(model: nn.Module, images: Images, batch_size: int = 512) -> Tensor:
     """Softmax probabilities of :func:`predict_logits`."""
     return predict_logits(model, images, batch_size).softmax(dim=1)

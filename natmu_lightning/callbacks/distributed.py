@@ -14,12 +14,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from natmu_lightning.images import Images, image_batches
 from natmu_lightning.predict import eval_mode, model_inputs
 
 T = TypeVar("T")
 
 
-def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: pl.Trainer) -> Tensor:
+def sharded_logits(model: nn.Module, images: Images, batch_size: int, trainer: pl.Trainer) -> Tensor:
     """Logits of ``model`` on every image, computed across ranks, in the input's order.
 
     Global batch ``b`` (images ``b * batch_size`` onwards) runs on rank
@@ -39,10 +40,9 @@ def sharded_logits(model: nn.Module, images: Tensor, batch_size: int, trainer: p
     starts = list(range(0, total, batch_size))[rank::world]
     outputs, positions = [], []
     with eval_mode(model):
-        for start in starts:
-            stop = min(start + batch_size, total)
-            outputs.append(model(model_inputs(model, images[start:stop])).float())
-            positions.append(torch.arange(start, stop))
+        for start, batch in zip(starts, image_batches(images, batch_size, starts)):
+            outputs.append(model(model_inputs(model, batch)).float())
+            positions.append(torch.arange(start, min(start + batch_size, total)))
     num_classes = outputs[0].shape[1] if outputs else _num_classes(model, images)
     local = torch.cat(outputs).cpu() if outputs else torch.zeros(0, num_classes)  # one copy back, not one per batch
     local_pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long)
@@ -101,7 +101,7 @@ def on_rank_zero(trainer: pl.Trainer, compute: Callable[[], T]) -> T:
     return cast(T, trainer.strategy.broadcast(result, src=0))
 
 
-def _num_classes(model: nn.Module, images: Tensor) -> int:
+def _num_classes(model: nn.Module, images: Images) -> int:
     """Output width for a rank that holds no batch (it must still join the gather)."""
     with eval_mode(model):
         return int(model(model_inputs(model, torch.zeros(1, *images.shape[1:], dtype=torch.uint8))).shape[1])

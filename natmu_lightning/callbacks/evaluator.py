@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from natmu_lightning.callbacks.distributed import on_rank_zero, sharded_logits, sync_buffers_from_rank_zero
 from natmu_lightning.checkpoints import load_weights
 from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.images import Images, take
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.names import RENAMED_KEYS
@@ -160,7 +161,7 @@ class UnlearningEvaluator(Callback):
         self._full_sets_every_time = False
         self._val_batches_to_restore: int | float | None = None
         # the training subsets of the last splits seen: (splits, their subsets)
-        self._subsets: tuple[dict[str, tuple[Tensor, Tensor]], dict[str, tuple[Tensor, Tensor]]] | None = None
+        self._subsets: tuple[dict[str, tuple[Images, Tensor]], dict[str, tuple[Images, Tensor]]] | None = None
 
     @property
     def logged_keys(self) -> frozenset[str]:
@@ -299,7 +300,7 @@ class UnlearningEvaluator(Callback):
         }
         return probs, {name: targets for name, (_, targets) in splits.items()}
 
-    def _training_subsets(self, splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, tuple[Tensor, Tensor]]:
+    def _training_subsets(self, splits: dict[str, tuple[Images, Tensor]]) -> dict[str, tuple[Images, Tensor]]:
         """``splits`` with the remaining and test sets cut to their seeded subsets, drawn once
         for a given splits object (the datamodule prepares its splits once per run)."""
         if self._subsets is None or self._subsets[0] is not splits:
@@ -308,7 +309,7 @@ class UnlearningEvaluator(Callback):
                 images, targets = splits[name]
                 keep = _subset_indices(targets.numel(), size, self.seed + offset)
                 if keep is not None:
-                    subsets[name] = (images[keep], targets[keep])
+                    subsets[name] = (take(images, keep), targets[keep])
             self._subsets = (splits, subsets)
         return self._subsets[1]
 
@@ -487,5 +488,5 @@ def _backbone(pl_module: pl.LightningModule) -> nn.Module:
     return backbone
 
 
-def _splits(trainer: pl.Trainer) -> dict[str, tuple[Tensor, Tensor]]:
+def _splits(trainer: pl.Trainer) -> dict[str, tuple[Images, Tensor]]:
     return unlearning_data(trainer, "UnlearningEvaluator").evaluation_splits()

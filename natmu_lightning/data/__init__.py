@@ -20,6 +20,7 @@ from natmu_lightning.data.sources import (
     Digits,
     ImageFolder,
     ImageSplit,
+    LitData,
     MapDataset,
     SourceData,
     SyntheticImages,
@@ -29,6 +30,6 @@ from natmu_lightning.data.sources import (
 __all__ = [
     "CIFAR10", "CIFAR10JPEG", "CIFAR20", "CIFAR100", "ClassBalancedSubset", "ClassForget", "DataSource", "Digits",
     "ForgetRemainDataModule", "ForgetRequest", "HardestForget", "ImageFolder", "ImageSplit",
-    "IndexForget", "MapDataset", "RandomForget", "SourceData", "SubclassForget",
+    "IndexForget", "LitData", "MapDataset", "RandomForget", "SourceData", "SubclassForget",
     "SyntheticImages", "TinyImageNet", "UnlearningData",
 ]

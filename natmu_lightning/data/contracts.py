@@ -14,6 +14,8 @@ from typing import Any, Protocol, cast
 
 from torch import Tensor
 
+from natmu_lightning.images import Images
+
 #: What every part that evaluates, or reads the forget set, needs.
 EVALUATION = ("evaluation_splits",)
 
@@ -46,8 +48,8 @@ class UnlearningData(Protocol):
         """Label of every training sample (index = training-set index)."""
         ...
 
-    def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """(uint8 images, labels) of ``forget``, ``remain`` and ``test`` (and ``forget_test``
+    def evaluation_splits(self) -> dict[str, tuple[Images, Tensor]]:
+        """(uint8 images in memory or on disk, labels) of ``forget``, ``remain`` and ``test`` (and ``forget_test``
         for class requests)."""
         ...
 

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
 from natmu_lightning.hybrids import HybridOptions
+from natmu_lightning.images import Images, take
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
@@ -149,9 +150,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         self.stream: Optional[str] = None
         self._forget_probs: Optional[Tensor] = None
         self._plan_epoch = 0
+        self._resumed_epoch: Optional[int] = None
         self._mask_cache: dict[tuple, Tensor] = {}
         # (the data, forget and remaining indices they were gathered from, the splits)
-        self._evaluation_cache: Optional[tuple[tuple[object, ...], dict[str, tuple[Tensor, Tensor]]]] = None
+        self._evaluation_cache: Optional[tuple[tuple[object, ...], dict[str, tuple[Images, Tensor]]]] = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -263,7 +265,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise ValueError("planning hybrids needs the original model: attach the datamodule to a Trainer with the module")
         return module
 
-    def _original_losses(self, images: Tensor, targets: Tensor) -> Tensor:
+    def _original_losses(self, images: Images, targets: Tensor) -> Tensor:
         """Per-sample losses of the attached module, which must hold the original weights:
         setup runs before any training step, so a module loaded from ``original_ckpt`` does."""
         module = self._model()
@@ -280,7 +282,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
         data, (forget_indices, remain_indices) = self._loaded(), self._resolved_indices()
         if self._forget_probs is None:
-            images = data.train.images[forget_indices]
+            images = take(data.train.images, forget_indices)
             logits = predict_logits(self._model(), images, self.eval_batch_size)
             if logits.shape[1] != self.num_classes:
                 raise ValueError(
@@ -347,7 +349,21 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             batches = LayoutBatches(stream, self._layout(), rank, world_size)
             epoch = trainer.current_epoch if trainer is not None else 0
             return self._loader(batches, None, sampler=LayoutSampler(batches, epoch))
-        return self._loader(stream, self.batch_size, sampler=EpochShuffleSampler(len(stream), self.seed))
+        return self._loader(stream, self.batch_size, sampler=EpochShuffleSampler(len(stream), self.seed, self._loader_epoch()))
+
+    def _loader_epoch(self) -> int:
+        """The epoch a training loader built now serves first.
+
+        Lightning builds (and, with DataLoader workers, starts drawing from) the training
+        loader before it restores a resumed fit's loops and before it calls ``set_epoch``, and
+        then keeps that first iterator for the resumed epoch; so the sampler must know the
+        epoch at construction, from the checkpoint (:meth:`load_state_dict`) until the loops
+        are restored. Without this a resumed fit with workers replays epoch 0's order.
+        """
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self._resumed_epoch is not None:
+            epoch, self._resumed_epoch = max(epoch, self._resumed_epoch), None
+        return epoch
 
     def _layout(self) -> BatchLayout:
         """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""
@@ -385,7 +401,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return self.pin_memory
         return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
-    def evaluation_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+    def evaluation_splits(self) -> dict[str, tuple[Images, Tensor]]:
         """(uint8 images, labels) of each split the evaluator reports.
 
         ``forget``, ``remain`` and ``test``; for full-class and sub-class requests ``test``
@@ -404,15 +420,15 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self._evaluation_cache is not None and all(a is b for a, b in zip(self._evaluation_cache[0], key)):
             return self._evaluation_cache[1]
         splits = {
-            "forget": (data.train.images[forget_indices], data.train.targets[forget_indices]),
-            "remain": (data.train.images[remain_indices], data.train.targets[remain_indices]),
+            "forget": (take(data.train.images, forget_indices), data.train.targets[forget_indices]),
+            "remain": (take(data.train.images, remain_indices), data.train.targets[remain_indices]),
         }
         inside = self.forget.forgotten_test_mask(data)
         if inside is None:
             splits["test"] = (data.test.images, data.test.targets)
         else:
-            splits["test"] = (data.test.images[~inside], data.test.targets[~inside])
-            splits["forget_test"] = (data.test.images[inside], data.test.targets[inside])
+            splits["test"] = (take(data.test.images, ~inside), data.test.targets[~inside])
+            splits["forget_test"] = (take(data.test.images, inside), data.test.targets[inside])
         self._evaluation_cache = (key, splits)
         return splits
 
@@ -481,6 +497,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         """The resolved forget set and plan, so a resumed run continues on the same ones."""
         state: dict[str, Any] = {"seed": self.seed}
+        if self.trainer is not None:
+            # the epoch Lightning gives samplers when it resumes from this checkpoint
+            state["next_epoch"] = self.trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]  # a _ProcessedTracker at run time
         if self.forget_indices is not None:
             state["forget_indices"] = self.forget_indices.clone()
         if self.hybrid_plan is not None:
@@ -495,6 +514,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if "forget_indices" in state_dict and self.forget_indices is not None:
             if not torch.equal(state_dict["forget_indices"], self.forget_indices):
                 raise ValueError("the checkpoint was trained on a different forget set than this configuration resolves")
+        self._resumed_epoch = state_dict.get("next_epoch")
         if "hybrid_plan" in state_dict:
             self.hybrid_plan = {k: v.clone() for k, v in state_dict["hybrid_plan"].items()}
             self._plan_epoch = state_dict.get("plan_epoch", 0)

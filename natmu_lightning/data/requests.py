@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from natmu_lightning.data.sources import ImageSplit, SourceData
+from natmu_lightning.images import Images, take
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
+LossFn = Callable[[Images, Tensor], Tensor]
 """(train images uint8, train targets) -> per-sample loss of the original model."""
 
 
@@ -225,7 +226,7 @@ def resolve_excluding(request: ForgetRequest, data: SourceData, seed: int, origi
     kept = torch.nonzero(keep).flatten()
     train = data.train
     fine = train.fine_targets[kept] if train.fine_targets is not None else None
-    view = SourceData(ImageSplit(train.images[kept], train.targets[kept], fine), data.test, data.classes, data.fine_classes)
+    view = SourceData(ImageSplit(take(train.images, kept), train.targets[kept], fine), data.test, data.classes, data.fine_classes)
     return kept[request.resolve(view, seed, original_losses)]  # sorted, as both are
 
 

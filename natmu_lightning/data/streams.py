@@ -1,4 +1,4 @@
-"""Map-style datasets over in-memory uint8 images that fetch whole batches at once.
+"""Map-style datasets over uint8 images (in memory or on disk) that fetch whole batches at once.
 
 Both define ``__getitems__`` so a DataLoader gathers a batch with one tensor index
 instead of a per-sample Python loop; :func:`collate_batch` passes the result through.
@@ -11,6 +11,8 @@ from typing import Any, Final, Iterator, Literal, Mapping, Optional, Sequence, T
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+from natmu_lightning.images import Images
 
 
 class Batch(TypedDict, total=False):
@@ -87,7 +89,7 @@ def collate_batch(batch: Batch) -> Batch:
 class EvalSplit(Dataset):
     """Samples ``indices`` of ``images`` with their labels: ``image`` (uint8), ``target``, ``index``."""
 
-    def __init__(self, images: Tensor, targets: Tensor, indices: Tensor) -> None:
+    def __init__(self, images: Images, targets: Tensor, indices: Tensor) -> None:
         self.images, self.targets, self.indices = images, targets, indices.long()
 
     def __len__(self) -> int:
@@ -111,7 +113,8 @@ class TrainStream(Dataset):
     later, per batch, on the batch's device.
 
     Args:
-        images: (N, C, H, W) uint8 training images.
+        images: (N, C, H, W) uint8 training images (on disk: each row decoded when its batch is
+            gathered, in the DataLoader's workers).
         targets: (N,) labels.
         remain_index: training-set indices of the plain rows (despite the name, any
             samples: the remaining set, the forget set or both).
@@ -121,7 +124,7 @@ class TrainStream(Dataset):
 
     def __init__(
         self,
-        images: Tensor,
+        images: Images,
         targets: Tensor,
         remain_index: Tensor,
         plan: Optional[Mapping[str, Tensor]] = None,
@@ -173,8 +176,8 @@ class EpochShuffleSampler(Sampler[int]):
     ``DistributedSampler``, which is seeded the same way.
     """
 
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = length, seed, 0
+    def __init__(self, length: int, seed: int, epoch: int = 0) -> None:
+        self.length, self.seed, self.epoch = length, seed, epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

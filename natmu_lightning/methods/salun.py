@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_in_range
 from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.images import Images, image_batches
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.rl import RLModule
 from natmu_lightning.predict import model_inputs
@@ -21,7 +22,7 @@ CHECKPOINT_KEY = "salun_saliency_mask"
 def forget_gradients(
     model: nn.Module,
     named_params: Sequence[tuple[str, nn.Parameter]],
-    images: Tensor,
+    images: Images,
     targets: Tensor,
     batch_size: int,
 ) -> list[Tensor]:
@@ -41,8 +42,8 @@ def forget_gradients(
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, n, batch_size):
-            x = model_inputs(model, images[start : start + batch_size])
+        for start, pixels in zip(range(0, n, batch_size), image_batches(images, batch_size)):
+            x = model_inputs(model, pixels)
             y = targets[start : start + batch_size].to(x.device)
             loss = nn.functional.cross_entropy(model(x), y, reduction="sum") / n
             grads = torch.autograd.grad(loss, params, allow_unused=True)

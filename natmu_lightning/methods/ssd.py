@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_integer, check_non_negative, check_positive
 from natmu_lightning.data.contracts import unlearning_data
+from natmu_lightning.images import Images, concat, image_batches
 from natmu_lightning.methods.base import UnlearningModule
 from natmu_lightning.predict import model_inputs
 
@@ -19,7 +20,7 @@ BatchWeighting = Literal["size", "uniform"]
 
 def diagonal_importance(
     model: nn.Module,
-    images: Tensor,
+    images: Images,
     targets: Tensor,
     batch_size: int = 128,
     weighting: BatchWeighting = "uniform",
@@ -62,8 +63,8 @@ def diagonal_importance(
     model.eval()
     try:
         with torch.enable_grad():
-            for start in range(0, images.shape[0], batch_size):
-                batch = model_inputs(model, images[start : start + batch_size])
+            for start, pixels in zip(range(0, images.shape[0], batch_size), image_batches(images, batch_size)):
+                batch = model_inputs(model, pixels)
                 labels = targets[start : start + batch_size].to(batch.device)
                 loss = F.cross_entropy(model(batch), labels)
                 grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
@@ -195,7 +196,7 @@ class SSDModule(UnlearningModule):
         forget_importance = diagonal_importance(self.backbone, forget_images, forget_targets, batch, weighting)
         full_importance = diagonal_importance(
             self.backbone,
-            torch.cat([remain_images, forget_images]),
+            concat([remain_images, forget_images]),
             torch.cat([remain_targets, forget_targets]),
             batch,
             weighting,

@@ -1,9 +1,12 @@
-"""In-memory image datasets.
+"""Image datasets, in memory or on disk.
 
-Every dataset in ``natmu_lightning`` is loaded fully into memory as ``uint8`` tensors
-through a :class:`DataSource`. The rest of the package (forget requests, the
-datamodule, hybrid methods) only ever sees the resulting :class:`SourceData`, so a new
-dataset only needs a new :class:`DataSource` subclass.
+Every dataset in ``natmu_lightning`` is loaded through a :class:`DataSource`, as ``uint8``
+tensors in memory (the default: fast for sets that fit) or, for ``ImageFolder(on_disk=True)``,
+``MapDataset(on_disk=True)`` and :class:`LitData`, as
+:class:`~natmu_lightning.images.DiskImages` that decode each sample when a batch needs
+it, in DataLoader workers. The rest of the package (forget requests, the datamodule,
+hybrid methods) only ever sees the resulting :class:`SourceData`, so a new dataset only
+needs a new :class:`DataSource` subclass.
 
 Sources are configured from YAML by jsonargparse, e.g.::
 
@@ -28,6 +31,7 @@ from natmu_lightning.data.sources.cifar import CIFAR10, CIFAR20, CIFAR100
 from natmu_lightning.data.sources.cifar_jpeg import CIFAR10JPEG
 from natmu_lightning.data.sources.digits import Digits
 from natmu_lightning.data.sources.folders import ImageFolder, TinyImageNet
+from natmu_lightning.data.sources.streaming import LitData
 from natmu_lightning.data.sources.synthetic import SyntheticImages
 from natmu_lightning.data.sources.wrappers import ClassBalancedSubset, MapDataset
 
@@ -43,6 +47,7 @@ __all__ = [
     "TinyImageNet",
     "ImageFolder",
     "MapDataset",
+    "LitData",
     "SyntheticImages",
     "ClassBalancedSubset",
     "default_cache_dir",

@@ -9,19 +9,23 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from natmu_lightning.images import DiskImages, Images
 
-def _describe(t: Optional[torch.Tensor]) -> str:
+
+def _describe(t: Optional[Images]) -> str:
     if t is None:
         return "None"
-    return f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}"
+    where = ", on disk" if isinstance(t, DiskImages) else ""
+    return f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}{where}"
 
 
 @dataclass(eq=False, repr=False)
 class ImageSplit:
-    """One split (train or test) of an in-memory image dataset.
+    """One split (train or test) of an image dataset.
 
     Attributes:
-        images: ``uint8`` tensor of shape ``(N, C, H, W)``; made contiguous on creation.
+        images: ``uint8`` tensor of shape ``(N, C, H, W)``, made contiguous on creation; or
+            :class:`~natmu_lightning.images.DiskImages` of that shape, read per sample.
         targets: ``int64`` tensor of shape ``(N,)`` with the class labels.
         fine_targets: Optional ``int64`` tensor of shape ``(N,)`` with fine labels; only
             set for coarse-label datasets such as CIFAR-20, where ``targets`` are the
@@ -31,13 +35,13 @@ class ImageSplit:
         ValueError: If dtypes or shapes are wrong.
     """
 
-    images: torch.Tensor
+    images: Images
     targets: torch.Tensor
     fine_targets: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.images, torch.Tensor):
-            raise ValueError(f"images must be a torch.Tensor, got {type(self.images).__name__}")
+        if not isinstance(self.images, (torch.Tensor, DiskImages)):
+            raise ValueError(f"images must be a torch.Tensor or DiskImages, got {type(self.images).__name__}")
         if self.images.dtype != torch.uint8:
             raise ValueError(f"images must have dtype torch.uint8, got {self.images.dtype}")
         if self.images.ndim != 4:
@@ -54,7 +58,8 @@ class ImageSplit:
         self.targets = self._check_labels("targets", self.targets, n)
         if self.fine_targets is not None:
             self.fine_targets = self._check_labels("fine_targets", self.fine_targets, n)
-        self.images = self.images.contiguous()
+        if isinstance(self.images, torch.Tensor):
+            self.images = self.images.contiguous()
 
     @staticmethod
     def _check_labels(name: str, labels: Any, n: int) -> torch.Tensor:
@@ -80,7 +85,7 @@ class ImageSplit:
 
 @dataclass(eq=False, repr=False)
 class SourceData:
-    """A whole dataset in memory: a train split, a test split and class names.
+    """A whole dataset: a train split, a test split and class names.
 
     Attributes:
         train: The training split.
@@ -172,7 +177,8 @@ class SourceData:
 
 
 class DataSource(abc.ABC):
-    """A dataset that loads into memory as ``uint8`` tensors.
+    """A dataset that loads as ``uint8`` images: tensors in memory, or
+    :class:`~natmu_lightning.images.DiskImages` read per sample.
 
     The constructor arguments of a subclass are its configuration; :meth:`load` does
     the (possibly slow) work and must be deterministic.

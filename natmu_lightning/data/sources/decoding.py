@@ -1,7 +1,7 @@
 """Turning image files, arrays and tensors into ``uint8`` ``(N, C, H, W)`` tensors."""
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -29,8 +29,12 @@ def _labels(values: Any) -> torch.Tensor:
 
 
 def _hwc_to_chw(array: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) uint8 numpy array -> contiguous (N, C, H, W) uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+    """(N, H, W, C) uint8 numpy array -> contiguous (N, C, H, W) uint8 tensor, with the standard
+    strides: for C = 1 the transposed view is already contiguous but keeps channel stride 1,
+    which also reads as channels-last and sends convolutions down another kernel (other
+    float rounding) than the same pixels gathered elsewhere; ``view`` restrides it."""
+    images = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+    return images.view(images.shape)
 
 
 def _check_mode(mode: str) -> str:
@@ -63,23 +67,10 @@ def _decode_image_files(
     """
     _check_mode(mode)
     channels = 3 if mode == "RGB" else 1
-    if image_size is not None:
-        size: Optional[tuple[int, int]] = (int(image_size), int(image_size))
-    else:
-        size = None
     out: Optional[np.ndarray] = None
     first: Optional[Path] = None
     for i, path in enumerate(tqdm(paths, desc=desc, leave=False, unit="img")):
-        try:
-            with Image.open(path) as img:
-                img = img.convert(mode)
-                if image_size is not None and img.size != size:
-                    img = img.resize(size, Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except (OSError, SyntaxError) as e:  # Pillow raises these for broken files
-            raise ValueError(f"cannot decode image file {path}: {e}") from e
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
+        arr = decode_image_file(path, mode, image_size)
         if out is None:
             first = Path(path)
             out = np.empty((len(paths), *arr.shape[:2], channels), dtype=np.uint8)
@@ -93,6 +84,37 @@ def _decode_image_files(
         h = w = int(image_size) if image_size is not None else 0
         return torch.empty((0, channels, h, w), dtype=torch.uint8)
     return _hwc_to_chw(out)
+
+
+def decode_image_file(path: Union[str, Path], mode: str, image_size: Optional[int] = None) -> np.ndarray:
+    """One image file as a ``uint8`` ``(H, W, C)`` array in ``mode``, resized (bilinear) to
+    ``image_size x image_size`` when given and different.
+
+    Raises:
+        ValueError: the file cannot be decoded (the message names it).
+    """
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if image_size is not None and img.size != (int(image_size), int(image_size)):
+                img = img.resize((int(image_size), int(image_size)), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError) as e:  # Pillow raises these for broken files
+        raise ValueError(f"cannot decode image file {path}: {e}") from e
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def image_file_size(path: Union[str, Path]) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header (no pixels are decoded).
+
+    Raises:
+        ValueError: the file is not an image Pillow can open (the message names it).
+    """
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read image file {path}: {e}") from e
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:

@@ -1,10 +1,13 @@
-"""Datasets stored as folders of image files: Tiny ImageNet and one-folder-per-class trees."""
+"""Datasets stored as folders of image files: Tiny ImageNet and one-folder-per-class trees
+(in memory, or kept on disk with ``ImageFolder(on_disk=True)``)."""
 
 from pathlib import Path
 from typing import Optional
 
 from natmu_lightning.data.sources.base import DataSource, ImageSplit, SourceData
 from natmu_lightning.data.sources.decoding import IMAGE_EXTENSIONS, _check_mode, _decode_image_files, _labels
+from natmu_lightning.data.sources.on_disk import ImageFileReader
+from natmu_lightning.images import DiskImages
 
 
 def _is_image_file(path: Path) -> bool:
@@ -106,14 +109,23 @@ class ImageFolder(DataSource):
     Args:
         train_root: Folder of the training images (``train_root/<class>/<image>``).
         test_root: Folder of the test images, same class subfolders.
-        image_size: If given, resize every image to ``image_size x image_size``;
-            otherwise all images must share one size.
+        image_size: If given, resize every image to ``image_size x image_size``
+            (bilinear); otherwise all images must share one size.
         mode: ``"RGB"`` (3 channels) or ``"L"`` (greyscale, 1 channel).
+        on_disk: Keep the images on disk and decode each when a batch needs it, in the
+            DataLoader workers (the datamodule's ``num_workers``) for training and in
+            ``num_workers`` evaluation workers for the model passes
+            (:class:`~natmu_lightning.images.DiskImages`): memory then does not grow with
+            the dataset. :meth:`load` still reads every file's header, so an unreadable
+            file (or, without ``image_size``, one of another size) is refused before any
+            training, naming the file. ``False`` decodes everything into memory at
+            :meth:`load` (faster for sets that fit).
+        num_workers: On disk: worker processes decoding evaluation passes.
 
     Raises:
-        ValueError: If ``mode`` or ``image_size`` is invalid; from :meth:`load`, if the
-            roots have different class sets, a split has no images, or image sizes
-            differ without ``image_size``.
+        ValueError: If ``mode``, ``image_size`` or ``num_workers`` is invalid; from
+            :meth:`load`, if the roots have different class sets, a split has no images,
+            a file cannot be read, or image sizes differ without ``image_size``.
         FileNotFoundError: From :meth:`load`, if a root does not exist.
     """
 
@@ -123,13 +135,18 @@ class ImageFolder(DataSource):
         test_root: str,
         image_size: Optional[int] = None,
         mode: str = "RGB",
+        on_disk: bool = False,
+        num_workers: int = 2,
     ) -> None:
         if image_size is not None and int(image_size) <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.train_root = str(train_root)
         self.test_root = str(test_root)
         self.image_size = None if image_size is None else int(image_size)
         self.mode = _check_mode(mode)
+        self.on_disk, self.num_workers = on_disk, num_workers
 
     @staticmethod
     def _class_dirs(root: Path) -> list[str]:
@@ -146,6 +163,10 @@ class ImageFolder(DataSource):
             labels += [i] * len(found)
         if not files:
             raise ValueError(f"no image files found under {root}")
+        if self.on_disk:
+            reader = ImageFileReader(files, self.mode, self.image_size)
+            shape = reader.image_shape(f"{name} images")
+            return ImageSplit(DiskImages(reader, shape, len(files), self.num_workers), _labels(labels))
         images = _decode_image_files(files, self.mode, self.image_size, desc=f"{name} images")
         return ImageSplit(images, _labels(labels))
 

@@ -6,25 +6,42 @@ import torch
 from tqdm.auto import tqdm
 
 from natmu_lightning.data.sources.base import DataSource, ImageSplit, SourceData
-from natmu_lightning.data.sources.decoding import _to_uint8_chw
+from natmu_lightning.data.sources.on_disk import DatasetItemReader
+from natmu_lightning.images import DiskImages, take
 
 
 class MapDataset(DataSource):
-    """Wrap any two map-style datasets of ``(image, label)`` pairs.
+    """Wrap any two map-style datasets of ``(image, label)`` pairs, in memory or on disk.
 
     Images may be PIL images, numpy ``HW``/``HWC`` arrays, or torch ``CHW``/``HW``
     tensors, either ``uint8`` or float in ``[0, 1]`` (converted with
-    ``round(x * 255)``). All images must share one shape.
+    ``round(x * 255)``). All images must share one shape, unless ``image_size`` resizes them.
+    Items may also be mappings (``image_key`` and ``label_key``), as litdata stores them.
+
+    With ``on_disk=True`` nothing is converted up front: each sample is read from the
+    dataset when a batch needs it, in the DataLoader workers (training) or in
+    ``num_workers`` evaluation workers (:class:`~natmu_lightning.images.DiskImages`), so
+    memory does not grow with the dataset. The labels are read once at :meth:`load`: from
+    the dataset's ``targets`` when it has one per sample, else item by item (each image is
+    decoded once, which also checks its size). The dataset must then return the same
+    sample for the same index every time (no random augmentation inside it) and, under
+    the ``spawn`` start method, be picklable.
 
     Args:
         train: The training dataset (``len()`` and ``[i]`` returning ``(image, label)``).
         test: The test dataset.
         classes: Class names; default ``train.classes`` when it exists, else
             ``"0"`` .. ``str(max label)``.
+        on_disk: Read samples when needed instead of converting all into memory.
+        image_size: Resize every image to ``image_size x image_size`` (bilinear).
+        num_workers: On disk: worker processes decoding evaluation passes.
+        image_key: The image's key when items are mappings.
+        label_key: The label's key when items are mappings.
 
     Raises:
-        ValueError: From :meth:`load`, on unsupported images, mixed image shapes or
-            float images outside ``[0, 1]``.
+        ValueError: From :meth:`load` (or, on disk, when a batch reads the sample), on
+            unsupported images, mixed image shapes or float images outside ``[0, 1]``;
+            the message names the sample (``train[17]``).
     """
 
     def __init__(
@@ -32,23 +49,37 @@ class MapDataset(DataSource):
         train: torch.utils.data.Dataset,
         test: torch.utils.data.Dataset,
         classes: Optional[list[str]] = None,
+        on_disk: bool = False,
+        image_size: Optional[int] = None,
+        num_workers: int = 2,
+        image_key: str = "image",
+        label_key: str = "label",
     ) -> None:
+        if image_size is not None and int(image_size) <= 0:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.train = train
         self.test = test
         self.classes = None if classes is None else [str(c) for c in classes]
+        self.on_disk, self.image_size, self.num_workers = on_disk, image_size, num_workers
+        self.image_key, self.label_key = image_key, label_key
+
+    def _split(self, dataset: torch.utils.data.Dataset, name: str) -> ImageSplit:
+        reader = DatasetItemReader(dataset, name, self.image_size, self.image_key, self.label_key)
+        if not self.on_disk:
+            return self._convert(reader, name)
+        labels = reader.labels()
+        assert reader.shape is not None  # set by labels()
+        return ImageSplit(DiskImages(reader, reader.shape, len(reader), self.num_workers), labels)
 
     @staticmethod
-    def _convert(dataset: torch.utils.data.Dataset, name: str) -> ImageSplit:
-        n = len(dataset)  # type: ignore[arg-type]
+    def _convert(reader: DatasetItemReader, name: str) -> ImageSplit:
+        n = len(reader)
         images: Optional[torch.Tensor] = None
         labels = torch.empty(n, dtype=torch.int64)
         for i in tqdm(range(n), desc=f"converting {name}", leave=False, unit="img"):
-            item = dataset[i]
-            try:
-                image, label = item[0], item[1]
-            except (TypeError, IndexError, KeyError) as e:
-                raise ValueError(f"{name}[{i}] is not an (image, label) pair") from e
-            x = _to_uint8_chw(image, f"{name}[{i}]")
+            x, label = reader.parts(i)
             if images is None:
                 images = torch.empty((n, *x.shape), dtype=torch.uint8)
             elif x.shape != images.shape[1:]:
@@ -63,8 +94,8 @@ class MapDataset(DataSource):
         return ImageSplit(images, labels)
 
     def load(self) -> SourceData:
-        train = self._convert(self.train, "train")
-        test = self._convert(self.test, "test")
+        train = self._split(self.train, "train")
+        test = self._split(self.test, "test")
         classes = self.classes
         if classes is None:
             given = getattr(self.train, "classes", None)
@@ -114,7 +145,7 @@ class ClassBalancedSubset(DataSource):
         data = self.source.load()
         num_classes = len(data.classes)
 
-        def take(split: ImageSplit, per_class: int, name: str) -> ImageSplit:
+        def balanced(split: ImageSplit, per_class: int, name: str) -> ImageSplit:
             counts = torch.bincount(split.targets, minlength=num_classes)
             if int(counts.min()) < per_class:
                 short = int(counts.argmin())
@@ -125,11 +156,11 @@ class ClassBalancedSubset(DataSource):
             order = torch.randperm(len(split), generator=torch.Generator().manual_seed(self.seed))
             keep = torch.cat([order[split.targets[order] == c][:per_class] for c in range(num_classes)]).sort().values
             fine = None if split.fine_targets is None else split.fine_targets[keep]
-            return ImageSplit(split.images[keep], split.targets[keep], fine)
+            return ImageSplit(take(split.images, keep), split.targets[keep], fine)
 
         return SourceData(
-            take(data.train, self.train_per_class, "train"),
-            take(data.test, self.test_per_class, "test"),
+            balanced(data.train, self.train_per_class, "train"),
+            balanced(data.test, self.test_per_class, "test"),
             data.classes,
             data.fine_classes,
         )
