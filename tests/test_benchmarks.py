@@ -492,3 +492,25 @@ def test_selection_proxy_replays_a_search_by_hand_computed_scores():
     with_drop = result["reference_free+test_drop"]
     assert with_drop["selected"] == '{"lr": 0.01}' and with_drop["ratio"] == 1.0
     assert [e["ratio"] for e in with_drop["each_seed"]] == [1.0, 1.0]
+
+
+@pytest.mark.slow  # ~20 s: four fresh processes import torch
+@pytest.mark.timeout(300)
+def test_memory_benchmark_measures_both_paths_on_a_folder_it_makes(tmp_path):
+    """``benchmarks/memory.py`` end to end on a 300-image folder made from the offline CIFAR-10
+    copy: both paths read the same folder, rows carry the keys RESULTS.md reports."""
+    memory = load("memory")
+    if not memory.CIFAR10_JPEG.is_file():
+        pytest.skip(f"{memory.CIFAR10_JPEG} is not on this machine")
+    memory.main(["--out", str(tmp_path), "--sizes", "300", "--image-size", "16", "--batches", "12"])
+    rows = json.loads((tmp_path / "memory.json").read_text())
+    assert [(row["path"], row["images"], row["num_workers"]) for row in rows] == [
+        ("in_memory", 300, 0),
+        ("on_disk", 300, 2),
+    ]
+    assert all(row["peak_rss_mib"] > 50 and row["images_per_s"] > 0 for row in rows)  # torch alone is > 50 MiB
+    folder = tmp_path / "folders" / "300"
+    counts = sorted(len(list(d.iterdir())) for d in (folder / "train").iterdir())
+    assert sum(counts) == 300 and counts[0] > 10  # a seeded order: every class present
+    with pytest.raises(SystemExit):
+        memory.main(["--out", str(tmp_path), "--batches", "5"])

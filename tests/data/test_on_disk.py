@@ -298,3 +298,20 @@ def test_two_process_ddp_on_disk_is_bit_identical_to_in_memory(tmp_path, digits_
     assert memory["world_size"] == disk["world_size"] == 2
     assert comparable(disk) == comparable(memory)
     assert all(torch.equal(disk_weights[k], memory_weights[k]) for k in memory_weights)
+
+
+def test_the_cli_trains_from_an_image_folder_kept_on_disk(tmp_path, digits_folders, monkeypatch):
+    """README's *Data larger than memory*: the source chosen on the command line (or in YAML)."""
+    from natmu_lightning.cli import main
+    from tests.tiny_runs import digits_args
+
+    monkeypatch.chdir(tmp_path)
+    source = ["--data.source", "natmu_lightning.data.ImageFolder", "--data.source.mode", "L",
+              "--data.source.train_root", str(digits_folders / "train"),
+              "--data.source.test_root", str(digits_folders / "test"), "--data.source.on_disk", "true"]
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    main(["fit", *digits_args("original"), *source, "--data.num_workers", "2", "--trainer.max_epochs", "1", *quiet])
+    config = next(tmp_path.rglob("config.yaml")).read_text()
+    assert "on_disk: true" in config and "natmu_lightning.data.ImageFolder" in config
+    metrics = json.loads(next(tmp_path.rglob("unlearning_metrics.json")).read_text())
+    assert metrics["test_acc"] > 10.0  # learnt something in one epoch from the decoded files
