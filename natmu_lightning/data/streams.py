@@ -172,8 +172,10 @@ class EpochShuffleSampler(Sampler[int]):
 
     Lightning calls :meth:`set_epoch` before every epoch, so a run resumed from an
     end-of-epoch checkpoint sees exactly the order an uninterrupted run would, whatever
-    the number of data-loader workers. Under DDP Lightning swaps in its
-    ``DistributedSampler``, which is seeded the same way.
+    the number of data-loader workers. Under DDP Lightning wraps it in its
+    ``DistributedSamplerWrapper``, which splits this order between the ranks and forwards
+    ``set_epoch``. ``epoch`` sets the first epoch served (a resumed fit's; see
+    ``ForgetRemainDataModule._loader_epoch``).
     """
 
     def __init__(self, length: int, seed: int, epoch: int = 0) -> None:

@@ -23,8 +23,20 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import Dataset
 
 from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
-from natmu_lightning.data import DataSource, Digits, ImageFolder, ImageSplit, MapDataset, RandomForget, SourceData
+from natmu_lightning.data import (
+    ClassForget,
+    DataSource,
+    Digits,
+    HardestForget,
+    ImageFolder,
+    ImageSplit,
+    MapDataset,
+    RandomForget,
+    SourceData,
+)
+from natmu_lightning.data.requests import resolve_excluding
 from natmu_lightning.images import DiskImages, concat, image_batches, take
+from natmu_lightning.predict import predict_logits
 from tests.tiny_runs import pretrained_small_cnn, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,3 +327,42 @@ def test_the_cli_trains_from_an_image_folder_kept_on_disk(tmp_path, digits_folde
     assert "on_disk: true" in config and "natmu_lightning.data.ImageFolder" in config
     metrics = json.loads(next(tmp_path.rglob("unlearning_metrics.json")).read_text())
     assert metrics["test_acc"] > 10.0  # learnt something in one epoch from the decoded files
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [RandomForget(0.1), ClassForget([3]), HardestForget(0.05)],
+    ids=["random", "class", "hardest"],
+)
+def test_forget_requests_and_splits_on_disk_match_in_memory(digits_folders, weights, request_):
+    """Every request resolves to the same samples (the hardest ones ranked by the original
+    model's losses over the on-disk set, read in workers), also when earlier requests
+    already forgot some (a further deletion request), and every evaluation split holds the
+    same pixels."""
+    net = SmallCNN(num_classes=10, width=4)
+    net.load_state_dict(torch.load(weights[0]))
+
+    def losses(images, targets):
+        return torch.nn.functional.cross_entropy(predict_logits(net, images), targets, reduction="none")
+
+    sources = {name: folder_source(digits_folders, name == "disk").load() for name in ("memory", "disk")}
+    already = torch.arange(0, 1257, 9)  # forgotten by an earlier request
+    for excluded in (torch.zeros(0, dtype=torch.long), already):
+        if isinstance(request_, ClassForget) and excluded.numel():
+            continue
+        chosen = {name: resolve_excluding(request_, data, 0, losses, excluded) for name, data in sources.items()}
+        assert torch.equal(chosen["memory"], chosen["disk"]) and chosen["disk"].numel() > 0
+    splits = {}
+    for name, data in sources.items():
+        dm = ForgetRemainDataModule(folder_source(digits_folders, name == "disk"), request_)
+        dm.data = data
+        dm.forget_indices = chosen[name]  # as resolved above (HardestForget needs a fitted module)
+        keep = torch.ones(1257, dtype=torch.bool)
+        keep[chosen[name]] = False
+        dm.remain_indices = torch.nonzero(keep).flatten()
+        splits[name] = dm.evaluation_splits()
+    assert splits["memory"].keys() == splits["disk"].keys()
+    for key, (images, targets) in splits["memory"].items():
+        disk_images, disk_targets = splits["disk"][key]
+        assert isinstance(disk_images, DiskImages) and torch.equal(disk_targets, targets)
+        assert torch.equal(disk_images[:], images), key
