@@ -287,6 +287,7 @@ def test_natmu_on_disk_with_workers_is_bit_identical_to_in_memory(tmp_path, digi
     assert all(np.array_equal(plans[0][k], plans[1][k]) for k in plans[0].files)
 
 
+@pytest.mark.slow  # ~11 s: three fits (the in-memory resume is covered by tests/test_resume.py too)
 @pytest.mark.timeout(300)
 def test_an_on_disk_fit_resumes_exactly(tmp_path, digits_folders, weights):
     source = folder_source(digits_folders, True)
