@@ -94,8 +94,11 @@ class DiskImages:
         return self.positions[index.long()]
 
     def subset(self, key: Any) -> DiskImages:
-        """The samples ``key`` selects, as a view: nothing is read."""
+        """The samples ``key`` (a slice, a list, an int64 or bool tensor) selects, as a view:
+        nothing is read."""
         positions = self._positions(key)
+        if positions.ndim == 0:
+            raise TypeError("subset takes a slice, a list or a tensor of positions, not one position")
         return DiskImages(self.read, self.image_shape, 0, self.num_workers, positions.reshape(-1))
 
     def __getitem__(self, key: Any) -> Tensor:

@@ -8,9 +8,14 @@ hundred steps, and the rate that works depends on the data, the model and the ru
 A search against Retrain finds it, but a user who brings their own model has no Retrain
 (avoiding one is the point). This command picks the rate from the run's own config:
 
-1. for every rate of ``--grid`` and every validation request ``v`` (the same forget request
-   drawn with data seed ``1000 + v``, so on other samples than the request to be served),
-   it runs the configured unlearning fit through ``natmu-lightning fit`` without a reference;
+1. for every rate of ``--grid`` and every validation request ``v`` (the configured forget
+   request drawn with data seed ``1000 + v``: for a random or hardest request another draw,
+   which overlaps the served one by about the forget ratio; a class or index request does
+   not depend on the seed, so its trials unlearn the served request itself, still without a
+   Retrain), it runs the configured unlearning fit through ``natmu-lightning fit`` without a
+   reference, without the config's callbacks and checkpoints (nothing is written outside
+   ``--out``), in this process (one device: a multi-process strategy would re-run the whole
+   command in every rank);
 2. it scores each fit by the reference-free gap (``reference_free_gap``: the forget
    accuracy against the test accuracy, the entropy MIA on the forget set against held-out
    test images; ``natmu_lightning/metrics/reference_free.py``) plus the test accuracy lost
@@ -23,7 +28,8 @@ A search against Retrain finds it, but a user who brings their own model has no 
 
 The score was chosen on a replay of the digits search (``benchmarks/selection_proxy.py``,
 ``benchmarks/RESULTS.md``); how close its choice lands to the searched one is measured there.
-Cost: ``len(grid) x validation_requests`` unlearning fits of the configured length.
+Cost: ``len(grid) x validation_requests`` unlearning fits of the configured length. A rate
+whose fit diverges (a non-finite loss) scores infinity and is never selected.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from natmu_lightning.io import atomic_write_json
+from natmu_lightning.io import atomic_write_json, json_ready
 
 #: Rates tried by default: half-decades around the paper's 1e-3.
 DEFAULT_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -71,6 +77,8 @@ def trial_args(config_args: Sequence[str], lr: float, seed: int, folder: Path) -
         str(folder),
         "--trainer.logger.init_args.name",
         f"lr_{lr:g}",
+        "--trainer.callbacks=[]",  # no user ModelCheckpoint with a dirpath of its own
+        "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar",
         "false",
         "--trainer.enable_model_summary",
@@ -101,6 +109,7 @@ def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
     by_lr: dict[float, list[float]] = {}
     for trial in trials:
         by_lr.setdefault(trial["lr"], []).append(trial["score"])
+    # a rate whose fit diverged on any validation request is out
     means = {lr: sum(scores) / len(scores) for lr, scores in by_lr.items() if all(map(math.isfinite, scores))}
     if not means:
         raise ValueError("no learning rate finished with a finite score")
@@ -119,13 +128,19 @@ def run(
         seed = VALIDATION_SEED_OFFSET + request
         folder = out / "trials" / f"seed{seed}"
         for lr in grid:
-            main(trial_args(config_args, lr, seed, folder))
+            try:
+                main(trial_args(config_args, lr, seed, folder))
+            except FloatingPointError as error:  # the unlearning module's non-finite loss check
+                trials.append({"lr": lr, "seed": seed, "score": math.inf, "status": f"diverged: {error}"})
+                print(f"lr {lr:g}, validation seed {seed}: diverged", flush=True)
+                continue
             found = read_trial(folder / f"lr_{lr:g}")
             trials.append(
                 {
                     "lr": lr,
                     "seed": seed,
                     "score": score(found["metrics"], found["original_test_acc"]),
+                    "status": "ok",
                     "original_test_acc": found["original_test_acc"],
                     **{key: found["metrics"][key] for key in ("forget_acc", "test_acc", "reference_free_gap")},
                 }
@@ -139,7 +154,7 @@ def run(
         "trials": trials,
         **chosen,
     }
-    atomic_write_json(out / "selection.json", result)
+    atomic_write_json(out / "selection.json", json_ready(result))  # a diverged trial's inf -> null
     fragment = (
         f"# natmu-lightning-select-lr chose lr {chosen['lr']:g} (mean score {chosen['score']:.2f} over "
         f"{validation_requests} validation requests; {out / 'selection.json'})\n"

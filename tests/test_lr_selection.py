@@ -36,8 +36,12 @@ def test_select_lr_runs_the_trials_and_writes_a_fragment_the_cli_reads(tmp_path)
         (0.0001, VALIDATION_SEED_OFFSET),
         (0.1, VALIDATION_SEED_OFFSET),
     ]
-    for trial in result["trials"]:  # each score recomputed from what its fit wrote
-        assert trial["score"] == pytest.approx(score(trial, trial["original_test_acc"]))
+    for trial in result["trials"]:  # each score recomputed from the files its fit wrote
+        version = out / "trials" / f"seed{VALIDATION_SEED_OFFSET}" / f"lr_{trial['lr']:g}" / "version_0"
+        metrics = json.loads((version / "unlearning_metrics.json").read_text())
+        before = json.loads((version / "unlearning_record.json").read_text())["metrics_before"]
+        assert trial["score"] == pytest.approx(score(metrics, before["test_acc"]))
+    assert not list(out.rglob("*.ckpt"))  # trials write no checkpoint, the config's callbacks are off
     assert result["lr"] == min(result["trials"], key=lambda t: t["score"])["lr"]
     # the trials ran without a reference, on the validation request's data seed
     metrics = json.loads(next((out / "trials").rglob("unlearning_metrics.json")).read_text())

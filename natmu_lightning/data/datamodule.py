@@ -354,16 +354,27 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def _loader_epoch(self) -> int:
         """The epoch a training loader built now serves first.
 
-        Lightning builds (and, with DataLoader workers, starts drawing from) the training
-        loader before it restores a resumed fit's loops and before it calls ``set_epoch``, and
-        then keeps that first iterator for the resumed epoch; so the sampler must know the
-        epoch at construction, from the checkpoint (:meth:`load_state_dict`) until the loops
-        are restored. Without this a resumed fit with workers replays epoch 0's order.
+        Lightning draws from the training loader as soon as it builds it (DataLoader workers
+        prefetch at once) and calls ``set_epoch`` only later, keeping that first iterator for
+        the first epoch it runs. A resumed fit's loader may even be built before its loops are
+        restored (when ``configure_optimizers`` asks for ``estimated_stepping_batches``, as the
+        per-step schedules do). So the sampler gets its epoch at construction: the fit loop's
+        ``processed`` epochs (the value Lightning later passes to ``set_epoch``), or, until the
+        loops are restored, the one the checkpoint recorded (:meth:`state_dict`). Without this
+        a fit resumed with workers replays epoch 0's order. (A checkpoint written mid-epoch at
+        the very last batch, or before this state existed, still resumes with the earlier
+        epoch's order.)
         """
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        epoch = 0
+        if self.trainer is not None:
+            epoch = self.trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]
         if self._resumed_epoch is not None:
             epoch, self._resumed_epoch = max(epoch, self._resumed_epoch), None
         return epoch
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":  # a resumed fit that built no training loader must not pass its epoch on
+            self._resumed_epoch = None
 
     def _layout(self) -> BatchLayout:
         """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""

@@ -153,10 +153,14 @@ class TrainStream(Dataset):
             plan = self.plan
         plain_index = self.remain_index[plain_pos] if num_plain else torch.zeros_like(position)
         first = torch.where(is_hybrid, plan["forget_index"][row], plain_index)
-        second = torch.where(is_hybrid, plan["remain_index"][row], first)
+        image = self.images[first]
+        partner = image.clone()  # plain rows: the image itself; read only the hybrids' partners
+        hybrid_rows = torch.nonzero(is_hybrid).flatten()
+        if hybrid_rows.numel():
+            partner[hybrid_rows] = self.images[plan["remain_index"][row[hybrid_rows]]]
         return {
-            "image": self.images[first],
-            "partner": self.images[second],
+            "image": image,
+            "partner": partner,
             "mask_id": torch.where(is_hybrid, plan["mask_id"][row], torch.full_like(position, -1)),
             "target": torch.where(is_hybrid, plan["label"][row], self.targets[first]),
             "index": first,

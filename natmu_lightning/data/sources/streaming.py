@@ -10,7 +10,9 @@ from natmu_lightning.data.sources.wrappers import MapDataset
 class LitData(MapDataset):
     """Two datasets written by ``litdata.optimize``, kept on disk and read sample by sample.
 
-    Each folder (local, or any location ``litdata.StreamingDataset`` reads) is opened as a
+    Each folder (a local one; remote locations that ``litdata.StreamingDataset`` reads are
+    untested here: labels are read in the main process before the DataLoader workers fork) is
+    opened as a
     ``litdata.StreamingDataset``, whose ``dataset[i]`` reads one record from its chunk; the
     records are ``{image_key: image, label_key: label}`` mappings or ``(image, label)``
     pairs. Everything else is :class:`MapDataset` with ``on_disk=True``: samples are
