@@ -54,7 +54,7 @@ class ImageFileReader:
             raise ValueError(f"{desc}: no image files")
         channels = 3 if self.mode == "RGB" else 1
         first = image_file_size(self.path(0))
-        for i in tqdm(range(len(self)), desc=f"checking {desc}", leave=False, unit="img"):
+        for i in tqdm(range(1, len(self)), desc=f"checking {desc}", leave=False, unit="img"):
             size = image_file_size(self.path(i))
             if self.image_size is None and size != first:
                 raise ValueError(
@@ -121,13 +121,14 @@ class DatasetItemReader:
         return resized(_to_uint8_chw(image, where), self.image_size, where), label
 
     def __call__(self, i: int) -> Tensor:
-        return self._checked(i, self.parts(i)[0])
+        return self.checked(i, self.parts(i)[0])
 
-    def _checked(self, i: int, image: Tensor) -> Tensor:
+    def checked(self, i: int, image: Tensor) -> Tensor:
+        """``image`` (sample ``i``), once it has ``dataset[0]``'s shape (when :attr:`shape` is set)."""
         if self.shape is not None and tuple(image.shape) != self.shape:
             raise ValueError(
                 f"{self.name}[{i}] has image shape {tuple(image.shape)} but {self.name}[0] has {self.shape}; "
-                "pass image_size to resize all images"
+                "all images must share one shape (pass image_size to resize them)"
             )
         return image
 
@@ -137,13 +138,14 @@ class DatasetItemReader:
         Also fixes the shape every sample must have (``dataset[0]``'s, after resizing)."""
         if len(self) == 0:
             raise ValueError(f"{self.name} dataset is empty")
-        self.shape = tuple(self.parts(0)[0].shape)
+        first, first_label = self.parts(0)
+        self.shape = tuple(first.shape)
         given = getattr(self.dataset, "targets", None)
         if given is not None and len(given) == len(self):
             return torch.as_tensor(np.asarray(given, dtype=np.int64))
-        labels = []
-        for i in tqdm(range(len(self)), desc=f"reading {self.name} labels", leave=False, unit="img"):
+        labels = [int(first_label)]
+        for i in tqdm(range(1, len(self)), desc=f"reading {self.name} labels", leave=False, unit="img"):
             image, label = self.parts(i)
-            self._checked(i, image)  # decoded anyway: refuse another size now, not mid-training
+            self.checked(i, image)  # decoded anyway: refuse another size now, not mid-training
             labels.append(int(label))
         return torch.as_tensor(labels, dtype=torch.int64)

@@ -81,13 +81,9 @@ class MapDataset(DataSource):
         for i in tqdm(range(n), desc=f"converting {name}", leave=False, unit="img"):
             x, label = reader.parts(i)
             if images is None:
+                reader.shape = tuple(x.shape)
                 images = torch.empty((n, *x.shape), dtype=torch.uint8)
-            elif x.shape != images.shape[1:]:
-                raise ValueError(
-                    f"{name}[{i}] has image shape {tuple(x.shape)} but {name}[0] has "
-                    f"{tuple(images.shape[1:])}; all images must share one shape"
-                )
-            images[i] = x
+            images[i] = reader.checked(i, x)
             labels[i] = int(label)
         if images is None:
             raise ValueError(f"{name} dataset is empty")
