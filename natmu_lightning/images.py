@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from natmu_lightning.checks import check_integer
+
 #: Reads sample ``i`` of a dataset as a ``uint8`` ``(C, H, W)`` tensor of the set's fixed size.
 SampleReader = Callable[[int], Tensor]
 
@@ -69,8 +71,7 @@ class DiskImages:
         num_workers: int = 2,
         positions: Tensor | None = None,
     ) -> None:
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_integer("num_workers", num_workers, 0)
         self.read, self.image_shape = read, tuple(int(size) for size in image_shape)
         self.num_workers = num_workers
         self.positions = torch.arange(length) if positions is None else positions.long()

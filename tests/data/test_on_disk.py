@@ -125,7 +125,7 @@ def test_bad_files_are_refused_at_load_naming_the_file(tmp_path, digits_folders)
     broken.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=rf"cannot read image file {broken}"):
         folder_source(root, True, image_size=16).load()
-    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+    with pytest.raises(ValueError, match="num_workers must be an integer >= 0"):
         folder_source(root, True, num_workers=-1)
 
 

@@ -4,6 +4,7 @@
 from pathlib import Path
 from typing import Optional
 
+from natmu_lightning.checks import check_integer
 from natmu_lightning.data.sources.base import DataSource, ImageSplit, SourceData
 from natmu_lightning.data.sources.decoding import IMAGE_EXTENSIONS, _check_mode, _decode_image_files, _labels
 from natmu_lightning.data.sources.on_disk import ImageFileReader
@@ -140,8 +141,7 @@ class ImageFolder(DataSource):
     ) -> None:
         if image_size is not None and int(image_size) <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_integer("num_workers", num_workers, 0)
         self.train_root = str(train_root)
         self.test_root = str(test_root)
         self.image_size = None if image_size is None else int(image_size)

@@ -12,8 +12,7 @@ class LitData(MapDataset):
 
     Each folder (a local one; remote locations that ``litdata.StreamingDataset`` reads are
     untested here: labels are read in the main process before the DataLoader workers fork) is
-    opened as a
-    ``litdata.StreamingDataset``, whose ``dataset[i]`` reads one record from its chunk; the
+    opened as a ``litdata.StreamingDataset``, whose ``dataset[i]`` reads one record from its chunk; the
     records are ``{image_key: image, label_key: label}`` mappings or ``(image, label)``
     pairs. Everything else is :class:`MapDataset` with ``on_disk=True``: samples are
     decoded in the DataLoader workers, labels are read once at :meth:`load` (one pass over

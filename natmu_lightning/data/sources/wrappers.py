@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from natmu_lightning.checks import check_integer
 from natmu_lightning.data.sources.base import DataSource, ImageSplit, SourceData
 from natmu_lightning.data.sources.on_disk import DatasetItemReader
 from natmu_lightning.images import DiskImages, take
@@ -57,8 +58,7 @@ class MapDataset(DataSource):
     ) -> None:
         if image_size is not None and int(image_size) <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_integer("num_workers", num_workers, 0)
         self.train = train
         self.test = test
         self.classes = None if classes is None else [str(c) for c in classes]
