@@ -101,9 +101,10 @@ class SalUnModule(RLModule):
        The sign of the loss does not matter (the references use ``-CE``) since only
        ``|gradient|`` is ranked. The references sum per-batch mean gradients; the mean
        over the whole set used here differs only in the weight of a smaller last batch.
-       SalUn's ``generate_mask.py`` also calls ``optimizer.step()`` between batches, so
-       its later batches see slightly moved weights; here every batch sees the original
-       weights.
+       Neither reference steps its optimizer while it accumulates (``save_gradient_ratio``
+       in SalUn's ``generate_mask.py``, ``get_weight_mask`` in NatMU's ``salun.py``: only
+       ``zero_grad`` and ``backward`` per batch): every batch sees the original weights,
+       as here.
     2. Random-label training (:class:`~natmu_lightning.methods.rl.RLModule`: the
        ``"both"`` stream, each forgetting sample trained on one wrong class drawn once
        from the seed, as the NatMU authors' ``salun.py``; ``relabel="per_batch"`` redraws
