@@ -107,7 +107,10 @@ RUNS = [
     *_runs("digits", {"": ("natmu", *BASELINES)}),
     *_runs("cifar10_small", {"": ("natmu", *BASELINES)}),
     *_runs("cifar10_vgg16", {"": ("natmu", *BASELINES), "forget_random10": ("natmu", *BASELINES)}),
-    *_runs("cifar100_resnet18", {"": ("natmu", "bad_teacher", "rl", "salun"), "forget_class_rocket": ("natmu_class",)}),
+    *_runs(
+        "cifar100_resnet18",
+        {"": ("natmu", "bad_teacher", "rl", "salun"), "forget_class_rocket": ("natmu_class", "bad_teacher_class")},
+    ),
     *_runs("cifar20_resnet18", {"": ("natmu",)}),
     *_runs("tinyimagenet_resnet34", {"": ("natmu", "bad_teacher", "rl", "salun")}),
 ]

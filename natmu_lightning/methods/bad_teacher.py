@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_positive
 from natmu_lightning.data.streams import batch_fields
-from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import (
     FrozenTeachers,
@@ -104,6 +104,9 @@ class BadTeacherModule(UnlearningModule):
         temperature: distillation temperature ``T`` (> 0).
         incompetent_seed: seed of the incompetent teacher's random initialisation.
         kl_reduction: ``"batchmean"`` (NatMU's code) or ``"mean"`` (Bad Teaching's code).
+        reinit_classifier: re-initialise the STUDENT's final linear layer when the fit starts
+            (the competent teacher keeps the original's): the NatMU authors' full-class script
+            (``class-wise/scripts/full-class/badteacher.sh`` passes ``-i``, ``init_linear``).
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
@@ -121,12 +124,13 @@ class BadTeacherModule(UnlearningModule):
         incompetent_seed: int = 0,
         kl_reduction: KLReduction = "batchmean",
         recipe: Recipe = BAD_TEACHER_RECIPE,
+        reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
     ) -> None:
         check_positive("temperature", temperature)
         check_choice("kl_reduction", kl_reduction, ("batchmean", "mean"))
         recipe = Recipe.read(recipe, BAD_TEACHER_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, checkpoint_prefix=checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
         self.teachers = FrozenTeachers()
         self.teachers.add("competent", self.backbone)
         self.teachers.add("incompetent", randomly_initialised_copy(self.backbone, incompetent_seed))
@@ -144,6 +148,5 @@ class BadTeacherModule(UnlearningModule):
         )
         check_finite(loss, self)
         n = images.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)
+        log_training_values(self, {"train/loss": loss, "train/forget_fraction": is_forget.float().mean()}, batch_size=n)
         return loss
