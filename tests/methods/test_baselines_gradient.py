@@ -282,14 +282,20 @@ def neggrad_as_the_authors(
     alpha: float,
     lr: float,
     seed: int = 0,
+    notebook_weight_decay: float | None = None,
 ) -> tuple[nn.Module, int]:
     """train_negrad re-stated (SCRUB's thirdparty/repdistiller/helper/loops.py): per epoch
     ``zip(retain_loader, cycle(forget_loader))``, loss ``alpha * CE(retain) - (1 - alpha) *
     CE(forget)``, plain SGD, train mode. The batch order is the datamodule's documented one
-    (per epoch a seeded permutation of the remaining set, then one of the forget set)."""
+    (per epoch a seeded permutation of the remaining set, then one of the forget set).
+
+    With ``notebook_weight_decay``: run_neggrad_epoch of small_scale_unlearning.ipynb instead,
+    ``model.eval()`` and ``alpha * (CE(retain) + l2_penalty(model, model_init, wd)) - (1 - alpha)
+    * CE(forget)``, where ``l2_penalty`` is ``wd / 2 * sum((p - p_init) ** 2)``."""
     model = SmallCNN(num_classes=10)
     model.load_state_dict(original_state(original))
-    model.train()
+    model_init = copy.deepcopy(model)
+    model.eval() if notebook_weight_decay is not None else model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.0, weight_decay=0.0)
     images, targets = dm._loaded().train.images, dm.train_targets
     steps = 0
@@ -303,9 +309,13 @@ def neggrad_as_the_authors(
         )
         for retain, delete in zip(retain_loader, itertools.cycle(forget_loader)):
             output, del_output = model(to_unit_float(images[retain])), model(to_unit_float(images[delete]))
-            loss = alpha * nn.functional.cross_entropy(output, targets[retain]) - (
-                1 - alpha
-            ) * nn.functional.cross_entropy(del_output, targets[delete])
+            remain_loss = nn.functional.cross_entropy(output, targets[retain])
+            if notebook_weight_decay is not None:
+                l2_loss = sum(
+                    (p - p_init).pow(2).sum() for p, p_init in zip(model.parameters(), model_init.parameters())
+                )
+                remain_loss = remain_loss + l2_loss * (notebook_weight_decay / 2.0)
+            loss = alpha * remain_loss - (1 - alpha) * nn.functional.cross_entropy(del_output, targets[delete])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -327,6 +337,38 @@ def test_neggrad_plus_pairs_every_remaining_batch_with_a_cycled_forget_batch(ori
     assert steps == 2 * math.ceil(dm.remain_indices.numel() / 100)  # more steps than forget batches: cycled
     for (name, ours), theirs in zip(module.backbone.state_dict().items(), reference.state_dict().values()):
         assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5), name
+
+
+def test_neggrad_plus_as_the_notebook_runs_it(original: str, tmp_path: Path) -> None:
+    """eval_mode and anchor_decay give run_neggrad_epoch: the batch-norm statistics stay the
+    original's, and the weights match the notebook's loop; without them they do not."""
+    recipe = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "lr_schedule": "constant"}
+    module = NegGradPlusModule(
+        SmallCNN(num_classes=10),
+        original_ckpt=original,
+        alpha=0.9,
+        forget_batch_size=32,
+        eval_mode=True,
+        anchor_decay=0.1,
+        recipe=recipe,
+    )
+    dm = fit(module, tmp_path, max_epochs=2, batch_size=100)
+    reference, _ = neggrad_as_the_authors(original, dm, 2, 100, 32, alpha=0.9, lr=0.01, notebook_weight_decay=0.1)
+    for (name, ours), theirs in zip(module.backbone.state_dict().items(), reference.state_dict().values()):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5), name
+    before = original_state(original)
+    running = [key for key in before if key.endswith("running_mean")]
+    assert running and all(torch.equal(module.backbone.state_dict()[key], before[key]) for key in running)
+    train_negrad, _ = neggrad_as_the_authors(original, dm, 2, 100, 32, alpha=0.9, lr=0.01)
+    assert not all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        for a, b in zip(train_negrad.state_dict().values(), reference.state_dict().values())
+    )
+
+
+def test_neggrad_plus_refuses_a_negative_anchor_decay(original: str) -> None:
+    with pytest.raises(ValueError, match="anchor_decay"):
+        NegGradPlusModule(SmallCNN(num_classes=10), original_ckpt=original, anchor_decay=-0.1)
 
 
 # ------------------------------------------------------------------------------ l1-sparse
