@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class ForgetRequest(abc.ABC):
     """True when the request names training-set indices itself (rather than choosing them)."""
 
     @abc.abstractmethod
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         """Return the sorted, unique training-set indices to forget.
 
         Args:
@@ -42,7 +42,7 @@ class ForgetRequest(abc.ABC):
                 (only for requests with ``needs_original_model``).
         """
 
-    def forgotten_test_mask(self, data: SourceData) -> Optional[Tensor]:
+    def forgotten_test_mask(self, data: SourceData) -> Tensor | None:
         """For requests that forget a whole kind of sample (a class, a sub-class): which test
         samples are of that kind (the evaluator reports them apart); ``None`` otherwise."""
         return None
@@ -71,7 +71,7 @@ class RandomForget(ForgetRequest):
         _check_ratio(ratio)
         self.ratio = ratio
 
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         targets = data.train.targets
         num_classes = len(data.classes)
         per_class = round(self.ratio * targets.numel() / num_classes)
@@ -105,10 +105,10 @@ class IndexForget(ForgetRequest):
 
     explicit_indices = True
 
-    def __init__(self, indices: Union[list[int], str]) -> None:
+    def __init__(self, indices: list[int] | str) -> None:
         self.indices = indices
 
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         values = load_indices(self.indices) if isinstance(self.indices, (str, Path)) else self.indices
         return _finish(_as_index_tensor(values, "indices"), data, reject_repeats=True)
 
@@ -120,10 +120,10 @@ class ClassForget(ForgetRequest):
         classes: class ids or class names.
     """
 
-    def __init__(self, classes: Union[list[Union[int, str]], int, str]) -> None:
+    def __init__(self, classes: list[int | str] | int | str) -> None:
         self.classes = classes if isinstance(classes, list) else [classes]
 
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         ids = [class_id(c, data.classes, "class") for c in self.classes]
         mask = torch.isin(data.train.targets, torch.tensor(ids))
         return _finish(torch.nonzero(mask).flatten(), data)
@@ -145,10 +145,10 @@ class SubclassForget(ForgetRequest):
         subclass: fine class id or name (e.g. ``"rocket"``).
     """
 
-    def __init__(self, subclass: Union[int, str]) -> None:
+    def __init__(self, subclass: int | str) -> None:
         self.subclass = subclass
 
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         fine_id, fine_targets = self._fine_id(data), data.train.fine_targets
         assert fine_targets is not None  # _fine_id raised otherwise
         return _finish(torch.nonzero(fine_targets == fine_id).flatten(), data)
@@ -183,7 +183,7 @@ class HardestForget(ForgetRequest):
         _check_ratio(ratio)
         self.ratio = ratio
 
-    def resolve(self, data: SourceData, seed: int, original_losses: Optional[LossFn] = None) -> Tensor:
+    def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         if original_losses is None:
             raise ValueError(
                 "HardestForget needs the original model's losses: resolve it in a run whose "
@@ -198,8 +198,9 @@ class HardestForget(ForgetRequest):
         return _finish(order[:count], data)
 
 
-def resolve_excluding(request: ForgetRequest, data: SourceData, seed: int, original_losses: Optional[LossFn],
-                      excluded: Tensor) -> Tensor:
+def resolve_excluding(
+    request: ForgetRequest, data: SourceData, seed: int, original_losses: LossFn | None, excluded: Tensor
+) -> Tensor:
     """Resolve ``request`` among the training samples outside ``excluded`` (the samples earlier
     deletion requests forgot), in the full training set's indices.
 
@@ -226,11 +227,13 @@ def resolve_excluding(request: ForgetRequest, data: SourceData, seed: int, origi
     kept = torch.nonzero(keep).flatten()
     train = data.train
     fine = train.fine_targets[kept] if train.fine_targets is not None else None
-    view = SourceData(ImageSplit(take(train.images, kept), train.targets[kept], fine), data.test, data.classes, data.fine_classes)
+    view = SourceData(
+        ImageSplit(take(train.images, kept), train.targets[kept], fine), data.test, data.classes, data.fine_classes
+    )
     return kept[request.resolve(view, seed, original_losses)]  # sorted, as both are
 
 
-def class_id(value: Union[int, str], names: Sequence[str], what: str) -> int:
+def class_id(value: int | str, names: Sequence[str], what: str) -> int:
     """Turn a class id or name into an id, with a clear error for unknown values."""
     if isinstance(value, bool):
         raise ValueError(f"unknown {what} {value!r}")
@@ -245,7 +248,7 @@ def class_id(value: Union[int, str], names: Sequence[str], what: str) -> int:
     raise ValueError(f"unknown {what} {value!r}; known: {', '.join(map(str, names))}")
 
 
-def load_indices(path: Union[str, Path]) -> list[int]:
+def load_indices(path: str | Path) -> list[int]:
     """Read indices from a ``.npy``, ``.json`` (a list) or ``.txt`` (whitespace/comma separated) file."""
     path = Path(path)
     if not path.is_file():

@@ -8,8 +8,8 @@ import torch
 from natmu_lightning import hybrids
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
-from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
+from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods import ClassifierModule
 from tests.plan_checks import check_plan
 
@@ -109,7 +109,9 @@ def test_plan_uses_model_ranking(tmp_path):
         def forward(self, x):
             return torch.arange(10, dtype=torch.float32).expand(x.shape[0], 10) + 0 * self.dummy
 
-    dm = ForgetRemainDataModule(forget=RandomForget(0.02), stream="hybrid", natmu={"k": 2})  # few enough that no class runs out
+    dm = ForgetRemainDataModule(
+        forget=RandomForget(0.02), stream="hybrid", natmu={"k": 2}
+    )  # few enough that no class runs out
     attach(dm, tmp_path, module=ClassifierModule(Ranker()))
     dm.setup("fit")
     labels = dm.hybrid_plan["label"].reshape(-1, 2)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,9 @@ def test_image_folder_on_disk_reads_the_pixels_the_in_memory_folder_holds(digits
         assert torch.equal(torch.cat(list(image_batches(b.images, 200))), a.images)
     # the folder holds exactly the digits (sorted per class folder)
     digits = Digits().load().train
-    assert sorted(map(bytes, memory.train.images.flatten(1).numpy())) == sorted(map(bytes, digits.images.flatten(1).numpy()))
+    assert sorted(map(bytes, memory.train.images.flatten(1).numpy())) == sorted(
+        map(bytes, digits.images.flatten(1).numpy())
+    )
 
 
 def test_bad_files_are_refused_at_load_naming_the_file(tmp_path, digits_folders):
@@ -176,8 +178,11 @@ class FirstDigits(DataSource):
 
     def load(self) -> SourceData:
         data = Digits().load()
-        return SourceData(ImageSplit(data.train.images[:300], data.train.targets[:300]),
-                          ImageSplit(data.test.images[:100], data.test.targets[:100]), data.classes)
+        return SourceData(
+            ImageSplit(data.train.images[:300], data.train.targets[:300]),
+            ImageSplit(data.test.images[:100], data.test.targets[:100]),
+            data.classes,
+        )
 
 
 #: Writes the first digits as two litdata sets (run in its own interpreter: ``litdata.optimize``
@@ -214,8 +219,13 @@ def test_litdata_streaming_set_is_read_per_sample(tmp_path):
 
     script = tmp_path / "write_litdata.py"
     script.write_text(WRITE_LITDATA)
-    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True, cwd=REPO,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     memory = FirstDigits()
     data = memory.load()
     source = LitData(str(tmp_path / "train"), str(tmp_path / "test"))
@@ -241,21 +251,38 @@ class StopAfterFirstEpoch(pl.Callback):
         trainer.should_stop = True
 
 
-def natmu_fit(root: Path, source, num_workers: int, original: str, reference: str,
-              ckpt_path: str | None = None, interrupt: bool = False, devices: int = 1) -> tuple[dict, dict]:
+def natmu_fit(
+    root: Path,
+    source,
+    num_workers: int,
+    original: str,
+    reference: str,
+    ckpt_path: str | None = None,
+    interrupt: bool = False,
+    devices: int = 1,
+) -> tuple[dict, dict]:
     """A 2-epoch NatMU fit on ``source``: its unlearning metrics and final weights."""
     torch.manual_seed(0)
-    module = NatMUModule(SmallCNN(num_classes=10, width=4), original_ckpt=original,
-                         recipe={"lr": 0.03, "optimizer": "sgd", "lr_schedule": "constant", "warmup_epochs": 0.0})
+    module = NatMUModule(
+        SmallCNN(num_classes=10, width=4),
+        original_ckpt=original,
+        recipe={"lr": 0.03, "optimizer": "sgd", "lr_schedule": "constant", "warmup_epochs": 0.0},
+    )
     dm = ForgetRemainDataModule(source, RandomForget(0.1), batch_size=64, num_workers=num_workers, seed=1)
     evaluator = UnlearningEvaluator(reference_ckpt=reference, attacks=("svc", "loss_cv"))
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(root / "ckpt"), save_last=True)
     callbacks = [evaluator, checkpoint, *([StopAfterFirstEpoch()] if interrupt else [])]
     # two processes: Lightning's "ddp_spawn" on gloo, with a timeout so a collective mismatch fails
     strategy = DDPStrategy(start_method="spawn", process_group_backend="gloo", timeout=timedelta(seconds=120))
-    trainer = quiet_trainer(root, max_epochs=2, callbacks=callbacks, devices=devices,
-                            strategy=strategy if devices > 1 else "auto",
-                            logger=pl.loggers.CSVLogger(str(root), name="logs", version=0), enable_checkpointing=True)
+    trainer = quiet_trainer(
+        root,
+        max_epochs=2,
+        callbacks=callbacks,
+        devices=devices,
+        strategy=strategy if devices > 1 else "auto",
+        logger=pl.loggers.CSVLogger(str(root), name="logs", version=0),
+        enable_checkpointing=True,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     metrics = json.loads((root / "logs" / "version_0" / "unlearning_metrics.json").read_text())
     return metrics, {k: v.clone() for k, v in module.backbone.state_dict().items()}
@@ -270,8 +297,10 @@ def comparable(metrics: dict) -> dict:
 def weights(tmp_path_factory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("weights")
     digits = Digits()
-    return (pretrained_small_cnn(digits, 10, folder / "original.pt", seed=0, steps=150),
-            pretrained_small_cnn(digits, 10, folder / "retrain.pt", seed=1, steps=150))
+    return (
+        pretrained_small_cnn(digits, 10, folder / "original.pt", seed=0, steps=150),
+        pretrained_small_cnn(digits, 10, folder / "retrain.pt", seed=1, steps=150),
+    )
 
 
 @pytest.mark.timeout(300)
@@ -306,7 +335,9 @@ def test_an_on_disk_fit_resumes_exactly(tmp_path, digits_folders, weights):
 def test_two_process_ddp_on_disk_is_bit_identical_to_in_memory(tmp_path, digits_folders, weights):
     """Under DDP each rank decodes its own share (training batches, evaluation shards): the
     numbers are those of the in-memory set under the same 2-process run."""
-    memory, memory_weights = natmu_fit(tmp_path / "memory", folder_source(digits_folders, False), 0, *weights, devices=2)
+    memory, memory_weights = natmu_fit(
+        tmp_path / "memory", folder_source(digits_folders, False), 0, *weights, devices=2
+    )
     disk, disk_weights = natmu_fit(tmp_path / "disk", folder_source(digits_folders, True), 2, *weights, devices=2)
     assert memory["world_size"] == disk["world_size"] == 2
     assert comparable(disk) == comparable(memory)
@@ -319,9 +350,18 @@ def test_the_cli_trains_from_an_image_folder_kept_on_disk(tmp_path, digits_folde
     from tests.tiny_runs import digits_args
 
     monkeypatch.chdir(tmp_path)
-    source = ["--data.source", "natmu_lightning.data.ImageFolder", "--data.source.mode", "L",
-              "--data.source.train_root", str(digits_folders / "train"),
-              "--data.source.test_root", str(digits_folders / "test"), "--data.source.on_disk", "true"]
+    source = [
+        "--data.source",
+        "natmu_lightning.data.ImageFolder",
+        "--data.source.mode",
+        "L",
+        "--data.source.train_root",
+        str(digits_folders / "train"),
+        "--data.source.test_root",
+        str(digits_folders / "test"),
+        "--data.source.on_disk",
+        "true",
+    ]
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["fit", *digits_args("original"), *source, "--data.num_workers", "2", "--trainer.max_epochs", "1", *quiet])
     config = next(tmp_path.rglob("config.yaml")).read_text()

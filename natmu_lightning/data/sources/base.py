@@ -3,16 +3,17 @@
 import abc
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
 from natmu_lightning.images import DiskImages, Images
 
 
-def _describe(t: Optional[Images]) -> str:
+def _describe(t: Images | None) -> str:
     if t is None:
         return "None"
     where = ", on disk" if isinstance(t, DiskImages) else ""
@@ -37,7 +38,7 @@ class ImageSplit:
 
     images: Images
     targets: torch.Tensor
-    fine_targets: Optional[torch.Tensor] = None
+    fine_targets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, (torch.Tensor, DiskImages)):
@@ -45,9 +46,7 @@ class ImageSplit:
         if self.images.dtype != torch.uint8:
             raise ValueError(f"images must have dtype torch.uint8, got {self.images.dtype}")
         if self.images.ndim != 4:
-            raise ValueError(
-                f"images must have shape (N, C, H, W), got {tuple(self.images.shape)}"
-            )
+            raise ValueError(f"images must have shape (N, C, H, W), got {tuple(self.images.shape)}")
         if self.images.shape[1] not in (1, 3):
             warnings.warn(
                 f"images have {self.images.shape[1]} channels; expected 1 or 3 "
@@ -68,9 +67,7 @@ class ImageSplit:
         if labels.dtype != torch.int64:
             raise ValueError(f"{name} must have dtype torch.int64, got {labels.dtype}")
         if labels.ndim != 1 or labels.shape[0] != n:
-            raise ValueError(
-                f"{name} must have shape ({n},) to match images, got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"{name} must have shape ({n},) to match images, got {tuple(labels.shape)}")
         return labels.contiguous()
 
     def __len__(self) -> int:
@@ -103,14 +100,12 @@ class SourceData:
     train: ImageSplit
     test: ImageSplit
     classes: list[str]
-    fine_classes: Optional[list[str]] = None
+    fine_classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("train", "test"):
             if not isinstance(getattr(self, name), ImageSplit):
-                raise ValueError(
-                    f"{name} must be an ImageSplit, got {type(getattr(self, name)).__name__}"
-                )
+                raise ValueError(f"{name} must be an ImageSplit, got {type(getattr(self, name)).__name__}")
         if self.train.images.shape[1:] != self.test.images.shape[1:]:
             raise ValueError(
                 "train and test images must share (C, H, W): got "
@@ -158,7 +153,7 @@ class SourceData:
         return len(self.classes)
 
     @property
-    def num_fine_classes(self) -> Optional[int]:
+    def num_fine_classes(self) -> int | None:
         """Number of fine classes, or ``None`` when the dataset has no fine labels."""
         return None if self.fine_classes is None else len(self.fine_classes)
 
@@ -170,10 +165,7 @@ class SourceData:
 
     def __repr__(self) -> str:
         fine = "" if self.fine_classes is None else f", num_fine_classes={len(self.fine_classes)}"
-        return (
-            f"SourceData(train={self.train!r}, test={self.test!r}, "
-            f"num_classes={self.num_classes}{fine})"
-        )
+        return f"SourceData(train={self.train!r}, test={self.test!r}, num_classes={self.num_classes}{fine})"
 
 
 class DataSource(abc.ABC):

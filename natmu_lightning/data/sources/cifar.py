@@ -1,8 +1,9 @@
 """CIFAR-10, CIFAR-100 and CIFAR-20 from torchvision's on-disk layout (python pickles)."""
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,9 +30,7 @@ def _cifar_key(entry: dict[str, Any], key: str, path: Path) -> Any:
     return entry[key]
 
 
-def _ensure_cifar_files(
-    root: str, folder: str, files: Sequence[str], download: bool, tv_name: str
-) -> Path:
+def _ensure_cifar_files(root: str, folder: str, files: Sequence[str], download: bool, tv_name: str) -> Path:
     """Return ``root/folder``, downloading with torchvision if allowed and needed."""
     base = Path(root).expanduser() / folder
     missing = [f for f in files if not (base / f).is_file()]
@@ -92,8 +91,8 @@ class _TorchvisionCIFAR(DataSource):
     torchvision_name: ClassVar[str]
     label_key: ClassVar[str]
     names_key: ClassVar[str]
-    fine_label_key: ClassVar[Optional[str]] = None
-    fine_names_key: ClassVar[Optional[str]] = None
+    fine_label_key: ClassVar[str | None] = None
+    fine_names_key: ClassVar[str | None] = None
 
     def __init__(self, root: str = "data", download: bool = False) -> None:
         self.root = str(root)

@@ -5,7 +5,6 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -59,7 +58,7 @@ class CIFAR10JPEG(DataSource):
         FileNotFoundError: From :meth:`load`, if ``path`` does not exist.
     """
 
-    def __init__(self, path: Optional[str] = None, cache_dir: Optional[str] = None) -> None:
+    def __init__(self, path: str | None = None, cache_dir: str | None = None) -> None:
         self.path = None if path is None else str(path)
         self.cache_dir = cache_dir
 
@@ -93,8 +92,7 @@ class CIFAR10JPEG(DataSource):
                 offsets = np.asarray(z[f"{split}_offsets"], dtype=np.int64)
                 if offsets.shape != (labels.size + 1,):
                     raise ValueError(
-                        f"{path}: {split}_offsets has shape {offsets.shape}, "
-                        f"expected ({labels.size + 1},)"
+                        f"{path}: {split}_offsets has shape {offsets.shape}, expected ({labels.size + 1},)"
                     )
                 cache = self._cache_folder() / f"{stem}-{split}.npy"
                 images = self._load_cached(cache, labels.size)
@@ -108,7 +106,7 @@ class CIFAR10JPEG(DataSource):
         return SourceData(splits[0], splits[1], classes)
 
     @staticmethod
-    def _load_cached(cache: Path, n: int) -> Optional[np.ndarray]:
+    def _load_cached(cache: Path, n: int) -> np.ndarray | None:
         if not cache.is_file():
             return None
         try:
@@ -128,7 +126,7 @@ class CIFAR10JPEG(DataSource):
     def _decode(jpeg: np.ndarray, offsets: np.ndarray, desc: str) -> np.ndarray:
         """Decode every image of a split to a ``(N, 3, H, W)`` uint8 array."""
         n = offsets.size - 1
-        out: Optional[np.ndarray] = None
+        out: np.ndarray | None = None
         for i in tqdm(range(n), desc=desc, leave=False, unit="img"):
             arr = _decode_jpeg_bytes(jpeg[offsets[i] : offsets[i + 1]].tobytes())
             if out is None:

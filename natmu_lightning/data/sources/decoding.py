@@ -1,13 +1,13 @@
 """Turning image files, arrays and tensors into ``uint8`` ``(N, C, H, W)`` tensors."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
-
 
 #: File name suffixes treated as images by :class:`ImageFolder`.
 IMAGE_EXTENSIONS = (
@@ -46,7 +46,7 @@ def _check_mode(mode: str) -> str:
 def _decode_image_files(
     paths: Sequence[Path],
     mode: str = "RGB",
-    image_size: Optional[int] = None,
+    image_size: int | None = None,
     desc: str = "decoding images",
 ) -> torch.Tensor:
     """Decode image files into one ``uint8`` tensor ``(N, C, H, W)``.
@@ -67,8 +67,8 @@ def _decode_image_files(
     """
     _check_mode(mode)
     channels = 3 if mode == "RGB" else 1
-    out: Optional[np.ndarray] = None
-    first: Optional[Path] = None
+    out: np.ndarray | None = None
+    first: Path | None = None
     for i, path in enumerate(tqdm(paths, desc=desc, leave=False, unit="img")):
         arr = decode_image_file(path, mode, image_size)
         if out is None:
@@ -86,7 +86,7 @@ def _decode_image_files(
     return _hwc_to_chw(out)
 
 
-def decode_image_file(path: Union[str, Path], mode: str, image_size: Optional[int] = None) -> np.ndarray:
+def decode_image_file(path: str | Path, mode: str, image_size: int | None = None) -> np.ndarray:
     """One image file as a ``uint8`` ``(H, W, C)`` array in ``mode``, resized (bilinear) to
     ``image_size x image_size`` when given and different.
 
@@ -104,7 +104,7 @@ def decode_image_file(path: Union[str, Path], mode: str, image_size: Optional[in
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def image_file_size(path: Union[str, Path]) -> tuple[int, int]:
+def image_file_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, from its header (no pixels are decoded).
 
     Raises:
@@ -148,13 +148,10 @@ def _to_uint8_chw(image: Any, where: str) -> torch.Tensor:
         if image.ndim == 2:
             image = image.unsqueeze(0)
         if image.ndim != 3:
-            raise ValueError(
-                f"{where}: tensor images must be CHW or HW, got shape {tuple(image.shape)}"
-            )
+            raise ValueError(f"{where}: tensor images must be CHW or HW, got shape {tuple(image.shape)}")
     else:
         raise ValueError(
-            f"{where}: unsupported image type {type(image).__name__} "
-            "(expected PIL image, numpy array or torch tensor)"
+            f"{where}: unsupported image type {type(image).__name__} (expected PIL image, numpy array or torch tensor)"
         )
     if image.dtype == torch.uint8:
         return image.contiguous()
@@ -164,7 +161,6 @@ def _to_uint8_chw(image: Any, where: str) -> torch.Tensor:
         return (image.to(torch.uint8) * 255).contiguous()
     if image.numel() and (int(image.min()) < 0 or int(image.max()) > 255):
         raise ValueError(
-            f"{where}: integer images must lie in [0, 255], got values in "
-            f"[{int(image.min())}, {int(image.max())}]"
+            f"{where}: integer images must lie in [0, 255], got values in [{int(image.min())}, {int(image.max())}]"
         )
     return image.to(torch.uint8).contiguous()

@@ -34,8 +34,9 @@ class Digits(DataSource):
             ``noise_std`` is negative or not finite.
     """
 
-    def __init__(self, test_fraction: float = 0.3, split_seed: int = 0, noise_std: float = 0.0,
-                 noise_seed: int = 0) -> None:
+    def __init__(
+        self, test_fraction: float = 0.3, split_seed: int = 0, noise_std: float = 0.0, noise_seed: int = 0
+    ) -> None:
         if not 0.0 < float(test_fraction) < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         if not (math.isfinite(float(noise_std)) and float(noise_std) >= 0.0):

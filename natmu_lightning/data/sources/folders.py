@@ -2,7 +2,6 @@
 (in memory, or kept on disk with ``ImageFolder(on_disk=True)``)."""
 
 from pathlib import Path
-from typing import Optional
 
 from natmu_lightning.checks import check_integer
 from natmu_lightning.data.sources.base import DataSource, ImageSplit, SourceData
@@ -134,7 +133,7 @@ class ImageFolder(DataSource):
         self,
         train_root: str,
         test_root: str,
-        image_size: Optional[int] = None,
+        image_size: int | None = None,
         mode: str = "RGB",
         on_disk: bool = False,
         num_workers: int = 2,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class ImageFileReader:
             keeps the files' size, which must then be the same for all of them.
     """
 
-    def __init__(self, paths: Sequence[Path], mode: str = "RGB", image_size: Optional[int] = None) -> None:
+    def __init__(self, paths: Sequence[Path], mode: str = "RGB", image_size: int | None = None) -> None:
         self.mode, self.image_size = _check_mode(mode), image_size
         self.paths = np.array([os.fsencode(path) for path in paths])
 
@@ -72,7 +72,9 @@ def item_parts(item: Any, where: str, image_key: str = "image", label_key: str =
     if isinstance(item, Mapping):
         missing = [key for key in (image_key, label_key) if key not in item]
         if missing:
-            raise ValueError(f"{where} is a mapping without {missing} (it has {sorted(item)}); set image_key / label_key")
+            raise ValueError(
+                f"{where} is a mapping without {missing} (it has {sorted(item)}); set image_key / label_key"
+            )
         return item[image_key], item[label_key]
     try:
         return item[0], item[1]
@@ -80,7 +82,7 @@ def item_parts(item: Any, where: str, image_key: str = "image", label_key: str =
         raise ValueError(f"{where} is not an (image, label) pair") from e
 
 
-def resized(image: Tensor, image_size: Optional[int], where: str) -> Tensor:
+def resized(image: Tensor, image_size: int | None, where: str) -> Tensor:
     """A ``uint8`` ``(C, H, W)`` image resized (bilinear, through Pillow as for files) to
     ``image_size x image_size`` when given and different."""
     if image_size is None or tuple(image.shape[1:]) == (image_size, image_size):
@@ -106,11 +108,17 @@ class DatasetItemReader:
         label_key: an item's label key when items are mappings.
     """
 
-    def __init__(self, dataset: Dataset, name: str, image_size: Optional[int] = None,
-                 image_key: str = "image", label_key: str = "label") -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        name: str,
+        image_size: int | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
         self.dataset, self.name, self.image_size = dataset, name, image_size
         self.image_key, self.label_key = image_key, label_key
-        self.shape: Optional[tuple[int, ...]] = None
+        self.shape: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from natmu_lightning.data.sources.wrappers import MapDataset
 
 
@@ -36,8 +34,8 @@ class LitData(MapDataset):
         self,
         train_dir: str,
         test_dir: str,
-        classes: Optional[list[str]] = None,
-        image_size: Optional[int] = None,
+        classes: list[str] | None = None,
+        image_size: int | None = None,
         num_workers: int = 2,
         image_key: str = "image",
         label_key: str = "label",

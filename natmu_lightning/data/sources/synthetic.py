@@ -1,7 +1,5 @@
 """Seeded synthetic images for tests and documentation."""
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -39,7 +37,7 @@ class SyntheticImages(DataSource):
         height: int = 32,
         width: int = 32,
         seed: int = 0,
-        classes: Optional[list[str]] = None,
+        classes: list[str] | None = None,
     ) -> None:
         for name, value, low in (
             ("num_classes", num_classes, 1),
@@ -53,9 +51,7 @@ class SyntheticImages(DataSource):
         if int(channels) not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if classes is not None and len(classes) != int(num_classes):
-            raise ValueError(
-                f"classes has {len(classes)} names but num_classes is {num_classes}"
-            )
+            raise ValueError(f"classes has {len(classes)} names but num_classes is {num_classes}")
         self.num_classes = int(num_classes)
         self.train_per_class = int(train_per_class)
         self.test_per_class = int(test_per_class)

@@ -1,7 +1,5 @@
 """Sources built from other datasets: any map-style dataset, and a class-balanced subset of a source."""
 
-from typing import Optional
-
 import torch
 from tqdm.auto import tqdm
 
@@ -49,9 +47,9 @@ class MapDataset(DataSource):
         self,
         train: torch.utils.data.Dataset,
         test: torch.utils.data.Dataset,
-        classes: Optional[list[str]] = None,
+        classes: list[str] | None = None,
         on_disk: bool = False,
-        image_size: Optional[int] = None,
+        image_size: int | None = None,
         num_workers: int = 2,
         image_key: str = "image",
         label_key: str = "label",
@@ -76,7 +74,7 @@ class MapDataset(DataSource):
     @staticmethod
     def _convert(reader: DatasetItemReader, name: str) -> ImageSplit:
         n = len(reader)
-        images: Optional[torch.Tensor] = None
+        images: torch.Tensor | None = None
         labels = torch.empty(n, dtype=torch.int64)
         for i in tqdm(range(n), desc=f"converting {name}", leave=False, unit="img"):
             x, label = reader.parts(i)
