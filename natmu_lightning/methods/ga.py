@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from natmu_lightning.data.streams import batch_fields
-from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
 
 GA_RECIPE = Recipe(optimizer="sgd", lr=1e-4, weight_decay=5e-4, lr_schedule="constant")
@@ -48,6 +48,5 @@ class GAModule(UnlearningModule):
         loss = -forget_ce
         check_finite(loss, self)
         n = targets.numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/forget_ce", forget_ce, batch_size=n)
+        log_training_values(self, {"train/loss": loss, "train/forget_ce": forget_ce}, batch_size=n)
         return loss

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_integer, check_non_negative
 from natmu_lightning.data.streams import batch_fields
-from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
 
 L1Schedule = Literal["epoch", "step"]
@@ -158,8 +158,11 @@ class L1SparseModule(UnlearningModule):
         loss, ce, l1 = l1_sparse_loss(self(images), targets, params, weight)
         check_finite(loss, self)
         n = targets.numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/ce", ce, batch_size=n)
-        self.log("train/l1_norm", l1, batch_size=n)
-        self.log("train/l1_weight", weight, batch_size=n)
+        values: dict[str, Tensor | float] = {
+            "train/loss": loss,
+            "train/ce": ce,
+            "train/l1_norm": l1,
+            "train/l1_weight": weight,
+        }
+        log_training_values(self, values, batch_size=n)
         return loss

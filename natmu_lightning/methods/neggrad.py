@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ def neggrad_plus_loss(
     return alpha * remain_ce - (1.0 - alpha) * forget_ce
 
 
-def anchor_penalty(parameters: list[Tensor], anchors: list[Tensor], decay: float) -> Tensor:
+def anchor_penalty(parameters: Sequence[Tensor], anchors: Sequence[Tensor], decay: float) -> Tensor:
     """``decay / 2 * sum ||p - p_0||^2`` over the parameters: the SCRUB notebook's ``l2_penalty``.
 
     Example:

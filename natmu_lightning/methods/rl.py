@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from natmu_lightning.checks import check_choice
 from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.data.streams import batch_fields
-from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
 
 Relabel = Literal["fixed", "per_batch"]
@@ -174,8 +174,7 @@ class RLModule(UnlearningModule):
         loss = nn.functional.cross_entropy(logits, labels)
         check_finite(loss, self)
         n = is_forget.numel()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/forget_fraction", is_forget.float().mean(), batch_size=n)
+        log_training_values(self, {"train/loss": loss, "train/forget_fraction": is_forget.float().mean()}, batch_size=n)
         return loss
 
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_integer, check_non_negative, check_positive
 from natmu_lightning.data.streams import PHASE, batch_fields
-from natmu_lightning.methods.base import UnlearningModule, check_finite
+from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.methods.teachers import FrozenTeachers, move_teachers
 
@@ -152,12 +152,11 @@ class SCRUBModule(UnlearningModule):
         n = targets.numel()
         if phase == "forget":
             loss = -divergence
-            self.log("train/max_kl", divergence.detach(), batch_size=n)
+            log_training_values(self, {"train/max_kl": divergence.detach()}, batch_size=n)
             counts["max"] += 1
         else:
             loss = self.hparams["gamma"] * F.cross_entropy(logits, targets) + self.hparams["alpha"] * divergence
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
-            self.log("train/min_kl", divergence.detach(), batch_size=n)
+            log_training_values(self, {"train/loss": loss.detach(), "train/min_kl": divergence.detach()}, batch_size=n)
             counts["min"] += 1
         check_finite(loss, self)
         return loss

@@ -264,3 +264,37 @@ def test_forwarded_arguments_are_named_in_the_cli_and_a_misspelt_one_is_refused(
     assert "--model.relabel" in shown
     with pytest.warns(UserWarning, match=r"ignores \['lr'\].*recipe"):
         NatMUModule(SmallCNN(num_classes=10), original_ckpt=str(path), lr=0.03)
+
+
+class _StepLosses(pl.Callback):
+    """Every step's loss, as training_step returned it."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_training_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
+    """``train/loss`` reaches the CSV logger every ``log_every_n_steps`` steps with that step's
+    loss, and the epoch's last step's loss is what callbacks read at the epoch's end."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    module = ClassifierModule(SmallCNN(width=4), train_on="full")
+    losses = _StepLosses()
+    logger = CSVLogger(str(tmp_path), name="logs")
+    trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=7, callbacks=[losses])
+    logged_at: list[int] = []
+    log = module.log
+    module.log = lambda *args, **kwargs: (logged_at.append(module.global_step), log(*args, **kwargs))  # type: ignore[method-assign]
+    trainer.fit(module, datamodule=ForgetRemainDataModule(batch_size=128))  # 10 steps an epoch
+    assert logged_at == [6, 9, 13, 19]  # the loggers' steps and each epoch's last: not every step
+    rows = [row.split(",") for row in (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()]
+    column, step_column = rows[0].index("train/loss"), rows[0].index("step")
+    logged = {int(row[step_column]): float(row[column]) for row in rows[1:] if row[column]}
+    assert sorted(logged) == [6, 13]  # (step + 1) % 7 == 0, steps counted from 0
+    assert all(logged[step] == pytest.approx(losses.losses[step], rel=1e-6) for step in logged)
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(losses.losses[-1], rel=1e-6)
+    assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(losses.losses[-1], abs=1e-3)  # on the CPU
