@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast, Final, Literal, Optional, Union
+from typing import Any, Final, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,9 +14,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
-from natmu_lightning.hybrids import HybridOptions
-from natmu_lightning.images import Images, take
 from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
+from natmu_lightning.data.resident import RESIDENT_MEMORY_FRACTION, ResidentImages, use_device_resident
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
     LAYOUT_STREAMS,
@@ -34,9 +33,16 @@ from natmu_lightning.data.streams import (
     collate_batch,
 )
 from natmu_lightning.data.transforms import augment_seed, random_crop_flip, to_unit_float
+from natmu_lightning.hybrids import HybridOptions
+from natmu_lightning.images import Images, take
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
 from natmu_lightning.predict import predict_logits
-from natmu_lightning.records import ALREADY_FORGOTTEN_FILENAME, FORGET_INDICES_FILENAME, PreviousRequest, load_previous_request
+from natmu_lightning.records import (
+    ALREADY_FORGOTTEN_FILENAME,
+    FORGET_INDICES_FILENAME,
+    PreviousRequest,
+    load_previous_request,
+)
 
 #: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
 PLAIN_ROWS: Final = "plain_rows"
@@ -95,6 +101,11 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         crop_padding: padding of the random crop on remaining images (0 disables).
         horizontal_flip: random horizontal flips on remaining images.
         pin_memory: pin batches in page-locked memory; ``None`` pins exactly when training on CUDA.
+        device_resident: keep the training images on the device and gather, mix and augment each
+            batch there (no workers, no per-batch image copies; same batches as the loader path,
+            :mod:`natmu_lightning.data.resident`). ``None``: on when training on CUDA and the
+            uint8 training images fit in ``resident_memory_fraction`` of the free device memory.
+        resident_memory_fraction: the share of free device memory the resident images may take.
         previous_record: the previous deletion request's ``unlearning_record.json`` (or its
             run folder), for a further request on the model it produced.
 
@@ -107,9 +118,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: Optional[DataSource] = None,
-        forget: Optional[ForgetRequest] = None,
-        stream: Optional[Stream] = None,
+        source: DataSource | None = None,
+        forget: ForgetRequest | None = None,
+        stream: Stream | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 0,
@@ -117,8 +128,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         natmu: HybridOptions = HybridOptions(),
         crop_padding: int = 4,
         horizontal_flip: bool = True,
-        pin_memory: Optional[bool] = None,
-        previous_record: Optional[str] = None,
+        pin_memory: bool | None = None,
+        previous_record: str | None = None,
+        device_resident: bool | None = None,
+        resident_memory_fraction: float = RESIDENT_MEMORY_FRACTION,
     ) -> None:
         super().__init__()
         self.source = source if source is not None else Digits()
@@ -130,30 +143,34 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if num_workers < 0 or crop_padding < 0:
             raise ValueError("num_workers and crop_padding must be >= 0")
+        if not 0 < resident_memory_fraction <= 1:
+            raise ValueError(f"resident_memory_fraction must be in (0, 1], got {resident_memory_fraction!r}")
         natmu = HybridOptions.read(natmu)  # a mapping from Python or a checkpoint works too
         self.requested_stream = stream
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.pin_memory = pin_memory
+        self.device_resident, self.resident_memory_fraction = device_resident, resident_memory_fraction
+        self.resident: ResidentImages | None = None
         self.seed, self.natmu = seed, natmu
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         self.previous_record = previous_record
         # Read (and checked) now: a bad record fails before any data is loaded or written.
-        self.previous_request: Optional[PreviousRequest] = (
+        self.previous_request: PreviousRequest | None = (
             load_previous_request(previous_record) if previous_record is not None else None
         )
         self.saved_files: dict[str, Path] = {}
 
-        self.data: Optional[SourceData] = None
-        self.forget_indices: Optional[Tensor] = None
-        self.remain_indices: Optional[Tensor] = None
-        self.hybrid_plan: Optional[dict[str, Tensor]] = None
-        self.stream: Optional[str] = None
-        self._forget_probs: Optional[Tensor] = None
+        self.data: SourceData | None = None
+        self.forget_indices: Tensor | None = None
+        self.remain_indices: Tensor | None = None
+        self.hybrid_plan: dict[str, Tensor] | None = None
+        self.stream: str | None = None
+        self._forget_probs: Tensor | None = None
         self._plan_epoch = 0
-        self._resumed_epoch: Optional[int] = None
+        self._resumed_epoch: int | None = None
         self._mask_cache: dict[tuple, Tensor] = {}
         # (the data, forget and remaining indices they were gathered from, the splits)
-        self._evaluation_cache: Optional[tuple[tuple[object, ...], dict[str, tuple[Images, Tensor]]]] = None
+        self._evaluation_cache: tuple[tuple[object, ...], dict[str, tuple[Images, Tensor]]] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -171,7 +188,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         return tuple(self._loaded().train.images.shape[1:])  # type: ignore[return-value]
 
     @property
-    def forget_classes(self) -> Optional[list[int]]:
+    def forget_classes(self) -> list[int] | None:
         """Forgotten class ids for full-class requests, else ``None``."""
         return self.forget.class_ids(self._loaded()) if isinstance(self.forget, ClassForget) else None
 
@@ -202,12 +219,16 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             )
         if stage == "fit":
             self.stream = self._resolve_stream()
+            self._place_training_images(data)
             if self.stream == "hybrid" and self.hybrid_plan is None:
                 hybrids.validate_k(self.natmu.k, self.num_classes)
                 if self.trainer is not None:
                     hybrids.check_schedule_length(self.natmu.delta, self.trainer.max_epochs)
                 self.hybrid_plan = self._draw_plan(epoch=0)
-                self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+                self._save(
+                    "hybrid_plan.npz",
+                    lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
+                )
                 self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
                 if self.natmu.redraw_plan_every_epoch and self.trainer is not None:
                     # The plan lives in the train dataloader, so it must be rebuilt each epoch.
@@ -215,6 +236,14 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             if self.stream in LAYOUT_STREAMS and self.trainer is not None:
                 # An epoch's layout (and so its length) is fixed when its loader is built.
                 self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+    def _place_training_images(self, data: SourceData) -> None:
+        """Decide, before any training, whether the training images live on the device."""
+        on_cuda = self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
+        resident = use_device_resident(self.device_resident, data.train.images, on_cuda, self.resident_memory_fraction)
+        self.resident = ResidentImages(cast(Tensor, data.train.images)) if resident else None
+        if resident and on_cuda:
+            rank_zero_info("Training images kept on the device (device_resident; turn off with device_resident: false)")
 
     def _already_forgotten(self) -> Tensor:
         """Training indices earlier deletion requests forgot (empty for a first request)."""
@@ -262,7 +291,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def _model(self) -> torch.nn.Module:
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is None:
-            raise ValueError("planning hybrids needs the original model: attach the datamodule to a Trainer with the module")
+            raise ValueError(
+                "planning hybrids needs the original model: attach the datamodule to a Trainer with the module"
+            )
         return module
 
     def _original_losses(self, images: Images, targets: Tensor) -> Tensor:
@@ -285,9 +316,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             images = take(data.train.images, forget_indices)
             logits = predict_logits(self._model(), images, self.eval_batch_size)
             if logits.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}"
-                )
+                raise ValueError(f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}")
             self._forget_probs = logits.softmax(dim=1)
         generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
         return hybrids.build_hybrid_plan(
@@ -315,8 +344,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         data = self._loaded()
         if self.hybrid_plan is None:
             raise RuntimeError("no hybrid plan yet: call setup('fit') for a hybrid stream first")
-        examples = hybrids.plan_examples(data.train.images, data.train.targets, self.hybrid_plan, self.natmu.k,
-                                         self.current_delta(epoch), num_forget)
+        examples = hybrids.plan_examples(
+            data.train.images, data.train.targets, self.hybrid_plan, self.natmu.k, self.current_delta(epoch), num_forget
+        )
         return {**examples, "classes": np.asarray(data.classes)}
 
     # ------------------------------------------------------------------ loaders
@@ -338,18 +368,22 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             if self.natmu.redraw_plan_every_epoch and epoch != self._plan_epoch:
                 self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
-                self._save(f"hybrid_plan_epoch{epoch}.npz", lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}))
+                self._save(
+                    f"hybrid_plan_epoch{epoch}.npz",
+                    lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
+                )
             plan = self.hybrid_plan
         forget_mask = torch.zeros(data.train.targets.numel(), dtype=torch.bool)
         forget_mask[self.forget_indices] = True
-        stream = TrainStream(data.train.images, data.train.targets, indices, plan, forget_mask)
+        stream = TrainStream(data.train.images, data.train.targets, indices, plan, forget_mask, self.resident is None)
         if self.stream in LAYOUT_STREAMS:
             trainer = self.trainer
             rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
             batches = LayoutBatches(stream, self._layout(), rank, world_size)
             epoch = trainer.current_epoch if trainer is not None else 0
-            return self._loader(batches, None, sampler=LayoutSampler(batches, epoch))
-        return self._loader(stream, self.batch_size, sampler=EpochShuffleSampler(len(stream), self.seed, self._loader_epoch()))
+            return self._loader(batches, None, sampler=LayoutSampler(batches, epoch), training=True)
+        sampler = EpochShuffleSampler(len(stream), self.seed, self._loader_epoch())
+        return self._loader(stream, self.batch_size, sampler=sampler, training=True)
 
     def _loader_epoch(self) -> int:
         """The epoch a training loader built now serves first.
@@ -392,17 +426,21 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         test = self._loaded().test
-        return self._loader(EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size)
+        return self._loader(
+            EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size
+        )
 
-    def _loader(self, dataset, batch_size: Optional[int], sampler=None) -> DataLoader:
+    def _loader(self, dataset, batch_size: int | None, sampler=None, training: bool = False) -> DataLoader:
+        indices_only = training and self.resident is not None  # a few index tensors per batch: no workers, no pinning
+        workers = 0 if indices_only else self.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
+            num_workers=workers,
             collate_fn=collate_batch,  # type: ignore[arg-type]  # whole batches come from __getitems__
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self._pins_memory(),
+            persistent_workers=workers > 0,
+            pin_memory=self._pins_memory() and not indices_only,
         )
 
     def _pins_memory(self) -> bool:
@@ -449,7 +487,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self.natmu.delta_end is not None:
             assert isinstance(self.natmu.delta, (int, float))  # __init__ refuses delta_end after a list
             epochs = (self.trainer.max_epochs if self.trainer is not None else None) or 1
-            return hybrids.linear_delta_schedule(float(self.natmu.delta), self.natmu.delta_end, max(epochs, 1))[min(epoch, max(epochs, 1) - 1)]
+            return hybrids.linear_delta_schedule(float(self.natmu.delta), self.natmu.delta_end, max(epochs, 1))[
+                min(epoch, max(epochs, 1) - 1)
+            ]
         return hybrids.delta_for_epoch(self.natmu.delta, epoch)
 
     def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
@@ -466,6 +506,18 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         seed = augment_seed(self.seed, epoch, batch["index"].cpu())
         return {**batch, PLAIN_ROWS: plain, HYBRID_ROWS: hybrid_rows, AUGMENT_SEED: seed}
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Copy this datamodule's flat batches key by key, as Lightning's default does (without
+        blocking, except to the CPU or MPS), but without its generic walk through the
+        collection, which costs about half a millisecond of host time per training step."""
+        if not isinstance(batch, dict) or any(isinstance(v, (dict, list, tuple)) for v in batch.values()):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        non_blocking = device.type not in ("cpu", "mps")
+        return {
+            key: value.to(device, non_blocking=non_blocking) if isinstance(value, Tensor) else value
+            for key, value in batch.items()
+        }
+
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Mix hybrids and augment remaining images on the batch's device; images -> float.
 
@@ -475,7 +527,16 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return {**batch, "image": self._float_images(batch["image"])} if isinstance(batch, dict) else batch
         if AUGMENT_SEED not in batch:  # called directly, without the transfer hooks' first half
             batch = self.on_before_batch_transfer(batch, dataloader_idx)
-        images, plain, hybrid = batch["image"], batch[PLAIN_ROWS], batch[HYBRID_ROWS]
+        plain, hybrid = batch[PLAIN_ROWS], batch[HYBRID_ROWS]
+        if "image" in batch:
+            images = batch["image"]
+            partners = lambda: batch["partner"][hybrid]  # noqa: E731
+        else:  # a device-resident stream: gather the rows from the device's copy
+            if self.resident is None:
+                raise RuntimeError("a batch of indices only, but the training images are not device-resident")
+            resident = self.resident.on(batch["index"].device)
+            images = resident[batch["index"]]
+            partners = lambda: resident[batch["partner_index"][hybrid]]  # noqa: E731
         out = images.clone()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if plain.numel():
@@ -484,8 +545,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if hybrid.numel():
             masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
             weights = masks[batch["mask_id"][hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
-            out[hybrid] = hybrids.mix(images[hybrid], batch["partner"][hybrid], weights)
-        unmixed = cast(Batch, {key: value for key, value in batch.items() if key not in ("partner", *TRANSFER_KEYS)})
+            out[hybrid] = hybrids.mix(images[hybrid], partners(), weights)
+        dropped = ("partner", "partner_index", *TRANSFER_KEYS)
+        unmixed = cast(Batch, {key: value for key, value in batch.items() if key not in dropped})
         return {**unmixed, "image": self._float_images(out)}
 
     def _float_images(self, images: Tensor) -> Tensor:
@@ -524,7 +586,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return
         if "forget_indices" in state_dict and self.forget_indices is not None:
             if not torch.equal(state_dict["forget_indices"], self.forget_indices):
-                raise ValueError("the checkpoint was trained on a different forget set than this configuration resolves")
+                raise ValueError(
+                    "the checkpoint was trained on a different forget set than this configuration resolves"
+                )
         self._resumed_epoch = state_dict.get("next_epoch")
         if "hybrid_plan" in state_dict:
             self.hybrid_plan = {k: v.clone() for k, v in state_dict["hybrid_plan"].items()}

@@ -6,7 +6,8 @@ instead of a per-sample Python loop; :func:`collate_batch` passes the result thr
 
 from __future__ import annotations
 
-from typing import Any, Final, Iterator, Literal, Mapping, Optional, Sequence, TypedDict, cast
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, Literal, TypedDict, cast
 
 import torch
 from torch import Tensor
@@ -27,6 +28,9 @@ class Batch(TypedDict, total=False):
     """(B,) training-set index of each ``image``."""
     partner: Tensor
     """A hybrid's remaining image (the image itself for plain rows); training streams."""
+    partner_index: Tensor
+    """Training-set index of ``partner``: what a device-resident stream gives instead of the
+    images (``image`` and ``partner`` are gathered on the device after the transfer)."""
     mask_id: Tensor
     """The hybrid's mask, -1 for plain rows; training streams."""
     is_forget: Tensor
@@ -69,7 +73,9 @@ def batch_fields(batch: Any, *names: str, user: str) -> tuple[Any, ...]:
         batch = {"image": batch[0], "target": batch[1]}
     missing = [name for name in names if not isinstance(batch, dict) or name not in batch]
     if missing:
-        sources = "; ".join(f"{name!r} comes from {FIELD_SOURCES.get(name, 'a ForgetRemainDataModule batch')}" for name in missing)
+        sources = "; ".join(
+            f"{name!r} comes from {FIELD_SOURCES.get(name, 'a ForgetRemainDataModule batch')}" for name in missing
+        )
         raise ValueError(f"{user} trains on batches with {missing}, and got a batch without them ({sources})")
     return tuple(batch[name] for name in names)
 
@@ -120,6 +126,9 @@ class TrainStream(Dataset):
             samples: the remaining set, the forget set or both).
         plan: optional hybrid plan appended after the plain rows.
         forget_mask: (N,) bool, True for forgetting samples (default: none).
+        gather_images: read the images (the loader path); ``False`` gives ``partner_index``
+            in place of ``image`` and ``partner``, for images kept on the device
+            (:mod:`natmu_lightning.data.resident`).
     """
 
     def __init__(
@@ -127,45 +136,41 @@ class TrainStream(Dataset):
         images: Images,
         targets: Tensor,
         remain_index: Tensor,
-        plan: Optional[Mapping[str, Tensor]] = None,
-        forget_mask: Optional[Tensor] = None,
+        plan: Mapping[str, Tensor] | None = None,
+        forget_mask: Tensor | None = None,
+        gather_images: bool = True,
     ) -> None:
-        self.images, self.targets = images, targets
-        self.remain_index = remain_index.long()
-        self.forget_mask = forget_mask if forget_mask is not None else torch.zeros(targets.numel(), dtype=torch.bool)
-        empty = torch.empty(0, dtype=torch.long)
-        plan = plan or {"forget_index": empty, "remain_index": empty, "mask_id": empty, "label": empty}
-        self.plan = {key: plan[key].long() for key in ("forget_index", "remain_index", "mask_id", "label")}
+        self.images, self.gather_images = images, gather_images
+        forget_mask = forget_mask if forget_mask is not None else torch.zeros(targets.numel(), dtype=torch.bool)
+        plain = remain_index.long()
+        if plan is None or plan["label"].numel() == 0:
+            empty = torch.empty(0, dtype=torch.long)
+            plan = {"forget_index": empty, "remain_index": empty, "mask_id": empty, "label": empty}
+        hybrid = {key: plan[key].long() for key in ("forget_index", "remain_index", "mask_id", "label")}
+        # One row table for the whole stream, built once: a batch only indexes it.
+        index = torch.cat([plain, hybrid["forget_index"]])
+        self.rows = {
+            "mask_id": torch.cat([torch.full_like(plain, -1), hybrid["mask_id"]]),
+            "target": torch.cat([targets[plain], hybrid["label"]]),
+            "index": index,
+            "is_forget": torch.cat([forget_mask[plain], torch.zeros_like(hybrid["label"], dtype=torch.bool)]),
+        }
+        self.partner_index = torch.cat([plain, hybrid["remain_index"]])  # plain rows: the image itself
 
     def __len__(self) -> int:
-        return self.remain_index.numel() + self.plan["label"].numel()
+        return self.rows["index"].numel()
 
     def __getitems__(self, positions: Sequence[int]) -> Batch:
         position = torch.as_tensor(positions, dtype=torch.long)
-        num_plain = self.remain_index.numel()
-        is_hybrid = position >= num_plain
-        plain_pos = position.clamp(max=max(num_plain - 1, 0))
-        row = (position - num_plain).clamp(min=0)
-        if self.plan["label"].numel() == 0:
-            row = torch.zeros_like(position)
-            plan = {key: torch.zeros(1, dtype=torch.long) for key in self.plan}
-        else:
-            plan = self.plan
-        plain_index = self.remain_index[plain_pos] if num_plain else torch.zeros_like(position)
-        first = torch.where(is_hybrid, plan["forget_index"][row], plain_index)
-        image = self.images[first]
-        partner = image.clone()  # plain rows: the image itself; read only the hybrids' partners
-        hybrid_rows = torch.nonzero(is_hybrid).flatten()
+        rows = cast(Batch, {key: column[position] for key, column in self.rows.items()})
+        if not self.gather_images:
+            return {**rows, "partner_index": self.partner_index[position]}
+        image = self.images[rows["index"]]
+        partner = image.clone()  # read only the hybrids' partners
+        hybrid_rows = torch.nonzero(rows["mask_id"] >= 0).flatten()
         if hybrid_rows.numel():
-            partner[hybrid_rows] = self.images[plan["remain_index"][row[hybrid_rows]]]
-        return {
-            "image": image,
-            "partner": partner,
-            "mask_id": torch.where(is_hybrid, plan["mask_id"][row], torch.full_like(position, -1)),
-            "target": torch.where(is_hybrid, plan["label"][row], self.targets[first]),
-            "index": first,
-            "is_forget": self.forget_mask[first] & ~is_hybrid,
-        }
+            partner[hybrid_rows] = self.images[self.partner_index[position[hybrid_rows]]]
+        return {"image": image, "partner": partner, **rows}
 
     def __getitem__(self, position: int) -> Batch:
         return cast(Batch, {key: value[0] for key, value in cast(dict, self.__getitems__([position])).items()})
@@ -258,8 +263,15 @@ class ForgetThenRemainLayout(BatchLayout):
     batches of ``batch_size``; each set shuffled per epoch. Batches carry ``phase``:
     ``"forget"`` or ``"remain"``."""
 
-    def __init__(self, num_remain: int, num_forget: int, batch_size: int, forget_batch_size: int, seed: int,
-                 forget_epochs: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        num_remain: int,
+        num_forget: int,
+        batch_size: int,
+        forget_batch_size: int,
+        seed: int,
+        forget_epochs: int | None = None,
+    ) -> None:
         super().__init__(num_remain, num_forget, batch_size, forget_batch_size, seed)
         self.forget_epochs = forget_epochs
 
@@ -284,8 +296,9 @@ class PairedLayout(BatchLayout):
         forget = self._forget_batches(generator)
         if not forget:
             raise ValueError("a paired stream needs at least one forgetting sample")
-        return [[(torch.cat([rows, forget[i % len(forget)]]), {NUM_REMAIN: rows.numel()})
-                 for i, rows in enumerate(remain)]]
+        return [
+            [(torch.cat([rows, forget[i % len(forget)]]), {NUM_REMAIN: rows.numel()}) for i, rows in enumerate(remain)]
+        ]
 
 
 class LayoutBatches(Dataset):
@@ -294,7 +307,7 @@ class LayoutBatches(Dataset):
 
     def __init__(self, stream: TrainStream, layout: BatchLayout, rank: int = 0, world_size: int = 1) -> None:
         self.stream, self.layout, self.rank, self.world_size = stream, layout, rank, world_size
-        self._epoch: Optional[int] = None
+        self._epoch: int | None = None
         self._batches: list[tuple[Tensor, dict]] = []
 
     def epoch_batches(self, epoch: int) -> list[tuple[Tensor, dict]]:
