@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,8 @@ from natmu_lightning.methods.natmu import NATMU_RECIPE
 from natmu_lightning.methods.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
+#: The offline CIFAR-10 JPEG copy: $NATMU_CIFAR10_NPZ (as the CIFAR10JPEG source reads it), else ../shared/data.
+CIFAR10_JPEG = Path(os.environ.get("NATMU_CIFAR10_NPZ") or REPO.parent / "shared" / "data" / "cifar10_jpeg.npz")
 
 
 def build(spec: dict[str, Any]) -> Any:
@@ -43,13 +45,15 @@ class Preset:
     """One quality preset's setting for the speed benchmark.
 
     ``inner_source_args`` are init arguments set on the innermost data source (the CIFAR-10
-    JPEG file); ``augment`` replaces the configs' ``(crop_padding, horizontal_flip)``.
+    JPEG file); ``inner_source_class`` replaces that source's class (and its arguments);
+    ``augment`` replaces the configs' ``(crop_padding, horizontal_flip)``.
     """
 
     name: str
     setting: str
     inner_source_args: tuple[tuple[str, Any], ...] = ()
     augment: tuple[int, bool] | None = None
+    inner_source_class: str | None = None
 
     @cached_property
     def original(self) -> dict[str, Any]:
@@ -64,6 +68,8 @@ class Preset:
         inner = spec
         while "source" in (inner.get("init_args") or {}):
             inner = inner["init_args"]["source"]
+        if self.inner_source_class is not None:
+            inner["class_path"], inner["init_args"] = self.inner_source_class, {}
         inner["init_args"] = {**(inner.get("init_args") or {}), **dict(self.inner_source_args)}
         return build(spec)
 
@@ -107,5 +113,12 @@ PRESETS = {
     "digits": Preset("digits", "digits"),
     "cifar10-small": Preset(
         "cifar10-small", "cifar10_small", inner_source_args=(("path", str(CIFAR10_JPEG)),), augment=(4, True)
+    ),
+    # The paper's setting on the offline JPEG copy (a GPU's work: benchmarks/step_overhead.py --device cuda).
+    "cifar10-vgg16": Preset(
+        "cifar10-vgg16",
+        "cifar10_vgg16",
+        inner_source_args=(("path", str(CIFAR10_JPEG)),),
+        inner_source_class="natmu_lightning.CIFAR10JPEG",
     ),
 }

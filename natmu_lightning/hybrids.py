@@ -290,17 +290,6 @@ def validate_k(k: int, num_classes: int) -> None:
         )
 
 
-def validate_plan(plan: Mapping[str, Tensor]) -> None:
-    """Raise ``ValueError`` unless ``plan`` has four equal-length 1-D integer tensors."""
-    keys = ("forget_index", "remain_index", "mask_id", "label")
-    missing = [key for key in keys if key not in plan]
-    if missing:
-        raise ValueError(f"hybrid plan lacks {missing}")
-    lengths = {plan[key].shape for key in keys}
-    if len(lengths) != 1 or len(next(iter(lengths))) != 1:
-        raise ValueError(f"hybrid plan columns must be equal-length 1-D tensors, got shapes {lengths}")
-
-
 def mix(forget_images: Tensor, remain_images: Tensor, weights: Tensor) -> Tensor:
     """Blend in uint8 pixel space: ``floor(clip(x_r * (1 - w) + x_f * w, 0, 255))``.
 

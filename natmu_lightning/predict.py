@@ -98,8 +98,3 @@ def predict_logits(model: nn.Module, images: Images, batch_size: int = 512) -> T
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs)
-
-
-def predict_probs(model: nn.Module, images: Images, batch_size: int = 512) -> Tensor:
-    """Softmax probabilities of :func:`predict_logits`."""
-    return predict_logits(model, images, batch_size).softmax(dim=1)

@@ -514,3 +514,58 @@ def test_memory_benchmark_measures_both_paths_on_a_folder_it_makes(tmp_path):
     assert sum(counts) == 300 and counts[0] > 10  # a seeded order: every class present
     with pytest.raises(SystemExit):
         memory.main(["--out", str(tmp_path), "--batches", "5"])
+
+
+@pytest.mark.timeout(600)
+def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
+    """``benchmarks/step_overhead.py``: per stream the three sides, each its fastest round, and
+    the target judged from them."""
+    overhead = load("step_overhead")
+    result = overhead.main(["--out", str(tmp_path), "--epochs", "2", "--repeats", "2"])
+    saved = json.loads((tmp_path / "step_overhead.json").read_text())
+    assert saved["streams"].keys() == {"full", "remain", "hybrid"} == result["streams"].keys()
+    for stream, row in saved["streams"].items():
+        for side in overhead.SIDES:
+            rounds = row["rounds"][side]
+            assert len(rounds) == 2 and row[f"{side}_ms"] == min(r["mean_ms"] for r in rounds) > 0, (stream, side)
+            assert all(r["median_ms"] > 0 for r in rounds), (stream, side)
+        assert row["lightning_over_bare"] == pytest.approx(row["lightning_ms"] / row["bare_ms"])
+        our_part = (row["lightning_ms"] - row["plain_lightning_ms"]) / row["bare_ms"]
+        assert row["our_part_over_bare"] == pytest.approx(our_part)
+        assert row["target_met"] == overhead.meets_target(row)
+    # digits: 1257 training samples, 130 forgotten, 4 hybrids each; batches of 64
+    assert [saved["streams"][s]["rows_per_epoch"] for s in ("full", "remain", "hybrid")] == [1257, 1127, 1127 + 520]
+    assert overhead.meets_target({"floor_over_bare": 1.1, "lightning_over_bare": 1.3, "our_part_over_bare": 0.2})
+    assert not overhead.meets_target({"floor_over_bare": 1.5, "lightning_over_bare": 1.55, "our_part_over_bare": 0.11})
+    with pytest.raises(SystemExit):
+        overhead.main(["--out", str(tmp_path), "--epochs", "1"])
+
+
+@pytest.mark.slow  # VGG-16 on the CPU: twelve short runs, about two minutes
+@pytest.mark.timeout(900)
+def test_paper_dry_run_writes_a_row_for_every_run(tmp_path):
+    paper = load("paper")
+    result = paper.main(["--dry-run", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "paper.json").read_text())
+    assert list(saved["runs"]) == ["original", "retrain", *paper.METHODS] == list(result["runs"])
+    assert saved["dry_run"] and saved["wall_seconds"] > 0 and saved["device"].startswith("CPU")
+    assert saved["paper_retrain"]["test_acc"] == 93.34 and saved["versions"]["torch"]
+    for name, row in saved["runs"].items():
+        assert row["seconds"] > 0 and all(math.isfinite(row[k]) for k in ("test_acc", "remain_acc", "forget_acc")), name
+    assert all(math.isfinite(row["avg_gap"]) for name, row in saved["runs"].items() if name in paper.METHODS)
+
+
+def test_paper_refuses_a_missing_or_foreign_npz_before_any_training(tmp_path, capsys):
+    paper = load("paper")
+    with pytest.raises(SystemExit, match="does not exist"):
+        paper.main(["--cifar10-npz", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "a")])
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.zeros(3))
+    with pytest.raises(SystemExit, match="lacks the arrays"):
+        paper.main(["--cifar10-npz", str(foreign), "--out", str(tmp_path / "b")])
+    small = paper.synthetic_npz(tmp_path / "small.npz")
+    with pytest.raises(SystemExit, match="not CIFAR-10's"):
+        paper.main(["--cifar10-npz", str(small), "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c" / "work" / "runs").exists()  # nothing was trained
+    with pytest.raises(SystemExit):
+        paper.main(["--out", str(tmp_path / "d")])  # neither a file nor --dry-run

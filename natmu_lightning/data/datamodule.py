@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
-from natmu_lightning.data.requests import ClassForget, ForgetRequest, RandomForget, resolve_excluding
+from natmu_lightning.data.requests import ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.resident import RESIDENT_MEMORY_FRACTION, ResidentImages, use_device_resident
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
@@ -186,11 +186,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the images."""
         return tuple(self._loaded().train.images.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def forget_classes(self) -> list[int] | None:
-        """Forgotten class ids for full-class requests, else ``None``."""
-        return self.forget.class_ids(self._loaded()) if isinstance(self.forget, ClassForget) else None
 
     def _loaded(self) -> SourceData:
         if self.data is None:

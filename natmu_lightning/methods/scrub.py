@@ -90,6 +90,8 @@ class SCRUBModule(UnlearningModule):
         max_phase_epochs: how many leading epochs include max steps (the authors'
             ``msteps``; >= 0, 0 disables forgetting steps).
         forget_batch_size: batch size of the max steps' pass over the forget set (>= 1).
+        reinit_classifier: re-initialise the STUDENT's final linear layer when the fit starts
+            (the teacher keeps the original's).
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
@@ -109,6 +111,7 @@ class SCRUBModule(UnlearningModule):
         max_phase_epochs: int = 2,
         forget_batch_size: int = 512,
         recipe: Recipe = SCRUB_RECIPE,
+        reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
     ) -> None:
         check_positive("temperature", temperature)
@@ -117,7 +120,7 @@ class SCRUBModule(UnlearningModule):
         check_integer("max_phase_epochs", max_phase_epochs, 0)
         check_integer("forget_batch_size", forget_batch_size, 1)
         recipe = Recipe.read(recipe, SCRUB_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, checkpoint_prefix=checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)

@@ -153,13 +153,15 @@ class SSDModule(UnlearningModule):
         dampening_lambda: dampening constant ``lambda`` (>= 0).
         importance_batch_size: images per gradient when computing importances (>= 1).
         batch_weighting: ``"uniform"`` (the authors') or ``"size"``, see above.
+        reinit_classifier: taken like every method's, but only ``False`` is accepted: SSD
+            never trains, so a re-initialised classifier would stay random.
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest (the
         optimizer is never stepped).
 
     Raises:
         ValueError: ``original_ckpt`` missing, ``selection_alpha`` not positive,
-            negative ``dampening_lambda``, ``importance_batch_size`` < 1 or an
-            unknown ``batch_weighting``.
+            negative ``dampening_lambda``, ``importance_batch_size`` < 1, an
+            unknown ``batch_weighting`` or ``reinit_classifier=True``.
     """
 
     train_stream = "forget"
@@ -172,13 +174,18 @@ class SSDModule(UnlearningModule):
         dampening_lambda: float = 1.0,
         importance_batch_size: int = 128,
         batch_weighting: BatchWeighting = "uniform",
+        reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
     ) -> None:
+        if reinit_classifier:
+            raise ValueError(
+                "SSDModule cannot re-initialise the classifier: it never trains, so the head would stay random"
+            )
         check_positive("selection_alpha", selection_alpha)
         check_non_negative("dampening_lambda", dampening_lambda)
         check_integer("importance_batch_size", importance_batch_size, 1)
         check_choice("batch_weighting", batch_weighting, ("size", "uniform"))
-        super().__init__(backbone, original_ckpt, None, checkpoint_prefix=checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, None, reinit_classifier, checkpoint_prefix)
         self.automatic_optimization = False
         self.dampened = False
         #: selected elements per parameter, after dampening

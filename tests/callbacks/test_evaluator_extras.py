@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from natmu_lightning import UnlearningEvaluator
 from natmu_lightning.callbacks.evaluator import split_metrics
 from natmu_lightning.metrics import functional as MF
-from natmu_lightning.predict import predict_probs
+from natmu_lightning.predict import predict_logits
 from tests.tiny_runs import make_dm, make_model, make_trainer, read_csv, read_json
 
 
@@ -37,9 +37,9 @@ def test_attacks_and_divergences_match_direct_computation(tmp_path):
     record = read_json(trainer)
 
     splits = dm.evaluation_splits()
-    probs = {name: predict_probs(model, images) for name, (images, _) in splits.items()}
+    probs = {name: predict_logits(model, images).softmax(dim=1) for name, (images, _) in splits.items()}
     labels = {name: targets for name, (_, targets) in splits.items()}
-    ref_forget = predict_probs(reference_model, splits["forget"][0])
+    ref_forget = predict_logits(reference_model, splits["forget"][0]).softmax(dim=1)
     for feature in ("confidence", "entropy", "m_entropy"):
         expected = MF.svc_mia(
             probs["remain"], labels["remain"], probs["test"], labels["test"], probs["forget"], labels["forget"], feature
@@ -99,7 +99,7 @@ def test_default_training_evaluations_use_a_tenth_of_remaining_and_test(tmp_path
         keep = torch.randperm(splits[name][1].numel(), generator=torch.Generator().manual_seed(offset))[:count]
         images, targets = splits[name]
         subsets[name] = (images[keep.sort().values], targets[keep.sort().values])
-    probs = {name: predict_probs(model, images) for name, (images, _) in subsets.items()}
+    probs = {name: predict_logits(model, images).softmax(dim=1) for name, (images, _) in subsets.items()}
     labels = {name: targets for name, (_, targets) in subsets.items()}
     got = evaluator.evaluate(model.trainer, model, final=False)
     expected = split_metrics(probs, labels, whole_classes=False)

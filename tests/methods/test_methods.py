@@ -298,3 +298,24 @@ def test_training_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
     assert all(logged[step] == pytest.approx(losses.losses[step], rel=1e-6) for step in logged)
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(losses.losses[-1], rel=1e-6)
     assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(losses.losses[-1], abs=1e-3)  # on the CPU
+
+
+def test_every_method_takes_reinit_classifier_and_checkpoint_prefix():
+    """One vocabulary: every module of the package names both in its signature (or forwards
+    them to the base), and SSD, which never trains, refuses a re-initialised head."""
+    import inspect
+
+    import natmu_lightning
+    from natmu_lightning.methods.base import BackboneModule
+    from natmu_lightning.methods.ssd import SSDModule
+
+    modules = [
+        obj for obj in vars(natmu_lightning).values() if inspect.isclass(obj) and issubclass(obj, BackboneModule)
+    ]
+    assert len(modules) >= 11  # the classifier, NatMU and the nine baselines
+    for module in modules:
+        parameters = inspect.signature(module.__init__).parameters
+        forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        assert forwards or {"reinit_classifier", "checkpoint_prefix"} <= set(parameters), module.__name__
+    with pytest.raises(ValueError, match="never trains"):
+        SSDModule(SmallCNN(num_classes=10), original_ckpt="unused.pt", reinit_classifier=True)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A lent GPU's work for the paper-scale benchmarks, as ONE device command (about 10 minutes).
+#
+# Prepare here (once): the CIFAR-10 copy travels in an ignored folder:
+#   echo /gpu_data/ >> .git/info/exclude; mkdir -p gpu_data; cp ../shared/data/cifar10_jpeg.npz gpu_data/
+# Then the device tool's run: carry ["gpu_data"], timeout_s 590, command
+#   bash benchmarks/gpu_session.sh
+# and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/.
+# Check the script itself on a CPU first (synthetic data, seconds per phase):
+#   OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh --dry-run
+#
+# 1. benchmarks/step_overhead.py on VGG-16 (remaining and NatMU streams, 2 epochs, 1 round):
+#    bare PyTorch vs Lightning's floor vs this package, with the training set on the GPU.
+# 2. benchmarks/paper.py: CIFAR-10 VGG-16 random 1%, Original and Retrain side by side, then
+#    NatMU and the nine baselines side by side; paper.json.
+set -uo pipefail
+out="${OUT:-runs/gpu_session}"
+work="${TMPDIR:-/tmp}/natmu_gpu_session"
+mkdir -p "$out" "$work"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export NATMU_CIFAR10_NPZ="${NATMU_CIFAR10_NPZ:-$PWD/gpu_data/cifar10_jpeg.npz}"
+status=0
+if [ "${1:-}" = "--dry-run" ]; then
+  python -m benchmarks.step_overhead --out "$work/overhead" --streams remain hybrid --epochs 2 --repeats 1 \
+    2>"$work/overhead.err" || status=1
+  python -m benchmarks.paper --dry-run --out "$work/paper" || status=1
+else
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.csv" || true
+  timeout 150 python -m benchmarks.step_overhead --preset cifar10-vgg16 --device cuda --streams remain hybrid \
+    --epochs 2 --repeats 1 --out "$work/overhead" 2>"$work/overhead.err" || status=1
+  timeout 420 python -m benchmarks.paper --cifar10-npz "$NATMU_CIFAR10_NPZ" --out "$work/paper" || status=1
+fi
+cp "$work/overhead/step_overhead.json" "$work/paper/paper.json" "$out/" 2>/dev/null
+tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
+exit $status

@@ -1,0 +1,279 @@
+"""The NatMU paper's main table in one command: CIFAR-10, VGG-16 (BN), random 1% (or 10%).
+
+    python -m benchmarks.paper --cifar10-npz PATH --out DIR [--request random1|random10]
+    python -m benchmarks.paper --dry-run --out DIR
+
+Runs the shipped compositions of ``configs/cifar10_vgg16`` (``base.yaml``, with
+``forget_random10.yaml`` for ``--request random10``) on the offline CIFAR-10 JPEG copy, with
+the trainer fragment ``--trainer-config`` (default ``configs/trainer/gpu.yaml``):
+
+1. the original and Retrain (100 epochs each), side by side as two processes;
+2. NatMU and the nine baselines (Bad Teacher, FT, GA, l1-sparse, NegGrad+, RL, SalUn, SCRUB,
+   SSD), ``--parallel`` processes at a time (default: all of them). Each run's final
+   evaluation fits its attacks (the SVC ones take tens of seconds on a CPU core) in its own
+   process, beside the other runs' GPU work.
+
+Writes ``DIR/paper.json``: every run's final metrics (``unlearning_metrics.json``) and wall
+time, ``wall_seconds`` for the whole command, the device, package versions, the npz's
+SHA-256 and the command; then prints the table beside the paper's Retrain reference
+(docs/design.md, "Retrain references"). The JPEG copy is lossy (about 2-3 points of test
+accuracy): compare the methods with this Retrain, and the paper's Retrain row only as an
+outside reference.
+
+``--dry-run`` runs the same phases on the CPU, one process at a time, on a synthetic npz of
+a few hundred random images written under DIR (20 training and 5 test images per class, one
+forgetting sample per class), each run for at most two optimizer steps: it checks the whole
+command, not any number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
+from natmu_lightning.configs import composition, config_args, merged, run_folder  # noqa: E402
+from natmu_lightning.io import atomic_write_json  # noqa: E402
+
+SETTING = "cifar10_vgg16"
+CLASSIFIERS = ("original", "retrain")
+METHODS = ("natmu", "bad_teacher", "ft", "ga", "l1_sparse", "neggrad", "rl", "salun", "scrub", "ssd")
+REQUESTS = {"random1": (), "random10": ("forget_random10",)}
+#: The NatMU authors' Retrain on the original CIFAR-10 files (docs/design.md).
+PAPER_RETRAIN = {
+    "random1": {"test_acc": 93.34, "remain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88},
+    "random10": {"test_acc": 93.12, "remain_acc": 99.94, "forget_acc": 93.20, "mia_entropy": 80.80},
+}
+COLUMNS = ("test_acc", "remain_acc", "forget_acc", "mia_entropy", "avg_gap")
+KEYS = (*COLUMNS, "kl_to_reference", "js_to_reference", "mia_svc_entropy", "mia_loss_cv", "epoch", "global_step")
+NPZ_ARRAYS = ("train_jpeg", "train_offsets", "test_jpeg", "test_offsets", "y_train", "y_test")
+DRY_RUN_PER_CLASS = (20, 5)  # synthetic training and test images per class
+DRY_RUN_ARGS = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.max_steps",
+    "2",
+    "--data.num_workers",
+    "0",
+    "--data.batch_size",
+    "32",
+    "--data.eval_batch_size",
+    "128",
+]
+
+
+def check_npz(path: Path, dry_run: bool) -> str:
+    """The file's SHA-256, after checking it is CIFAR-10 in the offline copy's format.
+
+    Raises:
+        SystemExit: the file is missing, not an npz of that format, or not 50,000 + 10,000
+            images (a synthetic file of a dry run may be smaller).
+    """
+    if not path.is_file():
+        raise SystemExit(f"--cifar10-npz {path} does not exist (the offline CIFAR-10 JPEG copy, cifar10_jpeg.npz)")
+    try:
+        with np.load(path) as arrays:
+            missing = [name for name in NPZ_ARRAYS if name not in arrays.files]
+            sizes = (len(arrays["y_train"]), len(arrays["y_test"])) if not missing else None
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--cifar10-npz {path} is not a readable npz file: {error}") from error
+    if missing:
+        raise SystemExit(f"--cifar10-npz {path} is not the CIFAR-10 JPEG copy: it lacks the arrays {missing}")
+    if not dry_run and sizes != (50_000, 10_000):
+        raise SystemExit(f"--cifar10-npz {path} holds {sizes} train/test images, not CIFAR-10's (50000, 10000)")
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def synthetic_npz(path: Path) -> Path:
+    """A few hundred random 32x32 JPEGs in the offline copy's format (``tests/fake_data.py``)."""
+    from tests.fake_data import make_fake_cifar10_npz
+
+    train, test = DRY_RUN_PER_CLASS
+    return make_fake_cifar10_npz(path, train_per_class=train, test_per_class=test)
+
+
+class Runner:
+    """Starts ``natmu-lightning fit`` processes for the runs of one request, in ``work``."""
+
+    def __init__(self, args: argparse.Namespace, npz: Path, work: Path, logs: Path) -> None:
+        self.request, self.npz, self.work, self.logs = args.request, npz, work, logs
+        self.extra = [
+            *(["--config", str(args.trainer_config.resolve())] if not args.dry_run else []),
+            *(DRY_RUN_ARGS + self.dry_run_request() if args.dry_run else []),
+        ]
+        self.threads = max(1, (os.cpu_count() or 1) // max(args.parallel, 1))
+
+    def dry_run_request(self) -> list[str]:
+        ratio = (1 if self.request == "random1" else 2) / DRY_RUN_PER_CLASS[0]  # 1 or 2 forget images per class
+        return ["--data.forget.init_args.ratio", str(ratio)]
+
+    def paths(self, name: str) -> list[Path]:
+        return composition(SETTING, *REQUESTS[self.request], name)
+
+    def start(self, name: str) -> subprocess.Popen:
+        command = [
+            sys.executable,
+            "-m",
+            "natmu_lightning",
+            "fit",
+            *config_args(self.paths(name)),
+            "--data.source",
+            "natmu_lightning.CIFAR10JPEG",
+            "--data.source.path",
+            str(self.npz),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            *self.extra,
+        ]
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(self.threads),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        log = (self.logs / f"{name}.log").open("w")
+        return subprocess.Popen(command, cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def run(self, names: list[str], parallel: int) -> dict[str, float]:
+        """Run ``names``, ``parallel`` at a time; each one's wall seconds from its own start."""
+        pending, running, seconds = list(names), {}, {}
+        while pending or running:
+            while pending and len(running) < parallel:
+                name = pending.pop(0)
+                running[name] = (self.start(name), time.perf_counter())
+            for name, (process, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode != 0:
+                    for other, _ in running.values():
+                        other.kill()
+                    tail = (self.logs / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} failed with exit code {process.returncode}:\n{tail}")
+                seconds[name] = time.perf_counter() - started
+            time.sleep(0.2)
+        return seconds
+
+    def final_metrics(self, name: str) -> dict[str, Any]:
+        folder = self.work / run_folder(merged(self.paths(name)))
+        versions = sorted(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+        return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
+
+
+def device_name(dry_run: bool) -> str:
+    import torch
+
+    if not dry_run and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def versions() -> dict[str, str]:
+    import pytorch_lightning
+    import sklearn
+    import torch
+    import torchmetrics
+
+    import natmu_lightning
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "scikit-learn": sklearn.__version__,
+        "natmu_lightning": natmu_lightning.__version__,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The runs as a Markdown table, the paper's Retrain first."""
+    header = "| run | TA | RA | FA | MIA | avg gap | seconds |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    paper = result["paper_retrain"]
+    lines.append(
+        "| paper's Retrain (original CIFAR-10 files) | " + " | ".join(f"{paper[k]:.2f}" for k in COLUMNS[:4]) + " | | |"
+    )
+    for name, row in result["runs"].items():
+        cells = ["" if row.get(k) is None else f"{row[k]:.2f}" for k in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cifar10-npz", type=Path, help="the offline CIFAR-10 JPEG copy (not with --dry-run)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--request", choices=sorted(REQUESTS), default="random1")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--parallel", type=int, default=None, help="unlearning runs side by side (default: all; 1 with --dry-run)"
+    )
+    parser.add_argument("--trainer-config", type=Path, default=REPO / "configs" / "trainer" / "gpu.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="the same phases on the CPU on synthetic images")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    args.parallel = args.parallel or (1 if args.dry_run else len(args.methods))
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    if args.dry_run == (args.cifar10_npz is not None):
+        parser.error("give --cifar10-npz PATH, or --dry-run (which writes its own synthetic file)")
+    if not args.dry_run and not args.trainer_config.is_file():
+        parser.error(f"--trainer-config {args.trainer_config} does not exist")
+    out = args.out.resolve()
+    work, logs = out / "work", out / "logs"
+    for folder in (work, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    npz = synthetic_npz(out / "synthetic_cifar10.npz") if args.dry_run else args.cifar10_npz.resolve()
+    sha256 = check_npz(npz, args.dry_run)  # before any training
+    runner = Runner(args, npz, work, logs)
+
+    print(f"[1/2] original and Retrain side by side ({args.request})", flush=True)
+    seconds = runner.run(list(CLASSIFIERS), parallel=1 if args.dry_run else 2)
+    print(f"[2/2] {len(args.methods)} unlearning runs, {args.parallel} at a time", flush=True)
+    seconds.update(runner.run(list(args.methods), parallel=args.parallel))
+
+    runs = {}
+    for name in (*CLASSIFIERS, *args.methods):
+        metrics = runner.final_metrics(name)
+        runs[name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": seconds[name]}
+    result = {
+        "setting": f"CIFAR-10, VGG-16 (BN), {args.request}, offline JPEG copy"
+        + (" (DRY RUN: synthetic)" if args.dry_run else ""),
+        "request": args.request,
+        "dry_run": args.dry_run,
+        "device": device_name(args.dry_run),
+        "versions": versions(),
+        "npz_sha256": sha256,
+        "trainer_config": None if args.dry_run else str(args.trainer_config),
+        "command": "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv),
+        "paper_retrain": PAPER_RETRAIN[args.request],
+        "runs": runs,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    atomic_write_json(out / "paper.json", result)
+    print(table(result))
+    print(f"wall time {result['wall_seconds']:.0f} s; {out / 'paper.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
