@@ -69,6 +69,7 @@ def attached(dm: ForgetRemainDataModule, module: pl.LightningModule, root: Path)
     trainer.strategy.connect(module)
     dm.trainer = trainer
     dm.setup("fit")
+    dm.prepare_for("fit", module.training_needs(), module)  # what the module's setup does in a fit
     return dm
 
 

@@ -329,6 +329,7 @@ def measure_stream(
     trainer.strategy.connect(probe)
     resolved.trainer = trainer
     resolved.setup("fit")
+    resolved.prepare_for("fit", probe.training_needs(), probe)  # what the module's setup does in a fit
     data = resolved._loaded().train
     plain = resolved._training_indices() if stream == "full" else resolved.remain_indices
     assert plain is not None

@@ -516,6 +516,7 @@ def test_memory_benchmark_measures_both_paths_on_a_folder_it_makes(tmp_path):
         memory.main(["--out", str(tmp_path), "--batches", "5"])
 
 
+@pytest.mark.slow  # ~15 s: 3 streams x 3 sides x 2 rounds of short fits
 @pytest.mark.timeout(600)
 def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
     """``benchmarks/step_overhead.py``: per stream the three sides, each its fastest round, and

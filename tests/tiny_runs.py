@@ -127,3 +127,12 @@ def read_json(trainer: pl.Trainer, name: str = "unlearning_metrics.json") -> dic
 def read_csv(trainer: pl.Trainer) -> list[dict]:
     with open(Path(trainer.log_dir) / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def setup_fit(dm: Any) -> None:
+    """What Lightning's fit does to a datamodule before training, without training: its
+    ``setup("fit")``, then the hand-over of the needs of the module its trainer holds (what
+    ``BackboneModule.setup`` does), so the stream and the hybrid plan are ready."""
+    module = dm.trainer.lightning_module
+    dm.setup("fit")
+    dm.prepare_for("fit", module.training_needs(), module)

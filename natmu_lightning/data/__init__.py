@@ -1,6 +1,6 @@
 """Datasets, forget requests and the ForgetRemainDataModule."""
 
-from natmu_lightning.data.contracts import UnlearningData
+from natmu_lightning.data.contracts import TrainingNeeds, UnlearningData
 from natmu_lightning.data.datamodule import ForgetRemainDataModule
 from natmu_lightning.data.requests import (
     ClassForget,
@@ -49,5 +49,6 @@ __all__ = [
     "SubclassForget",
     "SyntheticImages",
     "TinyImageNet",
+    "TrainingNeeds",
     "UnlearningData",
 ]

@@ -1,15 +1,21 @@
-"""What the methods and callbacks read from the datamodule they run with, declared once.
+"""The contract between the data and the methods, declared once, in both directions.
 
-:class:`~natmu_lightning.data.ForgetRemainDataModule` provides all of it. Another
-datamodule works with a method or a callback when it provides what that part reads:
-:func:`unlearning_data` checks exactly those names, before any work, and says which
-are missing.
+- What a method needs from the data: :class:`TrainingNeeds`, a value the method builds and
+  hands to the datamodule, together with the model when a step must run it (ranking hybrid
+  partners, hardest samples), through ``ForgetRemainDataModule.prepare_for``. The data side
+  never looks the module up.
+- What the methods and callbacks read from the datamodule: :class:`UnlearningData`.
+  :class:`~natmu_lightning.data.ForgetRemainDataModule` provides all of it. Another
+  datamodule works with a method or a callback when it provides what that part reads:
+  :func:`unlearning_data` checks exactly those names, before any work, and says which
+  are missing.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from torch import Tensor
@@ -18,6 +24,27 @@ from natmu_lightning.images import Images
 
 #: What every part that evaluates, or reads the forget set, needs.
 EVALUATION = ("evaluation_splits",)
+
+
+@dataclass(frozen=True)
+class TrainingNeeds:
+    """What a method needs from the data: declared by the method, handed to the datamodule.
+
+    Attributes:
+        stream: the training stream (``ForgetRemainDataModule``'s docstring says which is which).
+        original_ckpt: the checkpoint an unlearning method starts from; a further deletion
+            request checks that it is the previous request's result. ``None`` for the
+            Original and Retrain.
+        forget_batch_size: forget rows per batch of the ``forget_then_remain`` and ``paired``
+            streams (``None``: the datamodule's ``batch_size``).
+        forget_pass_epochs: how many leading epochs of a ``forget_then_remain`` stream hold
+            the forget pass (``None``: every epoch).
+    """
+
+    stream: str
+    original_ckpt: str | None = None
+    forget_batch_size: int | None = None
+    forget_pass_epochs: int | None = None
 
 
 class UnlearningData(Protocol):

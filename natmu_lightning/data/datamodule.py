@@ -10,10 +10,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from natmu_lightning import hybrids
+from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.requests import ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.resident import RESIDENT_MEMORY_FRACTION, ResidentImages, use_device_resident
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
@@ -63,15 +64,16 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     ``forget_then_remain`` (SCRUB: a pass over the forget set, then one over the
     remaining set, in separate batches marked by the batch's ``phase``) or ``paired``
     (NegGrad+: every remaining batch followed by a cycled forget batch, the batch's
-    ``num_remain`` leading rows being the remaining ones). By default the stream is the
-    module's ``train_stream`` attribute; for the last two, the module's
-    ``forget_batch_size`` (default: ``batch_size``) sizes the forget batches and
-    ``forget_pass_epochs`` (``forget_then_remain`` only; default: every epoch) says how
-    many leading epochs hold the forget pass. Shuffling depends only on ``(seed, epoch)``.
+    ``num_remain`` leading rows being the remaining ones). By default the stream is the one
+    the method declares in its :class:`~natmu_lightning.data.TrainingNeeds` (handed over
+    through :meth:`prepare_for`); for the last two, its ``forget_batch_size`` (default:
+    ``batch_size``) sizes the forget batches and ``forget_pass_epochs``
+    (``forget_then_remain`` only; default: every epoch) says how many leading epochs hold
+    the forget pass. Shuffling depends only on ``(seed, epoch)``.
 
-    Hybrids are planned at ``setup("fit")`` from the seed and the original model's
-    predictions (the module must still hold the original weights then, as
-    ``NatMUModule`` does), and mixed per batch on the batch's device in
+    Hybrids are planned in :meth:`prepare_for` from the seed and the predictions of the
+    model the method hands over (the original weights: ``NatMUModule`` calls it from its
+    ``setup``, before any training step), and mixed per batch on the batch's device in
     :meth:`on_after_batch_transfer`. Remaining images get random crop (and flip)
     augmentation there; hybrids get none. The resolved forget set and the plan are
     saved to the run's log dir as ``forget_indices.npy`` and ``hybrid_plan.npz``.
@@ -90,7 +92,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     Args:
         source: the dataset (default: scikit-learn digits).
         forget: the forget request (default: 10% class-balanced random).
-        stream: training stream; ``None`` asks the module.
+        stream: training stream; ``None``: the one the method declares.
         batch_size: training batch size per device.
         eval_batch_size: batch size of evaluation passes.
         num_workers: data-loader workers.
@@ -165,6 +167,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         self.remain_indices: Tensor | None = None
         self.hybrid_plan: dict[str, Tensor] | None = None
         self.stream: str | None = None
+        self.needs: TrainingNeeds | None = None
         self._forget_probs: Tensor | None = None
         self._plan_epoch = 0
         self._resumed_epoch: int | None = None
@@ -194,43 +197,76 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        data = self._loaded()
-        if stage == "fit":
-            self._check_continues_previous_request()
+        """Load the data and resolve the forget request, unless it waits for :meth:`prepare_for`:
+        a request that ranks samples by the original model (``HardestForget``) waits for the
+        model, and a fit that continues a previous request waits for the method's starting
+        checkpoint to be checked, before anything is written."""
+        self._loaded()
+        continues = stage == "fit" and self.previous_request is not None
+        if self.forget_indices is None and not self.forget.needs_original_model and not continues:
+            self._resolve_request(None, None)
+
+    def prepare_for(self, stage: str, needs: TrainingNeeds | None, model: nn.Module | None) -> None:
+        """What a method hands the data, the one way in: its :class:`TrainingNeeds` and, for the
+        steps that run a model (ranking the hardest samples, planning NatMU's hybrids), the model
+        holding the original weights. The package's modules call it from their ``setup`` (after
+        this datamodule's, before any training); the data side never looks the module up.
+
+        For ``fit`` it checks a further request's starting checkpoint, resolves the training
+        stream (the ``stream`` argument, else ``needs.stream``), places the training images
+        and plans the hybrids. A module that does not call it can still train on a ``stream``
+        given to the constructor: the training loader then prepares it without a model.
+
+        Raises:
+            ValueError: no stream to build, a plan or a hardest-sample request without a model,
+                or a continued request that does not start from the previous result.
+        """
+        if stage == "fit" and self.previous_request is not None and needs is not None and needs.original_ckpt:
+            self.previous_request.check_original(needs.original_ckpt)
         if self.forget_indices is None:
-            already = self._already_forgotten()
-            self.forget_indices = resolve_excluding(self.forget, data, self.seed, self._original_losses, already)
-            keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
-            keep[self.forget_indices] = False
-            keep[already] = False
-            self.remain_indices = torch.nonzero(keep).flatten()
-            self._save(FORGET_INDICES_FILENAME, lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
-            if self.previous_request is not None:
-                self._save(ALREADY_FORGOTTEN_FILENAME, lambda path: atomic_save_npy(path, already.numpy()))
-            earlier = f" ({already.numel()} forgotten by earlier requests)" if already.numel() else ""
-            rank_zero_info(
-                f"Forget request {self.forget.describe()}: {self.forget_indices.numel()} forget, "
-                f"{self.remain_indices.numel()} remaining{earlier}, {data.test.targets.numel()} test samples"
+            self._resolve_request(needs, model)
+        if stage != "fit":
+            return
+        self.needs = needs
+        self.stream = self._resolve_stream(needs)
+        self._place_training_images(self._loaded())
+        if self.stream == "hybrid" and self.hybrid_plan is None:
+            hybrids.validate_k(self.natmu.k, self.num_classes)
+            if self.trainer is not None:
+                hybrids.check_schedule_length(self.natmu.delta, self.trainer.max_epochs)
+            self.hybrid_plan = self._draw_plan(epoch=0, model=model)
+            self._save(
+                "hybrid_plan.npz",
+                lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
             )
-        if stage == "fit":
-            self.stream = self._resolve_stream()
-            self._place_training_images(data)
-            if self.stream == "hybrid" and self.hybrid_plan is None:
-                hybrids.validate_k(self.natmu.k, self.num_classes)
-                if self.trainer is not None:
-                    hybrids.check_schedule_length(self.natmu.delta, self.trainer.max_epochs)
-                self.hybrid_plan = self._draw_plan(epoch=0)
-                self._save(
-                    "hybrid_plan.npz",
-                    lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
-                )
-                self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
-                if self.natmu.redraw_plan_every_epoch and self.trainer is not None:
-                    # The plan lives in the train dataloader, so it must be rebuilt each epoch.
-                    self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
-            if self.stream in LAYOUT_STREAMS and self.trainer is not None:
-                # An epoch's layout (and so its length) is fixed when its loader is built.
+            self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
+            if self.natmu.redraw_plan_every_epoch and self.trainer is not None:
+                # The plan lives in the train dataloader, so it must be rebuilt each epoch.
                 self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+        if self.stream in LAYOUT_STREAMS and self.trainer is not None:
+            # An epoch's layout (and so its length) is fixed when its loader is built.
+            self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+    def _resolve_request(self, needs: TrainingNeeds | None, model: nn.Module | None) -> None:
+        """Resolve the forget request into ``forget_indices`` and ``remain_indices`` and save them."""
+        data, already = self._loaded(), self._already_forgotten()
+
+        def original_losses(images: Images, targets: Tensor) -> Tensor:
+            return self._original_losses(images, targets, needs, model)
+
+        self.forget_indices = resolve_excluding(self.forget, data, self.seed, original_losses, already)
+        keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
+        keep[self.forget_indices] = False
+        keep[already] = False
+        self.remain_indices = torch.nonzero(keep).flatten()
+        self._save(FORGET_INDICES_FILENAME, lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
+        if self.previous_request is not None:
+            self._save(ALREADY_FORGOTTEN_FILENAME, lambda path: atomic_save_npy(path, already.numpy()))
+        earlier = f" ({already.numel()} forgotten by earlier requests)" if already.numel() else ""
+        rank_zero_info(
+            f"Forget request {self.forget.describe()}: {self.forget_indices.numel()} forget, "
+            f"{self.remain_indices.numel()} remaining{earlier}, {data.test.targets.numel()} test samples"
+        )
 
     def _place_training_images(self, data: SourceData) -> None:
         """Decide, before any training, whether the training images live on the device."""
@@ -252,16 +288,14 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             )
         return already
 
-    def _check_continues_previous_request(self) -> None:
-        """An unlearning module continuing a chain of requests must start from the previous result."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if self.previous_request is None or module is None or not getattr(module, "requires_original_ckpt", False):
-            return
-        self.previous_request.check_original(module.hparams["original_ckpt"])
-
     def _resolved_indices(self) -> tuple[Tensor, Tensor]:
         """The forget and remaining indices that ``setup`` resolved."""
         if self.forget_indices is None or self.remain_indices is None:
+            if self.forget.needs_original_model:
+                raise RuntimeError(
+                    f"{self.forget.describe()} is resolved with the original model, which the method hands over in "
+                    "its setup (prepare_for(stage, needs, model)): nothing has yet"
+                )
             raise RuntimeError("the forget request is not resolved yet: call setup() first")
         return self.forget_indices, self.remain_indices
 
@@ -271,45 +305,43 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             return torch.arange(self.train_targets.numel())
         return torch.cat(self._resolved_indices()).sort().values
 
-    def _resolve_stream(self) -> str:
-        if self.requested_stream is not None:
-            return self.requested_stream
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        stream = getattr(module, "train_stream", None)
+    def _resolve_stream(self, needs: TrainingNeeds | None) -> str:
+        stream = self.requested_stream or (needs.stream if needs is not None else None)
         if stream not in STREAMS:
             raise ValueError(
                 f"ForgetRemainDataModule cannot tell which training stream to build: pass stream= one of "
-                f"{STREAMS}, or use a module with a train_stream attribute (got {stream!r})"
+                f"{STREAMS}, or train a module that declares its TrainingNeeds (got {stream!r})"
             )
         return stream
 
-    def _model(self) -> torch.nn.Module:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None:
+    def _original_losses(
+        self, images: Images, targets: Tensor, needs: TrainingNeeds | None, model: nn.Module | None
+    ) -> Tensor:
+        """Per-sample losses of ``model``, which must hold the original weights: a method hands it
+        over before any training step, so a module loaded from ``original_ckpt`` does."""
+        if model is None or needs is None or not needs.original_ckpt:
+            who = f"the {type(model).__name__} being set up has no original_ckpt" if model is not None else "no model"
             raise ValueError(
-                "planning hybrids needs the original model: attach the datamodule to a Trainer with the module"
+                f"HardestForget ranks samples by the ORIGINAL model's loss, but {who} (it would rank them with "
+                "untrained weights): resolve it in a run whose module loads the original weights (e.g. "
+                "NatMUModule with original_ckpt), then pass the saved forget_indices.npy to other runs "
+                "through IndexForget"
             )
-        return module
-
-    def _original_losses(self, images: Images, targets: Tensor) -> Tensor:
-        """Per-sample losses of the attached module, which must hold the original weights:
-        setup runs before any training step, so a module loaded from ``original_ckpt`` does."""
-        module = self._model()
-        if not (getattr(module, "hparams", None) or {}).get("original_ckpt"):
-            raise ValueError(
-                f"HardestForget ranks samples by the ORIGINAL model's loss, but the {type(module).__name__} "
-                "being set up has no original_ckpt (it would rank them with untrained weights): resolve it in "
-                "a run whose module loads the original weights (e.g. NatMUModule with original_ckpt), then "
-                "pass the saved forget_indices.npy to other runs through IndexForget"
-            )
-        logits = predict_logits(module, images, self.eval_batch_size)
+        logits = predict_logits(model, images, self.eval_batch_size)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
 
-    def _draw_plan(self, epoch: int) -> dict[str, Tensor]:
+    def _draw_plan(self, epoch: int, model: nn.Module | None = None) -> dict[str, Tensor]:
+        """The hybrid plan of ``epoch``, from the original model's predictions on the forget
+        set (computed once, with ``model``, and kept for later epochs' plans)."""
         data, (forget_indices, remain_indices) = self._loaded(), self._resolved_indices()
         if self._forget_probs is None:
+            if model is None:
+                raise ValueError(
+                    "planning hybrids needs the original model: train a module that hands it over "
+                    "(NatMUModule), or call prepare_for('fit', needs, model) yourself"
+                )
             images = take(data.train.images, forget_indices)
-            logits = predict_logits(self._model(), images, self.eval_batch_size)
+            logits = predict_logits(model, images, self.eval_batch_size)
             if logits.shape[1] != self.num_classes:
                 raise ValueError(f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}")
             self._forget_probs = logits.softmax(dim=1)
@@ -347,8 +379,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> DataLoader:
         data = self._loaded()
-        if self.stream is None:
-            raise RuntimeError("call setup('fit') before train_dataloader()")
+        if self.stream is None:  # a module that did not hand over its needs: the constructor's stream
+            self.prepare_for("fit", None, None)
         plan = None
         forget_indices, remain_indices = self._resolved_indices()
         if self.stream == "full":
@@ -407,13 +439,13 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     def _layout(self) -> BatchLayout:
         """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        forget_batch_size = getattr(module, "forget_batch_size", None) or self.batch_size
+        needs = self.needs
+        forget_batch_size = (needs.forget_batch_size if needs is not None else None) or self.batch_size
         forget_indices, remain_indices = self._resolved_indices()
         sizes = (remain_indices.numel(), forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
         if self.stream == "paired":
             return PairedLayout(*sizes)
-        return ForgetThenRemainLayout(*sizes, forget_epochs=getattr(module, "forget_pass_epochs", None))
+        return ForgetThenRemainLayout(*sizes, forget_epochs=needs.forget_pass_epochs if needs is not None else None)
 
     def val_dataloader(self) -> DataLoader:
         """The test split: Lightning's own validation loop reports ``val/acc`` on it."""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from natmu_lightning.callbacks.record import UnlearningRecord
 from natmu_lightning.checkpoints import final_linear, load_weights
+from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.predict import eval_mode, model_inputs
@@ -102,12 +103,13 @@ class BackboneModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checks
     def setup(self, stage: str) -> None:
-        """Check the run can work before any expensive work; then, for ``fit``, re-initialise
-        the classifier if asked.
+        """Check the run can work before any expensive work; hand the datamodule this method's
+        needs and the model (it plans NatMU's hybrids, or ranks the hardest samples, with the
+        original weights); then, for ``fit``, re-initialise the classifier if asked.
 
-        Lightning calls this after the datamodule's ``setup`` (which plans NatMU's hybrids
-        with the original model) and before the strategy moves the module to its device:
-        the probe runs wherever the weights are (see :mod:`natmu_lightning.predict`).
+        Lightning calls this after the datamodule's ``setup`` and before the strategy moves the
+        module to its device: the probe and the plan run wherever the weights are (see
+        :mod:`natmu_lightning.predict`).
         """
         trainer = self._trainer
         if trainer is not None:
@@ -117,9 +119,18 @@ class BackboneModule(pl.LightningModule):
         num_classes = getattr(datamodule, "num_classes", None)
         if shape is not None and num_classes is not None:
             self._probe(tuple(shape), int(num_classes))
+        prepare_for = getattr(datamodule, "prepare_for", None)
+        if callable(prepare_for):  # with the original head: the plan is drawn before any re-initialisation
+            prepare_for(stage, self.training_needs(), self)
         if stage == "fit" and self.hparams.get("reinit_classifier") and not self._classifier_reinitialised:
             reinit_linear(final_linear(self.backbone))
             self._classifier_reinitialised = True
+
+    def training_needs(self) -> TrainingNeeds:
+        """What this method needs from the data; :meth:`setup` hands it to the datamodule
+        (``ForgetRemainDataModule.prepare_for``) with the module itself as the model that plans
+        hybrids or ranks the hardest samples. Methods with more needs extend it."""
+        return TrainingNeeds(stream=self.train_stream, original_ckpt=self.hparams.get("original_ckpt"))
 
     def _probe(self, shape: tuple[int, ...], num_classes: int) -> None:
         probe = model_inputs(self.backbone, torch.zeros(2, *shape, dtype=torch.uint8))

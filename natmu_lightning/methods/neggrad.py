@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from natmu_lightning.checks import check_in_range, check_integer, check_non_negative
+from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.streams import NUM_REMAIN, batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
@@ -128,10 +130,9 @@ class NegGradPlusModule(UnlearningModule):
         if self.hparams["eval_mode"]:  # Lightning puts the module in train mode at every epoch's start
             self.backbone.eval()
 
-    @property
-    def forget_batch_size(self) -> int:
-        """Forget rows per step (read by the datamodule)."""
-        return int(self.hparams["forget_batch_size"])
+    def training_needs(self) -> TrainingNeeds:
+        """The paired stream, with ``forget_batch_size`` forget rows per step."""
+        return replace(super().training_needs(), forget_batch_size=int(self.hparams["forget_batch_size"]))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         # remaining rows, then forget rows

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from natmu_lightning.checks import check_choice, check_integer, check_non_negative, check_positive
+from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.streams import PHASE, batch_fields
 from natmu_lightning.methods.base import UnlearningModule, check_finite, log_training_values
 from natmu_lightning.methods.recipe import Recipe
@@ -129,15 +131,15 @@ class SCRUBModule(UnlearningModule):
     def on_fit_start(self) -> None:
         move_teachers(self.teachers, self.backbone)
 
-    @property
-    def forget_batch_size(self) -> int:
-        """The size of the forget pass's batches (read by the datamodule)."""
-        return int(self.hparams["forget_batch_size"])
-
-    @property
-    def forget_pass_epochs(self) -> int:
-        """How many leading epochs hold the forget pass (read by the datamodule)."""
-        return int(self.hparams["max_phase_epochs"])
+    def training_needs(self) -> TrainingNeeds:
+        """The forget-then-remain stream: forget passes of ``forget_batch_size`` in the first
+        ``max_phase_epochs`` epochs."""
+        needs = super().training_needs()
+        return replace(
+            needs,
+            forget_batch_size=int(self.hparams["forget_batch_size"]),
+            forget_pass_epochs=int(self.hparams["max_phase_epochs"]),
+        )
 
     def in_max_phase(self, epoch: int | None = None) -> bool:
         """Whether ``epoch`` (default: the current one) takes max steps."""

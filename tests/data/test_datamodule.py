@@ -12,6 +12,7 @@ from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
 from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods import ClassifierModule
 from tests.plan_checks import check_plan
+from tests.tiny_runs import setup_fit
 
 
 def attach(dm, tmp_path, module=None, max_epochs=2):
@@ -36,7 +37,7 @@ def hybrid_dm(tmp_path, seed: int = 0, **natmu):
         stream="hybrid", batch_size=64, crop_padding=1, horizontal_flip=True, seed=seed, natmu=natmu
     )
     attach(dm, tmp_path)
-    dm.setup("fit")
+    setup_fit(dm)
     return dm
 
 
@@ -113,7 +114,7 @@ def test_plan_uses_model_ranking(tmp_path):
         forget=RandomForget(0.02), stream="hybrid", natmu={"k": 2}
     )  # few enough that no class runs out
     attach(dm, tmp_path, module=ClassifierModule(Ranker()))
-    dm.setup("fit")
+    setup_fit(dm)
     labels = dm.hybrid_plan["label"].reshape(-1, 2)
     own = dm.train_targets[dm.forget_indices]
     first = torch.where(own == 9, torch.tensor(8), torch.tensor(9))
@@ -127,7 +128,7 @@ def test_delta_schedules(tmp_path):
     listed = ForgetRemainDataModule(stream="hybrid", natmu={"delta": [0.1, 0.0]})
     attach(listed, tmp_path, max_epochs=3)
     with pytest.raises(ValueError, match="schedule has 2 values"):
-        listed.setup("fit")
+        setup_fit(listed)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +154,7 @@ def test_k_larger_than_other_classes(tmp_path):
     )
     attach(dm, tmp_path, module=ClassifierModule(SmallCNN(num_classes=3)))
     with pytest.raises(ValueError, match="k=3"):
-        dm.setup("fit")
+        setup_fit(dm)
 
 
 def test_redraw_plan_every_epoch(tmp_path):
@@ -230,7 +231,7 @@ def test_batch_layouts_cover_each_set_once_per_pass_and_split_phases_across_rank
 def test_layout_streams_reach_the_module_as_whole_batches(tmp_path):
     dm = ForgetRemainDataModule(stream="paired", batch_size=100)
     attach(dm, tmp_path)
-    dm.setup("fit")
+    setup_fit(dm)
     assert dm.trainer.reload_dataloaders_every_n_epochs == 1
     batches = [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
     assert len(batches) == 12 and all(b["image"].dtype == torch.float32 for b in batches)
@@ -243,7 +244,7 @@ def test_shuffle_and_augmentation_depend_only_on_seed_and_epoch(tmp_path):
     def epoch_batches(num_workers, epoch):
         dm = ForgetRemainDataModule(stream="remain", crop_padding=1, num_workers=num_workers, batch_size=256)
         attach(dm, tmp_path)
-        dm.setup("fit")
+        setup_fit(dm)
         dm.trainer.fit_loop.epoch_progress.current.completed = epoch
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
@@ -263,14 +264,59 @@ def test_hardest_request_uses_the_attached_original_model(tmp_path):
     dm = ForgetRemainDataModule(forget=HardestForget(0.05), stream="remain")
     attach(dm, tmp_path, module=untrained)
     with pytest.raises(ValueError, match="ClassifierModule being set up has no original_ckpt"):
-        dm.setup("fit")
+        setup_fit(dm)
     assert dm.forget_indices is None  # nothing resolved, nothing saved
 
     torch.save(SmallCNN(num_classes=10).state_dict(), tmp_path / "original.pt")
     module = ClassifierModule(SmallCNN(num_classes=10), original_ckpt=str(tmp_path / "original.pt"))
     attach(dm, tmp_path, module=module)
-    dm.setup("fit")
+    setup_fit(dm)
     data = dm.data.train
     losses = torch.nn.functional.cross_entropy(predict_logits(module, data.images), data.targets, reduction="none")
     expected = torch.sort(-losses.double(), stable=True).indices[: round(0.05 * losses.numel())].sort().values
     assert torch.equal(dm.forget_indices, expected)
+
+
+def test_the_data_never_looks_the_module_up():
+    """One direction: methods hand the data their TrainingNeeds (and the model); nothing under
+    natmu_lightning/data reads a trainer's module or its hyperparameters."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "natmu_lightning" / "data"
+    found = [
+        f"{path.name}:{number}"
+        for path in sorted(folder.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"lightning_module|hparams", line)
+    ]
+    assert found == []
+
+
+def test_methods_declare_what_the_data_reads_from_them(tmp_path):
+    from natmu_lightning.data import TrainingNeeds
+    from natmu_lightning.methods import NegGradPlusModule, SCRUBModule
+
+    path = tmp_path / "original.pt"
+    torch.save(SmallCNN(num_classes=10).state_dict(), path)
+    assert ClassifierModule(SmallCNN(), train_on="remain").training_needs() == TrainingNeeds("remain")
+    neggrad = NegGradPlusModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=16).training_needs()
+    assert neggrad == TrainingNeeds("paired", str(path), forget_batch_size=16)
+    scrub = SCRUBModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=8, max_phase_epochs=1).training_needs()
+    assert scrub == TrainingNeeds("forget_then_remain", str(path), forget_batch_size=8, forget_pass_epochs=1)
+    dm = ForgetRemainDataModule(stream="paired", batch_size=100)
+    attach(dm, tmp_path)
+    dm.setup("fit")
+    dm.prepare_for("fit", scrub, None)  # the needs size the layout; the constructor's stream wins
+    assert dm.stream == "paired" and dm._layout().forget_batch_size == 8
+
+
+def test_a_hybrid_stream_without_a_model_says_how_to_hand_one_over(tmp_path):
+    dm = ForgetRemainDataModule(stream="hybrid")
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="planning hybrids needs the original model.*prepare_for"):
+        dm.train_dataloader()
+    nothing = ForgetRemainDataModule()
+    nothing.setup("fit")
+    with pytest.raises(ValueError, match="cannot tell which training stream"):
+        nothing.train_dataloader()

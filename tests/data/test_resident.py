@@ -13,7 +13,7 @@ from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN
 from natmu_lightning.data import Digits
 from natmu_lightning.data.resident import use_device_resident
 from natmu_lightning.images import DiskImages
-from tests.tiny_runs import pretrained_small_cnn, quiet_trainer
+from tests.tiny_runs import pretrained_small_cnn, quiet_trainer, setup_fit
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def attached(stream: str, resident: bool, original: str, root: Path, **kw) -> Fo
     trainer = quiet_trainer(root, max_epochs=2)
     trainer.strategy.connect(module)
     dm.trainer = trainer
-    dm.setup("fit")
+    setup_fit(dm)
     return dm
 
 
