@@ -69,6 +69,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for method in dict.fromkeys(r["method"] for r in rows):
         ok = [r for r in rows if r["method"] == method and r.get("status") == "ok"]
         entry: dict = {"method": method, "runs": len(ok), "failed": sum(r["method"] == method for r in rows) - len(ok)}
+        entry["collapsed"] = sum(bool(r.get("collapsed")) for r in ok)
         for key in (*METRICS, "seconds", "efficiency"):
             values = [r[key] for r in ok if r.get(key) is not None and not math.isnan(r[key])]
             if values:
@@ -103,17 +104,22 @@ def rank_agreement(summary: list[dict], rows: list[dict]) -> str:
         r
         for r in rows
         if r.get("status") == "ok"
+        and not r.get("collapsed")
         and r["method"] != "retrain"
         and _finite(r.get("avg_gap"))
         and _finite(r.get("reference_free_gap"))
     ]
-    means = [e for e in summary if e["method"] != "retrain" and "avg_gap" in e and "reference_free_gap" in e]
+    means = [
+        e
+        for e in summary
+        if e["method"] != "retrain" and not e.get("collapsed") and "avg_gap" in e and "reference_free_gap" in e
+    ]
     pooled = spearman([r["avg_gap"] for r in runs], [r["reference_free_gap"] for r in runs])
     by_method = spearman([e["avg_gap"][0] for e in means], [e["reference_free_gap"][0] for e in means])
     return (
         f"Reference-free gap (no Retrain needed) against the gap to Retrain, Spearman rank correlation: "
-        f"{pooled:.2f} over {len(runs)} runs (every method and seed but Retrain), "
-        f"{by_method:.2f} over the {len(means)} methods' means."
+        f"{pooled:.2f} over {len(runs)} runs (every method and seed but Retrain and collapsed runs), "
+        f"{by_method:.2f} over the {len(means)} means of the methods with no collapsed run."
     )
 
 
@@ -145,10 +151,12 @@ def markdown(
         f"# Quality: preset `{preset}`, scenario `{scenario}`, {seeds} seed(s)",
         "",
         "Mean ± std over seeds; gaps and divergences are to each seed's Retrain. "
-        "Efficiency = Retrain time / method time.",
+        "Efficiency = Retrain time / method time. `collapsed`: runs whose test or remaining accuracy fell "
+        "below 80% of the original's, or whose metrics are not finite (unlearning_metrics.json "
+        "`collapse_reason`); a method with such a run is marked and left out of the rank correlation.",
         "",
-        "| method | runs | failed | " + " | ".join(label for _, label in columns) + " |",
-        "|---" * (3 + len(columns)) + "|",
+        "| method | runs | failed | collapsed | " + " | ".join(label for _, label in columns) + " |",
+        "|---" * (4 + len(columns)) + "|",
     ]
     for entry in summary:
         cells = []
@@ -162,7 +170,9 @@ def markdown(
                 )
             else:
                 cells.append("–")
-        lines.append(f"| {entry['method']} | {entry['runs']} | {entry['failed']} | " + " | ".join(cells) + " |")
+        name = f"{entry['method']} (collapsed)" if entry.get("collapsed") else entry["method"]
+        counts = f"{entry['runs']} | {entry['failed']} | {entry.get('collapsed', 0)}"
+        lines.append(f"| {name} | {counts} | " + " | ".join(cells) + " |")
     lines += ["", rank_agreement(summary, rows or [])]
     if selection is None:
         lines += ["", "Hyperparameters: each config's own (no search)."]

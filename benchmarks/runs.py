@@ -210,6 +210,7 @@ def run_one(config: list[Path], row: QualityRow, workdir: Path, extra: list[str]
         metrics, seconds, log_dir = previous
         row.update(
             {k: metrics.get(k) for k in METRICS if k in metrics},
+            **collapse_of(metrics),
             seconds=seconds,
             status="ok",
             log_dir=str(log_dir),
@@ -219,11 +220,20 @@ def run_one(config: list[Path], row: QualityRow, workdir: Path, extra: list[str]
     try:
         metrics, seconds, log_dir = run_config(config, row["seed"], workdir, extra + param_args(row.get("params", {})))
         row.update(
-            {k: metrics.get(k) for k in METRICS if k in metrics}, seconds=seconds, status="ok", log_dir=str(log_dir)
+            {k: metrics.get(k) for k in METRICS if k in metrics},
+            **collapse_of(metrics),
+            seconds=seconds,
+            status="ok",
+            log_dir=str(log_dir),
         )
     except (Exception, SystemExit) as error:  # the CLI exits on bad configs
         failed(row, error)
     return row
+
+
+def collapse_of(metrics: dict) -> dict:
+    """The evaluator's collapse verdict of a run (absent from metrics files written before it)."""
+    return {"collapsed": bool(metrics.get("collapsed", False)), "collapse_reason": metrics.get("collapse_reason")}
 
 
 def failed(row: QualityRow, error: BaseException) -> QualityRow:

@@ -63,6 +63,8 @@ class QualityRow(TypedDict, total=False):
     kl_to_reference: float
     js_to_reference: float
     reference_free_gap: float
+    collapsed: bool
+    collapse_reason: str | None
     seconds: float
     efficiency: float
     log_dir: str
@@ -71,7 +73,19 @@ class QualityRow(TypedDict, total=False):
     resumed: bool
 
 
-TABLE_COLUMNS = ("method", "seed", "scenario", "status", "params", *RESULT_METRICS, "seconds", "efficiency", "error")
+TABLE_COLUMNS = (
+    "method",
+    "seed",
+    "scenario",
+    "status",
+    "params",
+    *RESULT_METRICS,
+    "collapsed",
+    "collapse_reason",
+    "seconds",
+    "efficiency",
+    "error",
+)
 """The columns of ``results.csv``."""
 
 ENTROPY_FLOOR = 1e-7  # lowest left edge of a log entropy axis (float32 softmax entropies reach 0)
@@ -286,7 +300,14 @@ def write_report(results_dir: Path) -> Path:
     failed = [
         f"- {r['method']} (seed {r['seed']}): {r.get('error', 'failed')}" for r in rows if r.get("status") != "ok"
     ]
-    text = table + "\n" + ("## Failed runs\n\n" + "\n".join(failed) + "\n\n" if failed else "") + "\n".join(figures)
+    collapsed = [
+        f"- {r['method']} (seed {r['seed']}): {r.get('collapse_reason')}"
+        for r in rows
+        if r.get("status") == "ok" and r.get("collapsed")
+    ]
+    sections = [("Failed runs", failed), ("Collapsed runs (the model was destroyed, not unlearned)", collapsed)]
+    listed = "".join(f"## {title}\n\n" + "\n".join(items) + "\n\n" for title, items in sections if items)
+    text = table + "\n" + listed + "\n".join(figures)
     return atomic_write_bytes(results_dir / "report.md", text.encode())
 
 

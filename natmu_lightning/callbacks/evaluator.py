@@ -90,6 +90,14 @@ class UnlearningEvaluator(Callback):
     (the module's own test loop then logs only ``test/loss``). Everything (plus the reference's numbers, world
     size, effective batch size and seed) goes to ``unlearning_metrics.json`` in the log dir.
 
+    Every record also says whether the run has **collapsed** rather than unlearned
+    (``collapsed``, ``collapse_reason``; :func:`~natmu_lightning.metrics.functional.collapse_reason`):
+    a metric that is not finite, or test or remaining accuracy below 80% of the original
+    model's. The original's metrics are ``original_metrics``, which the unlearning record
+    hands over when it has measured them at the fit's start (``metrics_before``); without
+    them only the first test applies. ``stop_on_collapse`` ends the fit at the first
+    evaluation that finds a collapse (off by default).
+
     Args:
         reference_ckpt: weights of the Retrain model (same backbone) to compare with.
         every_n_epochs: evaluate every n training epochs.
@@ -119,6 +127,7 @@ class UnlearningEvaluator(Callback):
         reference_prefix: where the network sits in ``reference_ckpt`` when a LightningModule
             of your own saved it (as the modules' ``checkpoint_prefix``); by default the one
             top-level prefix whose tensors fit is found by itself.
+        stop_on_collapse: stop the fit the first time an evaluation finds it collapsed.
     """
 
     def __init__(
@@ -135,6 +144,7 @@ class UnlearningEvaluator(Callback):
         save_outputs: bool = False,
         lightning_validation: bool = False,
         reference_prefix: str | None = None,
+        stop_on_collapse: bool = False,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
@@ -149,6 +159,9 @@ class UnlearningEvaluator(Callback):
         self.attacks, self.attacks_every_epoch = tuple(attacks), attacks_every_epoch
         self.seed, self.save_outputs, self.lightning_validation = seed, save_outputs, lightning_validation
         self.reference_metrics: dict[str, float] | None = None
+        self.stop_on_collapse = stop_on_collapse
+        #: the original model's metrics, which collapse is judged against (set by UnlearningRecord)
+        self.original_metrics: dict[str, Any] | None = None
         self.last_metrics: dict[str, Any] | None = None
         self._reference_forget_probs: Tensor | None = None
         # keyed by (evaluates the full remaining set, attacks run): a final evaluation's
@@ -431,6 +444,11 @@ class UnlearningEvaluator(Callback):
         if self.reference_metrics is not None:
             record["reference"] = dict(self.reference_metrics)
             record["reference_ckpt"] = str(self.reference_ckpt)
+        reason = MF.collapse_reason(metrics, self.original_metrics)
+        record["collapsed"], record["collapse_reason"] = reason is not None, reason
+        if reason is not None and stage == "fit" and self.stop_on_collapse and not trainer.should_stop:
+            trainer.should_stop = True  # the same on every rank: the metrics are rank 0's, broadcast
+            rank_zero_info(f"UnlearningEvaluator: the run has collapsed ({reason}); stopping (stop_on_collapse)")
         record = json_ready(record)
         self.last_metrics = record
         # trainer.log_dir broadcasts from rank 0 (a collective): every rank must ask for it,

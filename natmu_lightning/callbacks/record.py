@@ -131,6 +131,9 @@ class UnlearningRecord(Callback):
                     prefix=pl_module.hparams.get("checkpoint_prefix"),
                 )
         self.record.update(describe_run(trainer, pl_module))
+        evaluator = find_evaluator(trainer)
+        if evaluator is not None:  # what the evaluator judges a collapse against (also on resume)
+            evaluator.original_metrics = self.record.get("metrics_before")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         evaluator = find_evaluator(trainer)

@@ -502,3 +502,23 @@ def test_saliency_masks_global_threshold() -> None:
     assert masks[0].tolist() == [[False, True], [False, False]] and masks[1].tolist() == [True, False, True]
     assert all(m.all() for m in saliency_masks(grads, 1.0))
     assert sum(int(m.sum()) for m in saliency_masks(grads, 1e-9)) == 1  # at least one weight
+
+
+# ------------------------------------------------------------------------------ collapse
+def test_a_collapsed_run_is_flagged_and_a_shipped_natmu_run_is_not(digits_workdir: Path) -> None:
+    """Gradient ascent at lr 10 destroys the model: its metrics say ``collapsed`` with the
+    reason (against the original's metrics the record measured at the start);
+    ``stop_on_collapse`` ends such a fit at its first evaluation. NatMU as shipped does not."""
+    steps = ["--trainer.max_epochs", "3", "--trainer.limit_val_batches", "0", *QUIET]
+    ga = main(["fit", *digits_args("ga"), "--model.init_args.recipe.lr", "10", *steps])
+    record = json.loads((Path(ga.trainer.log_dir) / "unlearning_metrics.json").read_text())
+    assert record["collapsed"] is True and "below 80% of the original's" in record["collapse_reason"]
+    before = json.loads((Path(ga.trainer.log_dir) / "unlearning_record.json").read_text())["metrics_before"]
+    assert record["test_acc"] < 0.8 * before["test_acc"] or record["remain_acc"] < 0.8 * before["remain_acc"]
+    stopped = main(
+        ["fit", *digits_args("ga"), "--model.init_args.recipe.lr", "10", "--evaluator.stop_on_collapse", "true", *steps]
+    )
+    assert stopped.trainer.current_epoch == 1 < 3  # stopped after the first epoch's evaluation
+    natmu = main(["fit", *digits_args("natmu"), *steps])
+    record = json.loads((Path(natmu.trainer.log_dir) / "unlearning_metrics.json").read_text())
+    assert record["collapsed"] is False and record["collapse_reason"] is None

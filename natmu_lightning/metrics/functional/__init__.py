@@ -33,7 +33,14 @@ from natmu_lightning.metrics.functional.entropy_mia import (
     mia_entropy_rates,
 )
 from natmu_lightning.metrics.functional.features import accuracy, entropy, m_entropy
-from natmu_lightning.metrics.functional.summaries import AVG_GAP_KEYS, TUG_OF_WAR_KEYS, avg_gap, tug_of_war
+from natmu_lightning.metrics.functional.summaries import (
+    AVG_GAP_KEYS,
+    COLLAPSE_FRACTION,
+    TUG_OF_WAR_KEYS,
+    avg_gap,
+    collapse_reason,
+    tug_of_war,
+)
 
 __all__ = [
     "AVG_GAP_KEYS",
@@ -50,6 +57,8 @@ __all__ = [
     "js_divergence",
     "js_divergence_rows",
     "avg_gap",
+    "collapse_reason",
+    "COLLAPSE_FRACTION",
     "tug_of_war",
     "svc_mia",
     "loss_mia_cv",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 #: The keys averaged by :func:`avg_gap` (TA, RA, FA, MIA).
@@ -84,3 +85,41 @@ def tug_of_war(
     for k in keys:
         out *= 1.0 - abs(_get(metrics, k, "metrics") - _get(reference, k, "reference")) / 100.0
     return out
+
+
+COLLAPSE_FRACTION = 0.8
+"""A run has collapsed when its test or remaining accuracy falls below this fraction of the
+original model's."""
+COLLAPSE_KEYS = ("test_acc", "remain_acc")
+
+
+def collapse_reason(
+    metrics: Mapping[str, object], original: Mapping[str, object] | None, fraction: float = COLLAPSE_FRACTION
+) -> str | None:
+    """Why a run has collapsed rather than unlearned, or ``None`` when it has not.
+
+    A run has collapsed when any numeric metric is not finite, or when its test or remaining
+    accuracy falls below ``fraction`` of the original model's (``original``: the original's
+    metrics, e.g. the unlearning record's ``metrics_before``; without them only the first
+    test applies). Such a run has destroyed the model, not removed the forget set, and is not
+    ranked beside runs that unlearned.
+
+    Example:
+        >>> original = {"test_acc": 90.0, "remain_acc": 100.0}
+        >>> collapse_reason({"test_acc": 85.0, "remain_acc": 99.0, "forget_acc": 80.0}, original) is None
+        True
+        >>> collapse_reason({"test_acc": 10.0, "remain_acc": 99.0}, original)
+        "test_acc 10.00 is below 80% of the original's 90.00"
+        >>> collapse_reason({"test_acc": float("nan"), "remain_acc": 99.0}, original)
+        'metrics not finite: test_acc'
+    """
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    broken = sorted(k for k, v in numbers.items() if not math.isfinite(v))
+    if broken:
+        return f"metrics not finite: {', '.join(broken)}"
+    reasons = []
+    for key in COLLAPSE_KEYS:
+        before = (original or {}).get(key)
+        if key in numbers and isinstance(before, (int, float)) and numbers[key] < fraction * float(before):
+            reasons.append(f"{key} {numbers[key]:.2f} is below {fraction:.0%} of the original's {float(before):.2f}")
+    return "; ".join(reasons) or None
