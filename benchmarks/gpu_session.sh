@@ -5,7 +5,8 @@
 #   echo /gpu_data/ >> .git/info/exclude; mkdir -p gpu_data; cp ../shared/data/cifar10_jpeg.npz gpu_data/
 # Then the device tool's run: carry ["gpu_data"], timeout_s 590, command
 #   bash benchmarks/gpu_session.sh
-# and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/.
+# and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/ (paper.json is written after
+# each phase, so a time limit keeps the finished phase).
 # Check the script itself on a CPU first (synthetic data, seconds per phase):
 #   OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh --dry-run
 #
@@ -26,9 +27,9 @@ if [ "${1:-}" = "--dry-run" ]; then
   python -m benchmarks.paper --dry-run --out "$work/paper" || status=1
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.csv" || true
-  timeout 150 python -m benchmarks.step_overhead --preset cifar10-vgg16 --device cuda --streams remain hybrid \
+  timeout 100 python -m benchmarks.step_overhead --preset cifar10-vgg16 --device cuda --streams remain hybrid \
     --epochs 2 --repeats 1 --out "$work/overhead" 2>"$work/overhead.err" || status=1
-  timeout 420 python -m benchmarks.paper --cifar10-npz "$NATMU_CIFAR10_NPZ" --out "$work/paper" || status=1
+  timeout 470 python -m benchmarks.paper --cifar10-npz "$NATMU_CIFAR10_NPZ" --out "$work/paper" || status=1
 fi
 cp "$work/overhead/step_overhead.json" "$work/paper/paper.json" "$out/" 2>/dev/null
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null

@@ -56,7 +56,17 @@ PAPER_RETRAIN = {
     "random10": {"test_acc": 93.12, "remain_acc": 99.94, "forget_acc": 93.20, "mia_entropy": 80.80},
 }
 COLUMNS = ("test_acc", "remain_acc", "forget_acc", "mia_entropy", "avg_gap")
-KEYS = (*COLUMNS, "kl_to_reference", "js_to_reference", "mia_svc_entropy", "mia_loss_cv", "epoch", "global_step")
+KEYS = (
+    *COLUMNS,
+    "kl_to_reference",
+    "js_to_reference",
+    "mia_svc_entropy",
+    "mia_loss_cv",
+    "collapsed",
+    "collapse_reason",
+    "epoch",
+    "global_step",
+)
 NPZ_ARRAYS = ("train_jpeg", "train_offsets", "test_jpeg", "test_offsets", "y_train", "y_test")
 DRY_RUN_PER_CLASS = (20, 5)  # synthetic training and test images per class
 DRY_RUN_ARGS = [
@@ -118,7 +128,6 @@ class Runner:
             *(["--config", str(args.trainer_config.resolve())] if not args.dry_run else []),
             *(DRY_RUN_ARGS + self.dry_run_request() if args.dry_run else []),
         ]
-        self.threads = max(1, (os.cpu_count() or 1) // max(args.parallel, 1))
 
     def dry_run_request(self) -> list[str]:
         ratio = (1 if self.request == "random1" else 2) / DRY_RUN_PER_CLASS[0]  # 1 or 2 forget images per class
@@ -127,7 +136,7 @@ class Runner:
     def paths(self, name: str) -> list[Path]:
         return composition(SETTING, *REQUESTS[self.request], name)
 
-    def start(self, name: str) -> subprocess.Popen:
+    def start(self, name: str, threads: int) -> subprocess.Popen:
         command = [
             sys.executable,
             "-m",
@@ -146,7 +155,7 @@ class Runner:
         ]
         env = {
             **os.environ,
-            "OMP_NUM_THREADS": str(self.threads),
+            "OMP_NUM_THREADS": str(threads),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
         log = (self.logs / f"{name}.log").open("w")
@@ -155,10 +164,11 @@ class Runner:
     def run(self, names: list[str], parallel: int) -> dict[str, float]:
         """Run ``names``, ``parallel`` at a time; each one's wall seconds from its own start."""
         pending, running, seconds = list(names), {}, {}
+        threads = max(1, (os.cpu_count() or 1) // min(parallel, len(names)))  # the cores shared by the runs at once
         while pending or running:
             while pending and len(running) < parallel:
                 name = pending.pop(0)
-                running[name] = (self.start(name), time.perf_counter())
+                running[name] = (self.start(name, threads), time.perf_counter())
             for name, (process, started) in list(running.items()):
                 if process.poll() is None:
                     continue
@@ -240,22 +250,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--trainer-config {args.trainer_config} does not exist")
     out = args.out.resolve()
     work, logs = out / "work", out / "logs"
+    if (work / "runs").exists():  # the configs read fixed checkpoint names that a second run would version
+        parser.error(f"--out {out} already holds runs ({work / 'runs'}): choose a new folder")
     for folder in (work, logs):
         folder.mkdir(parents=True, exist_ok=True)
     npz = synthetic_npz(out / "synthetic_cifar10.npz") if args.dry_run else args.cifar10_npz.resolve()
     sha256 = check_npz(npz, args.dry_run)  # before any training
     runner = Runner(args, npz, work, logs)
 
-    print(f"[1/2] original and Retrain side by side ({args.request})", flush=True)
-    seconds = runner.run(list(CLASSIFIERS), parallel=1 if args.dry_run else 2)
-    print(f"[2/2] {len(args.methods)} unlearning runs, {args.parallel} at a time", flush=True)
-    seconds.update(runner.run(list(args.methods), parallel=args.parallel))
-
-    runs = {}
-    for name in (*CLASSIFIERS, *args.methods):
-        metrics = runner.final_metrics(name)
-        runs[name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": seconds[name]}
-    result = {
+    result: dict[str, Any] = {
         "setting": f"CIFAR-10, VGG-16 (BN), {args.request}, offline JPEG copy"
         + (" (DRY RUN: synthetic)" if args.dry_run else ""),
         "request": args.request,
@@ -266,10 +269,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "trainer_config": None if args.dry_run else str(args.trainer_config),
         "command": "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv),
         "paper_retrain": PAPER_RETRAIN[args.request],
-        "runs": runs,
-        "wall_seconds": time.perf_counter() - started,
+        "runs": {},
     }
-    atomic_write_json(out / "paper.json", result)
+    phases = [
+        (f"original and Retrain side by side ({args.request})", list(CLASSIFIERS), 1 if args.dry_run else 2),
+        (f"{len(args.methods)} unlearning runs, {args.parallel} at a time", list(args.methods), args.parallel),
+    ]
+    for number, (title, names, parallel) in enumerate(phases, 1):
+        print(f"[{number}/{len(phases)}] {title}", flush=True)
+        seconds = runner.run(names, parallel)
+        for name in names:
+            metrics = runner.final_metrics(name)
+            result["runs"][name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": seconds[name]}
+        # written after each phase: a command stopped by a time limit keeps what it finished
+        result["wall_seconds"] = time.perf_counter() - started
+        atomic_write_json(out / "paper.json", result)
     print(table(result))
     print(f"wall time {result['wall_seconds']:.0f} s; {out / 'paper.json'}")
     return result

@@ -119,7 +119,7 @@ def rank_agreement(summary: list[dict], rows: list[dict]) -> str:
     return (
         f"Reference-free gap (no Retrain needed) against the gap to Retrain, Spearman rank correlation: "
         f"{pooled:.2f} over {len(runs)} runs (every method and seed but Retrain and collapsed runs), "
-        f"{by_method:.2f} over the {len(means)} means of the methods with no collapsed run."
+        f"{by_method:.2f} over the {len(means)} methods' means (a method with a collapsed run left out)."
     )
 
 
@@ -153,7 +153,8 @@ def markdown(
         "Mean ± std over seeds; gaps and divergences are to each seed's Retrain. "
         "Efficiency = Retrain time / method time. `collapsed`: runs whose test or remaining accuracy fell "
         "below 80% of the original's, or whose metrics are not finite (unlearning_metrics.json "
-        "`collapse_reason`); a method with such a run is marked and left out of the rank correlation.",
+        "`collapse_reason`); such runs are left out of the rank correlation, and a method with one is marked and "
+        "its mean left out of it.",
         "",
         "| method | runs | failed | collapsed | " + " | ".join(label for _, label in columns) + " |",
         "|---" * (4 + len(columns)) + "|",

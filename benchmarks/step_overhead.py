@@ -218,7 +218,8 @@ class PlainModule(pl.LightningModule):
 
     def __init__(self, work: StepWork, model: nn.Module, recipe_module: BackboneModule, batch_size: int) -> None:
         super().__init__()
-        self.work, self.model, self.recipe_module, self.batch_size = work, model, recipe_module, batch_size
+        # the recipe only: a LightningModule attribute would become a child module of this one
+        self.work, self.model, self.recipe, self.batch_size = work, model, recipe_module.recipe, batch_size
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(Positions(len(self.work)), batch_size=self.batch_size, shuffle=True, collate_fn=whole_batch)
@@ -228,7 +229,7 @@ class PlainModule(pl.LightningModule):
         return nn.functional.cross_entropy(self.model(images), targets)
 
     def configure_optimizers(self) -> Any:
-        recipe = self.recipe_module.recipe
+        recipe = self.recipe
         optimizer = recipe.optimizer_for(self.model.parameters())  # type: ignore[union-attr]
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)

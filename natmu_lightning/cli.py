@@ -28,6 +28,14 @@ class NatMUCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(UnlearningEvaluator, "evaluator")
 
+    def before_fit(self) -> None:
+        """Refuse a further deletion request whose method does not start from the previous
+        request's result before the fit writes anything (its config, its logs)."""
+        check_continues = getattr(self.datamodule, "check_continues", None)
+        training_needs = getattr(self.model, "training_needs", None)
+        if callable(check_continues) and callable(training_needs):
+            check_continues(training_needs())
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         place_checkpoints(trainer)

@@ -597,4 +597,4 @@ def test_quality_tables_mark_collapsed_runs_and_rank_without_them():
     table = quality.markdown(summary, "digits", 2, rows=rows)
     assert "| ga (collapsed) | 2 | 0 | 1 |" in table and "| natmu | 2 | 0 | 0 |" in table
     # ga's one collapsed run and ga's mean (it has a collapsed run) are out of the correlation
-    assert "over 7 runs" in table and "over the 3 means" in table
+    assert "over 7 runs" in table and "over the 3 methods' means" in table

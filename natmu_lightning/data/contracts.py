@@ -32,9 +32,10 @@ class TrainingNeeds:
 
     Attributes:
         stream: the training stream (``ForgetRemainDataModule``'s docstring says which is which).
-        original_ckpt: the checkpoint an unlearning method starts from; a further deletion
-            request checks that it is the previous request's result. ``None`` for the
-            Original and Retrain.
+        original_ckpt: the weights the method starts from, if any (ranking the hardest
+            samples needs them).
+        unlearns: an unlearning method: in a further deletion request its ``original_ckpt``
+            must be the previous request's result.
         forget_batch_size: forget rows per batch of the ``forget_then_remain`` and ``paired``
             streams (``None``: the datamodule's ``batch_size``).
         forget_pass_epochs: how many leading epochs of a ``forget_then_remain`` stream hold
@@ -43,6 +44,7 @@ class TrainingNeeds:
 
     stream: str
     original_ckpt: str | None = None
+    unlearns: bool = False
     forget_batch_size: int | None = None
     forget_pass_epochs: int | None = None
 

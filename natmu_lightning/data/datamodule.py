@@ -202,6 +202,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         model, and a fit that continues a previous request waits for the method's starting
         checkpoint to be checked, before anything is written."""
         self._loaded()
+        if stage == "fit":  # a fit's stream and needs are its own, handed over again by its method
+            self.stream, self.needs = None, None
         continues = stage == "fit" and self.previous_request is not None
         if self.forget_indices is None and not self.forget.needs_original_model and not continues:
             self._resolve_request(None, None)
@@ -221,8 +223,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             ValueError: no stream to build, a plan or a hardest-sample request without a model,
                 or a continued request that does not start from the previous result.
         """
-        if stage == "fit" and self.previous_request is not None and needs is not None and needs.original_ckpt:
-            self.previous_request.check_original(needs.original_ckpt)
+        if stage == "fit":
+            self.check_continues(needs)
         if self.forget_indices is None:
             self._resolve_request(needs, model)
         if stage != "fit":
@@ -246,6 +248,16 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self.stream in LAYOUT_STREAMS and self.trainer is not None:
             # An epoch's layout (and so its length) is fixed when its loader is built.
             self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+    def check_continues(self, needs: TrainingNeeds | None) -> None:
+        """A further deletion request's unlearning method must start from the previous result.
+        ``prepare_for`` checks it; the CLI also checks it before the fit writes anything.
+
+        Raises:
+            ValueError: ``needs.original_ckpt`` is not a checkpoint the previous request's run wrote.
+        """
+        if self.previous_request is not None and needs is not None and needs.unlearns and needs.original_ckpt:
+            self.previous_request.check_original(needs.original_ckpt)
 
     def _resolve_request(self, needs: TrainingNeeds | None, model: nn.Module | None) -> None:
         """Resolve the forget request into ``forget_indices`` and ``remain_indices`` and save them."""
@@ -310,7 +322,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if stream not in STREAMS:
             raise ValueError(
                 f"ForgetRemainDataModule cannot tell which training stream to build: pass stream= one of "
-                f"{STREAMS}, or train a module that declares its TrainingNeeds (got {stream!r})"
+                f"{STREAMS}, or hand the needs over with prepare_for(stage, TrainingNeeds(...), model) from the "
+                f"module's setup, as the package's modules do (got {stream!r})"
             )
         return stream
 
@@ -320,7 +333,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         """Per-sample losses of ``model``, which must hold the original weights: a method hands it
         over before any training step, so a module loaded from ``original_ckpt`` does."""
         if model is None or needs is None or not needs.original_ckpt:
-            who = f"the {type(model).__name__} being set up has no original_ckpt" if model is not None else "no model"
+            if model is None or needs is None:
+                who = "no model and needs were handed over (prepare_for)"
+            else:
+                who = f"the {type(model).__name__} being set up has no original_ckpt"
             raise ValueError(
                 f"HardestForget ranks samples by the ORIGINAL model's loss, but {who} (it would rank them with "
                 "untrained weights): resolve it in a run whose module loads the original weights (e.g. "
@@ -338,7 +354,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             if model is None:
                 raise ValueError(
                     "planning hybrids needs the original model: train a module that hands it over "
-                    "(NatMUModule), or call prepare_for('fit', needs, model) yourself"
+                    "(NatMUModule), or, from your LightningModule's setup, call "
+                    "self.trainer.datamodule.prepare_for(stage, TrainingNeeds('hybrid', original_ckpt), self)"
                 )
             images = take(data.train.images, forget_indices)
             logits = predict_logits(model, images, self.eval_batch_size)
@@ -436,6 +453,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     def teardown(self, stage: str) -> None:
         if stage == "fit":  # a resumed fit that built no training loader must not pass its epoch on
             self._resumed_epoch = None
+            self.resident = None  # the device copy of the training images goes with the fit
 
     def _layout(self) -> BatchLayout:
         """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""

@@ -130,7 +130,11 @@ class BackboneModule(pl.LightningModule):
         """What this method needs from the data; :meth:`setup` hands it to the datamodule
         (``ForgetRemainDataModule.prepare_for``) with the module itself as the model that plans
         hybrids or ranks the hardest samples. Methods with more needs extend it."""
-        return TrainingNeeds(stream=self.train_stream, original_ckpt=self.hparams.get("original_ckpt"))
+        return TrainingNeeds(
+            stream=self.train_stream,
+            original_ckpt=self.hparams.get("original_ckpt"),
+            unlearns=self.requires_original_ckpt,
+        )
 
     def _probe(self, shape: tuple[int, ...], num_classes: int) -> None:
         probe = model_inputs(self.backbone, torch.zeros(2, *shape, dtype=torch.uint8))
@@ -325,7 +329,10 @@ def log_training_values(module: pl.LightningModule, values: Mapping[str, Tensor 
 
 def records_this_step(trainer: pl.Trainer, global_step: int) -> bool:
     """Whether the loggers record the step that ``global_step`` optimizer steps precede, or it
-    is the epoch's last (Lightning's own rule: ``(step + 1) % log_every_n_steps == 0``)."""
+    is the epoch's last. Lightning's rule is ``(steps taken + 1) % log_every_n_steps == 0`` over
+    the batches that stepped an optimizer, which is ``global_step`` for the package's modules
+    (one optimizer step per batch); it also writes when a fit is stopped, whose values are then
+    those of the last recorded step."""
     every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector
     last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
     return last or (every > 0 and (global_step + 1) % every == 0)

@@ -117,6 +117,11 @@ class NegGradPlusModule(UnlearningModule):
         check_in_range("alpha", alpha, 0.0, 1.0, meaning="the weight of the remaining-set term")
         check_integer("forget_batch_size", forget_batch_size, 1)
         check_non_negative("anchor_decay", anchor_decay)
+        if anchor_decay > 0 and kwargs.get("reinit_classifier"):
+            raise ValueError(
+                "anchor_decay pulls the weights towards the original ones, which a re-initialised classifier no "
+                "longer has: use one or the other"
+            )
         super().__init__(backbone, original_ckpt, Recipe.read(recipe, NEGGRAD_RECIPE), **kwargs)
         # theta_0: the original weights as loaded (a resumed fit reloads them from original_ckpt too)
         self._anchors = [p.detach().clone() for p in self.backbone.parameters()] if anchor_decay > 0 else []

@@ -150,7 +150,10 @@ class RLModule(UnlearningModule):
             hint=", or pass relabel='per_batch'",
         )
         if datamodule.forget_indices is None:
-            raise RuntimeError("the datamodule's forget set is resolved in its setup('fit'), before the module's")
+            raise RuntimeError(
+                "the datamodule's forget set is not resolved: it is in the datamodule's setup, or, for a request "
+                "that needs the original model, when the module's setup hands it over (prepare_for)"
+            )
         return fixed_wrong_labels(
             datamodule.train_targets, datamodule.forget_indices, int(datamodule.num_classes), int(datamodule.seed)
         )

@@ -91,6 +91,9 @@ COLLAPSE_FRACTION = 0.8
 """A run has collapsed when its test or remaining accuracy falls below this fraction of the
 original model's."""
 COLLAPSE_KEYS = ("test_acc", "remain_acc")
+FINITE_KEYS = ("forget_acc", "remain_acc", "test_acc")
+"""The metrics that must be finite: others (a loss attack on a one-sample forget set, a
+reference-free target on a tiny test set) are undefined by design on small sets."""
 
 
 def collapse_reason(
@@ -98,7 +101,7 @@ def collapse_reason(
 ) -> str | None:
     """Why a run has collapsed rather than unlearned, or ``None`` when it has not.
 
-    A run has collapsed when any numeric metric is not finite, or when its test or remaining
+    A run has collapsed when an accuracy (:data:`FINITE_KEYS`) is not finite, or when its test or remaining
     accuracy falls below ``fraction`` of the original model's (``original``: the original's
     metrics, e.g. the unlearning record's ``metrics_before``; without them only the first
     test applies). Such a run has destroyed the model, not removed the forget set, and is not
@@ -114,7 +117,7 @@ def collapse_reason(
         'metrics not finite: test_acc'
     """
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    broken = sorted(k for k, v in numbers.items() if not math.isfinite(v))
+    broken = [k for k in FINITE_KEYS if k in numbers and not math.isfinite(numbers[k])]
     if broken:
         return f"metrics not finite: {', '.join(broken)}"
     reasons = []
