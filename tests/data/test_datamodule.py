@@ -301,9 +301,10 @@ def test_methods_declare_what_the_data_reads_from_them(tmp_path):
     torch.save(SmallCNN(num_classes=10).state_dict(), path)
     assert ClassifierModule(SmallCNN(), train_on="remain").training_needs() == TrainingNeeds("remain")
     neggrad = NegGradPlusModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=16).training_needs()
-    assert neggrad == TrainingNeeds("paired", str(path), forget_batch_size=16)
+    assert neggrad == TrainingNeeds("paired", str(path), unlearns=True, forget_batch_size=16)
     scrub = SCRUBModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=8, max_phase_epochs=1).training_needs()
-    assert scrub == TrainingNeeds("forget_then_remain", str(path), forget_batch_size=8, forget_pass_epochs=1)
+    expected = TrainingNeeds("forget_then_remain", str(path), unlearns=True, forget_batch_size=8, forget_pass_epochs=1)
+    assert scrub == expected
     dm = ForgetRemainDataModule(stream="paired", batch_size=100)
     attach(dm, tmp_path)
     dm.setup("fit")
