@@ -573,15 +573,8 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if AUGMENT_SEED not in batch:  # called directly, without the transfer hooks' first half
             batch = self.on_before_batch_transfer(batch, dataloader_idx)
         plain, hybrid = batch[PLAIN_ROWS], batch[HYBRID_ROWS]
-        if "image" in batch:
-            images = batch["image"]
-            partners = lambda: batch["partner"][hybrid]  # noqa: E731
-        else:  # a device-resident stream: gather the rows from the device's copy
-            if self.resident is None:
-                raise RuntimeError("a batch of indices only, but the training images are not device-resident")
-            resident = self.resident.on(batch["index"].device)
-            images = resident[batch["index"]]
-            partners = lambda: resident[batch["partner_index"][hybrid]]  # noqa: E731
+        resident = self._resident_images(batch)  # None on the loader path: the batch holds the images
+        images = batch["image"] if resident is None else resident[batch["index"]]
         out = images.clone()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         if plain.numel():
@@ -590,10 +583,20 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if hybrid.numel():
             masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
             weights = masks[batch["mask_id"][hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
-            out[hybrid] = hybrids.mix(images[hybrid], partners(), weights)
+            partners = batch["partner"][hybrid] if resident is None else resident[batch["partner_index"][hybrid]]
+            out[hybrid] = hybrids.mix(images[hybrid], partners, weights)
         dropped = ("partner", "partner_index", *TRANSFER_KEYS)
         unmixed = cast(Batch, {key: value for key, value in batch.items() if key not in dropped})
         return {**unmixed, "image": self._float_images(out)}
+
+    def _resident_images(self, batch: Batch) -> Tensor | None:
+        """The device's copy of the training images for a batch of indices (a device-resident
+        stream's), or ``None`` for a batch that holds its images (the loader path)."""
+        if "image" in batch:
+            return None
+        if self.resident is None:
+            raise RuntimeError("a batch of indices only, but the training images are not device-resident")
+        return self.resident.on(batch["index"].device)
 
     def _float_images(self, images: Tensor) -> Tensor:
         """uint8 -> float32 in [0, 1], then the dtype the trainer's precision feeds the model.
