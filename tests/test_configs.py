@@ -577,11 +577,13 @@ def _documented_runs(text: str) -> list[str]:
 
 
 def test_every_composition_in_use_is_run() -> None:
-    """The README's commands, the quickstart's and the benchmarks' compositions are all in RUNS."""
+    """The README's and the guide's commands, the quickstart's and the benchmarks' compositions are all in RUNS."""
     from benchmarks.runs import SCENARIOS, make_presets
 
     used = set(_documented_runs((ROOT / "README.md").read_text()))
     used |= set(_documented_runs((CONFIG_DIR / "README.md").read_text()))
+    for page in (ROOT / "docs").glob("*.md"):  # the user guide
+        used |= set(_documented_runs(page.read_text()))
     for base in CONFIG_DIR.glob("*/base.yaml"):
         used |= set(_documented_runs(base.read_text()))
     used |= {"digits/original", "digits/natmu"}  # QuickstartConfig.from_configs

@@ -171,8 +171,8 @@ def test_a_request_that_cannot_continue_the_chain_is_refused_before_any_write(tm
 
 
 def readme_command(heading: str) -> list[str]:
-    """The first ``bash`` block after ``heading`` in README.md, as one command's arguments."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The first ``bash`` block after ``heading`` in docs/repeated-requests.md, as one command's arguments."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "repeated-requests.md").read_text()
     block = text.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     return block.replace("\\\n", " ").split()
 
@@ -186,9 +186,9 @@ def test_the_readme_second_request_command_runs(tmp_path, monkeypatch):
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     main(["fit", *digits_args("original"), "--trainer.max_epochs", "10", *quiet])
     main(["fit", *digits_args("natmu"), "--evaluator.reference_ckpt", "null", *quiet])
-    command = readme_command("### Repeated deletion requests")
+    command = readme_command("## Repeated deletion requests")
     assert command[:2] == ["natmu-lightning", "fit"]
-    # The README runs from the repository's root; this test runs in its own folder.
+    # The guide runs from the repository's root; this test runs in its own folder.
     command = [str(repo / arg) if arg.startswith("configs/") else arg for arg in command]
     cli = main([*command[1:], *quiet])
     second = Path(cli.trainer.log_dir).resolve()
