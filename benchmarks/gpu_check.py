@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
 from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder  # noqa: E402
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
-from natmu_lightning.hybrids import HybridOptions  # noqa: E402
+from natmu_lightning.natmu.hybrids import HybridOptions  # noqa: E402
 
 CONFIGS = REPO / "configs"
 GPU = ["--config", str(CONFIGS / "trainer" / "gpu.yaml")]

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(Path(folder), path == "on_disk", int(workers), args.batches)))
         return
     if not args.data.is_file():
-        parser.error(f"{args.data} not found: the offline CIFAR-10 copy (see ../shared/data/README.md)")
+        parser.error(f"{args.data} not found: pass the offline CIFAR-10 JPEG copy (cifar10_jpeg.npz) with --data")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:

@@ -20,10 +20,10 @@ from torch import nn
 
 from natmu_lightning.configs import composition, merged
 from natmu_lightning.data import DataSource
-from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
-from natmu_lightning.methods.natmu import NATMU_RECIPE
 from natmu_lightning.methods.recipe import Recipe
+from natmu_lightning.natmu.hybrids import HybridOptions
+from natmu_lightning.natmu.module import NATMU_RECIPE
 
 REPO = Path(__file__).resolve().parents[1]
 #: The offline CIFAR-10 JPEG copy: $NATMU_CIFAR10_NPZ (as the CIFAR10JPEG source reads it), else ../shared/data.

@@ -42,11 +42,11 @@ from torchvision import transforms
 # The repository: an uninstalled checkout runs, and `benchmarks` imports as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.presets import PRESETS, Preset  # noqa: E402
-from natmu_lightning import hybrids  # noqa: E402
 from natmu_lightning.callbacks import UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.methods import ClassifierModule, NatMUModule  # noqa: E402
+from natmu_lightning.natmu import hybrids  # noqa: E402
 
 
 def make_datamodule(preset: Preset, stream: str, num_workers: int = 0) -> ForgetRemainDataModule:

@@ -9,7 +9,7 @@ the same model, batch, data, forget set, hybrid plan, augmentation and optimiser
 
 - ``bare_ms``: a plain PyTorch loop over the uint8 training tensor: per epoch a seeded
   permutation; per step index the images, crop and flip the plain rows, mix the hybrid
-  rows (``natmu_lightning.hybrids.mix``), scale to [0, 1], forward, cross-entropy,
+  rows (``natmu_lightning.natmu.hybrids.mix``), scale to [0, 1], forward, cross-entropy,
   backward, optimiser and scheduler step.
 - ``plain_lightning_ms``: a minimal LightningModule whose ``training_step`` does the bare
   loop's per-step work on batches of positions (whole batches from ``__getitems__``) and
@@ -56,12 +56,12 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/step_overhead.py` works too
 from benchmarks.presets import PRESETS, Preset, build  # noqa: E402
 from benchmarks.speed import alternated  # noqa: E402
-from natmu_lightning import hybrids  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
 from natmu_lightning.data.transforms import random_crop_flip  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 from natmu_lightning.methods import ClassifierModule, FTModule, NatMUModule  # noqa: E402
 from natmu_lightning.methods.base import BackboneModule  # noqa: E402
+from natmu_lightning.natmu import hybrids  # noqa: E402
 
 STREAMS = ("full", "remain", "hybrid")
 SIDES = ("bare", "plain_lightning", "lightning")
@@ -332,7 +332,7 @@ def measure_stream(
     resolved.setup("fit")
     resolved.prepare_for("fit", probe.training_needs(), probe)  # what the module's setup does in a fit
     data = resolved._loaded().train
-    plain = resolved._training_indices() if stream == "full" else resolved.remain_indices
+    plain = resolved._stream_indices() if stream == "full" else resolved.remain_indices
     assert plain is not None
     images = data.images if isinstance(data.images, Tensor) else data.images[torch.arange(len(data.images))]
     masks = hybrids.gradual_masks(images.shape[-2], images.shape[-1], float(preset.hybrids.delta))

@@ -21,7 +21,6 @@ from natmu_lightning.data import (
     SyntheticImages,
     TinyImageNet,
 )
-from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods import (
     BadTeacherModule,
     ClassifierModule,
@@ -36,6 +35,7 @@ from natmu_lightning.methods import (
     SCRUBModule,
     SSDModule,
 )
+from natmu_lightning.natmu.hybrids import HybridOptions
 
 __version__ = "0.2.0"
 

@@ -183,11 +183,6 @@ def config_delta(config_args: Sequence[str]) -> float:
     from natmu_lightning.cli import main
 
     options = main(list(config_args), run=False).datamodule.natmu
-    if isinstance(options.delta, list) or options.delta_end is not None:
-        raise ValueError(
-            f"the configs set a delta schedule (delta {options.delta}, delta_end {options.delta_end}); "
-            "natmu-lightning-select-lr chooses one constant delta: set data.natmu.delta to one value"
-        )
     return float(options.delta)
 
 
@@ -298,7 +293,7 @@ def entry_point(argv: Sequence[str] | None = None) -> None:
     config_args = [arg for path in args.config for arg in ("--config", path)]
     try:
         result = run(config_args, args.out, args.grid, args.deltas, args.validation_requests)
-    except ValueError as error:  # a bad config, a delta schedule, or no finite score
+    except ValueError as error:  # a bad config or no finite score
         parser.exit(2, f"natmu-lightning-select-lr: error: {error}\n")
     chosen = f"lr {result['lr']:g}, delta {result['delta']:g}"
     print(f"selected {chosen}: add --config {args.out / 'selected_lr.yaml'} to the fit")

@@ -43,13 +43,13 @@ from natmu_lightning.callbacks.record import find_record
 from natmu_lightning.configs import composition, merged, nested
 from natmu_lightning.data import Digits, ForgetRemainDataModule, RandomForget
 from natmu_lightning.data.sources import default_cache_dir
-from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.io import atomic_write_json
 from natmu_lightning.methods import ClassifierModule, NatMUModule
 from natmu_lightning.methods.classifier import CLASSIFIER_RECIPE
-from natmu_lightning.methods.natmu import NATMU_RECIPE
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.metrics.functional import avg_gap
+from natmu_lightning.natmu.hybrids import HybridOptions
+from natmu_lightning.natmu.module import NATMU_RECIPE
 
 
 @dataclass(frozen=True)

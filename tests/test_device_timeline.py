@@ -20,7 +20,7 @@ from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN
 from natmu_lightning.checkpoints import final_linear, read_state_dict
 from natmu_lightning.cli import main
 from natmu_lightning.data import ClassForget, Digits
-from natmu_lightning.hybrids import build_hybrid_plan
+from natmu_lightning.natmu.hybrids import build_hybrid_plan
 from natmu_lightning.predict import predict_logits
 from tests.tiny_runs import (
     DIGITS_ORIGINAL,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from natmu_lightning import hybrids
+from natmu_lightning.natmu import hybrids
 from tests.plan_checks import check_plan
 
 
@@ -88,14 +88,6 @@ def test_mix_weight_one_and_zero_are_exact():
     xr = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
     assert torch.equal(hybrids.mix(xf, xr, torch.ones(2, 1, 4, 4)), xf)
     assert torch.equal(hybrids.mix(xf, xr, torch.zeros(2, 1, 4, 4)), xr)
-
-
-def test_delta_schedule_helpers():
-    assert hybrids.linear_delta_schedule(0.0, -0.2, 3) == [0.0, -0.1, -0.2]
-    assert hybrids.delta_for_epoch(-0.19, 7) == -0.19
-    assert hybrids.delta_for_epoch([0.1, 0.2, 0.3], 1) == 0.2
-    with pytest.raises(ValueError):
-        hybrids.linear_delta_schedule(0.0, -2.0, 3)
 
 
 def make_problem(num_classes=5, per_class=20, num_forget=10, seed=0):

@@ -13,7 +13,6 @@ from natmu_lightning.lr_selection import (
     REFINE_FACTOR,
     VALIDATION_SEED_OFFSET,
     entry_point,
-    run,
     score,
     select,
     trial_name,
@@ -118,10 +117,3 @@ def test_a_grid_that_diverges_everywhere_stops_with_the_trials_written(tmp_path,
     assert len(calls) == 2
     trials = json.loads((tmp_path / "selection.json").read_text())["trials"]
     assert [(t["lr"], t["score"]) for t in trials] == [(0.1, None), (1.0, None)]
-
-
-@pytest.mark.usefixtures("digits_workdir")
-def test_a_delta_schedule_is_refused_before_any_fit(tmp_path):
-    with pytest.raises(ValueError, match="delta schedule"):
-        run([*digits_args("natmu"), "--data.natmu.delta_end", "0.1"], tmp_path / "out")
-    assert not (tmp_path / "out").exists()

@@ -1,43 +1,30 @@
-"""``ForgetRemainDataModule``: forget / remaining / test splits and on-the-fly hybrids."""
+"""``ForgetRemainDataModule``: forget / remaining / test splits and the training streams."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, cast
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
-from natmu_lightning import hybrids
+from natmu_lightning.data import resolution
 from natmu_lightning.data.contracts import TrainingNeeds
+from natmu_lightning.data.loaders import StreamLoaders
 from natmu_lightning.data.requests import ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.resident import RESIDENT_MEMORY_FRACTION, ResidentImages, use_device_resident
 from natmu_lightning.data.sources import DataSource, Digits, SourceData
 from natmu_lightning.data.streams import (
     LAYOUT_STREAMS,
     STREAMS,
-    Batch,
-    BatchLayout,
-    EpochShuffleSampler,
-    EvalSplit,
-    ForgetThenRemainLayout,
-    LayoutBatches,
-    LayoutSampler,
-    PairedLayout,
     Stream,
-    TrainStream,
-    collate_batch,
 )
-from natmu_lightning.data.transforms import augment_seed, random_crop_flip, to_unit_float
-from natmu_lightning.hybrids import HybridOptions
-from natmu_lightning.images import Images, take
+from natmu_lightning.images import Images
 from natmu_lightning.io import atomic_save_npy, atomic_save_npz, run_dir
-from natmu_lightning.predict import predict_logits
+from natmu_lightning.natmu import HybridBatches, HybridOptions
 from natmu_lightning.records import (
     ALREADY_FORGOTTEN_FILENAME,
     FORGET_INDICES_FILENAME,
@@ -45,14 +32,8 @@ from natmu_lightning.records import (
     load_previous_request,
 )
 
-#: Keys :meth:`ForgetRemainDataModule.on_before_batch_transfer` adds and the second half removes.
-PLAIN_ROWS: Final = "plain_rows"
-HYBRID_ROWS: Final = "hybrid_rows"
-AUGMENT_SEED: Final = "augment_seed"
-TRANSFER_KEYS = (PLAIN_ROWS, HYBRID_ROWS, AUGMENT_SEED)
 
-
-class ForgetRemainDataModule(pl.LightningDataModule):
+class ForgetRemainDataModule(StreamLoaders):
     """Turns a dataset and a forget request into remaining / forget / test splits.
 
     The training stream depends on the model being trained:
@@ -71,12 +52,13 @@ class ForgetRemainDataModule(pl.LightningDataModule):
     (``forget_then_remain`` only; default: every epoch) says how many leading epochs hold
     the forget pass. Shuffling depends only on ``(seed, epoch)``.
 
-    Hybrids are planned in :meth:`prepare_for` from the seed and the predictions of the
-    model the method hands over (the original weights: ``NatMUModule`` calls it from its
-    ``setup``, before any training step), and mixed per batch on the batch's device in
-    :meth:`on_after_batch_transfer`. Remaining images get random crop (and flip)
-    augmentation there; hybrids get none. The resolved forget set and the plan are
-    saved to the run's log dir as ``forget_indices.npy`` and ``hybrid_plan.npz``.
+    NatMU's hybrid rows are :class:`~natmu_lightning.natmu.HybridBatches`: planned in
+    :meth:`prepare_for` from the seed and the predictions of the model the method hands over
+    (the original weights: ``NatMUModule`` calls it from its ``setup``, before any training
+    step), mixed per batch on the batch's device in :meth:`on_after_batch_transfer`
+    (:mod:`natmu_lightning.data.transfer`). Remaining images get random crop (and flip)
+    augmentation there; hybrids get none. The resolved forget set and the plan are saved to
+    the run's log dir as ``forget_indices.npy`` and ``hybrid_plan.npz``.
 
     A further deletion request on an already-unlearned model names the previous request's
     ``unlearning_record.json`` in ``previous_record``: the samples every earlier request
@@ -97,9 +79,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         eval_batch_size: batch size of evaluation passes.
         num_workers: data-loader workers.
         seed: seed of the forget set and of the hybrid plan.
-        natmu: NatMU's hybrids (:class:`~natmu_lightning.hybrids.HybridOptions`: ``k``,
-            ``delta``, ``delta_end``, ``redraw_plan_every_epoch``); a mapping of the fields
-            that differ from the defaults works too. Only the ``hybrid`` stream reads them.
+        natmu: NatMU's hybrids (:class:`~natmu_lightning.natmu.HybridOptions`: ``k`` and
+            ``delta``); a mapping of the fields that differ from the defaults works too. Only
+            the ``hybrid`` stream reads them.
         crop_padding: padding of the random crop on remaining images (0 disables).
         horizontal_flip: random horizontal flips on remaining images.
         pin_memory: pin batches in page-locked memory; ``None`` pins exactly when training on CUDA.
@@ -147,31 +129,25 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise ValueError("num_workers and crop_padding must be >= 0")
         if not 0 < resident_memory_fraction <= 1:
             raise ValueError(f"resident_memory_fraction must be in (0, 1], got {resident_memory_fraction!r}")
-        natmu = HybridOptions.read(natmu)  # a mapping from Python or a checkpoint works too
         self.requested_stream = stream
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.pin_memory = pin_memory
+        self.seed, self.natmu = seed, HybridOptions.read(natmu)  # a mapping from Python or a checkpoint works too
+        self.crop_padding, self.horizontal_flip, self.pin_memory = crop_padding, horizontal_flip, pin_memory
         self.device_resident, self.resident_memory_fraction = device_resident, resident_memory_fraction
-        self.resident: ResidentImages | None = None
-        self.seed, self.natmu = seed, natmu
-        self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
         self.previous_record = previous_record
         # Read (and checked) now: a bad record fails before any data is loaded or written.
         self.previous_request: PreviousRequest | None = (
             load_previous_request(previous_record) if previous_record is not None else None
         )
         self.saved_files: dict[str, Path] = {}
-
         self.data: SourceData | None = None
         self.forget_indices: Tensor | None = None
         self.remain_indices: Tensor | None = None
-        self.hybrid_plan: dict[str, Tensor] | None = None
         self.stream: str | None = None
         self.needs: TrainingNeeds | None = None
-        self._forget_probs: Tensor | None = None
-        self._plan_epoch = 0
+        self.hybrids: HybridBatches | None = None
+        self.resident: ResidentImages | None = None
         self._resumed_epoch: int | None = None
-        self._mask_cache: dict[tuple, Tensor] = {}
         # (the data, forget and remaining indices they were gathered from, the splits)
         self._evaluation_cache: tuple[tuple[object, ...], dict[str, tuple[Images, Tensor]]] | None = None
 
@@ -229,22 +205,10 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             self._resolve_request(needs, model)
         if stage != "fit":
             return
-        self.needs = needs
-        self.stream = self._resolve_stream(needs)
+        self.needs, self.stream = needs, self._resolve_stream(needs)
         self._place_training_images(self._loaded())
         if self.stream == "hybrid" and self.hybrid_plan is None:
-            hybrids.validate_k(self.natmu.k, self.num_classes)
-            if self.trainer is not None:
-                hybrids.check_schedule_length(self.natmu.delta, self.trainer.max_epochs)
-            self.hybrid_plan = self._draw_plan(epoch=0, model=model)
-            self._save(
-                "hybrid_plan.npz",
-                lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
-            )
-            self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, self.hybrid_examples()))
-            if self.natmu.redraw_plan_every_epoch and self.trainer is not None:
-                # The plan lives in the train dataloader, so it must be rebuilt each epoch.
-                self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+            self._plan_hybrids(model)
         if self.stream in LAYOUT_STREAMS and self.trainer is not None:
             # An epoch's layout (and so its length) is fixed when its loader is built.
             self.trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
@@ -261,24 +225,41 @@ class ForgetRemainDataModule(pl.LightningDataModule):
 
     def _resolve_request(self, needs: TrainingNeeds | None, model: nn.Module | None) -> None:
         """Resolve the forget request into ``forget_indices`` and ``remain_indices`` and save them."""
-        data, already = self._loaded(), self._already_forgotten()
-
-        def original_losses(images: Images, targets: Tensor) -> Tensor:
-            return self._original_losses(images, targets, needs, model)
-
-        self.forget_indices = resolve_excluding(self.forget, data, self.seed, original_losses, already)
+        data = self._loaded()
+        already = resolution.already_forgotten(self.previous_request, data.train.targets.numel())
+        losses = resolution.original_losses(needs, model, self.eval_batch_size)
+        forget_indices = resolve_excluding(self.forget, data, self.seed, losses, already)
         keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)
-        keep[self.forget_indices] = False
+        keep[forget_indices] = False
         keep[already] = False
-        self.remain_indices = torch.nonzero(keep).flatten()
-        self._save(FORGET_INDICES_FILENAME, lambda path: atomic_save_npy(path, self.forget_indices.numpy()))
+        self.forget_indices, self.remain_indices = forget_indices, torch.nonzero(keep).flatten()
+        self._save(FORGET_INDICES_FILENAME, lambda path: atomic_save_npy(path, forget_indices.numpy()))
         if self.previous_request is not None:
             self._save(ALREADY_FORGOTTEN_FILENAME, lambda path: atomic_save_npy(path, already.numpy()))
         earlier = f" ({already.numel()} forgotten by earlier requests)" if already.numel() else ""
         rank_zero_info(
-            f"Forget request {self.forget.describe()}: {self.forget_indices.numel()} forget, "
+            f"Forget request {self.forget.describe()}: {forget_indices.numel()} forget, "
             f"{self.remain_indices.numel()} remaining{earlier}, {data.test.targets.numel()} test samples"
         )
+
+    def _plan_hybrids(self, model: nn.Module | None) -> None:
+        """Draw NatMU's hybrid plan with the original ``model`` and save it with a few examples."""
+        if model is None:
+            raise ValueError(
+                "planning hybrids needs the original model: train a module that hands it over "
+                "(NatMUModule), or, from your LightningModule's setup, call "
+                "self.trainer.datamodule.prepare_for(stage, TrainingNeeds('hybrid', original_ckpt), self)"
+            )
+        data, (forget_indices, remain_indices) = self._loaded(), self._resolved_indices()
+        hybrids = HybridBatches(self.natmu, self.seed)
+        train = data.train
+        hybrids.draw_plan(
+            model, train.images, train.targets, forget_indices, remain_indices, self.num_classes, self.eval_batch_size
+        )
+        self.hybrids = hybrids
+        self._save("hybrid_plan.npz", lambda path: atomic_save_npz(path, hybrids.plan_arrays()))
+        examples = hybrids.examples(train.images, train.targets, data.classes)
+        self._save("hybrid_examples.npz", lambda path: atomic_save_npz(path, examples))
 
     def _place_training_images(self, data: SourceData) -> None:
         """Decide, before any training, whether the training images live on the device."""
@@ -287,18 +268,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         self.resident = ResidentImages(cast(Tensor, data.train.images)) if resident else None
         if resident and on_cuda:
             rank_zero_info("Training images kept on the device (device_resident; turn off with device_resident: false)")
-
-    def _already_forgotten(self) -> Tensor:
-        """Training indices earlier deletion requests forgot (empty for a first request)."""
-        if self.previous_request is None:
-            return torch.zeros(0, dtype=torch.long)
-        already, total = self.previous_request.already_forgotten, self.train_targets.numel()
-        if already.numel() and int(already.max()) >= total:
-            raise ValueError(
-                f"the previous request's record {self.previous_request.record['path']!r} forgot training index "
-                f"{int(already.max())}, but this dataset has {total} training samples: another dataset?"
-            )
-        return already
 
     def _resolved_indices(self) -> tuple[Tensor, Tensor]:
         """The forget and remaining indices that ``setup`` resolved."""
@@ -311,12 +280,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             raise RuntimeError("the forget request is not resolved yet: call setup() first")
         return self.forget_indices, self.remain_indices
 
-    def _training_indices(self) -> Tensor:
-        """Every training sample still in the training set (all of them for a first request)."""
-        if self.previous_request is None:
-            return torch.arange(self.train_targets.numel())
-        return torch.cat(self._resolved_indices()).sort().values
-
     def _resolve_stream(self, needs: TrainingNeeds | None) -> str:
         stream = self.requested_stream or (needs.stream if needs is not None else None)
         if stream not in STREAMS:
@@ -327,53 +290,7 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             )
         return stream
 
-    def _original_losses(
-        self, images: Images, targets: Tensor, needs: TrainingNeeds | None, model: nn.Module | None
-    ) -> Tensor:
-        """Per-sample losses of ``model``, which must hold the original weights: a method hands it
-        over before any training step, so a module loaded from ``original_ckpt`` does."""
-        if model is None or needs is None or not needs.original_ckpt:
-            if model is None or needs is None:
-                who = "no model and needs were handed over (prepare_for)"
-            else:
-                who = f"the {type(model).__name__} being set up has no original_ckpt"
-            raise ValueError(
-                f"HardestForget ranks samples by the ORIGINAL model's loss, but {who} (it would rank them with "
-                "untrained weights): resolve it in a run whose module loads the original weights (e.g. "
-                "NatMUModule with original_ckpt), then pass the saved forget_indices.npy to other runs "
-                "through IndexForget"
-            )
-        logits = predict_logits(model, images, self.eval_batch_size)
-        return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-
-    def _draw_plan(self, epoch: int, model: nn.Module | None = None) -> dict[str, Tensor]:
-        """The hybrid plan of ``epoch``, from the original model's predictions on the forget
-        set (computed once, with ``model``, and kept for later epochs' plans)."""
-        data, (forget_indices, remain_indices) = self._loaded(), self._resolved_indices()
-        if self._forget_probs is None:
-            if model is None:
-                raise ValueError(
-                    "planning hybrids needs the original model: train a module that hands it over "
-                    "(NatMUModule), or, from your LightningModule's setup, call "
-                    "self.trainer.datamodule.prepare_for(stage, TrainingNeeds('hybrid', original_ckpt), self)"
-                )
-            images = take(data.train.images, forget_indices)
-            logits = predict_logits(model, images, self.eval_batch_size)
-            if logits.shape[1] != self.num_classes:
-                raise ValueError(f"the model outputs {logits.shape[1]} classes but the dataset has {self.num_classes}")
-            self._forget_probs = logits.softmax(dim=1)
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch)
-        return hybrids.build_hybrid_plan(
-            forget_indices,
-            data.train.targets[forget_indices],
-            self._forget_probs,
-            remain_indices,
-            data.train.targets[remain_indices],
-            k=self.natmu.k,
-            generator=generator,
-        )
-
-    def _save(self, name: str, write) -> None:
+    def _save(self, name: str, write: Callable[[Path], object]) -> None:
         if self.trainer is None:
             return
         folder = run_dir(self.trainer)  # on every rank: trainer.log_dir is a collective under DDP
@@ -381,127 +298,9 @@ class ForgetRemainDataModule(pl.LightningDataModule):
         if self.trainer.is_global_zero:
             write(folder / name)
 
-    def hybrid_examples(self, num_forget: int = 4, epoch: int = 0) -> dict[str, np.ndarray]:
-        """The first ``num_forget`` forgetting samples' hybrids, for figures: uint8 ``forget``,
-        ``remain`` and ``hybrid`` images (rows x k x C x H x W), ``label``, ``mask_id``,
-        ``classes`` and the ``delta`` used."""
-        data = self._loaded()
-        if self.hybrid_plan is None:
-            raise RuntimeError("no hybrid plan yet: call setup('fit') for a hybrid stream first")
-        examples = hybrids.plan_examples(
-            data.train.images, data.train.targets, self.hybrid_plan, self.natmu.k, self.current_delta(epoch), num_forget
-        )
-        return {**examples, "classes": np.asarray(data.classes)}
-
-    # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
-        data = self._loaded()
-        if self.stream is None:  # a module that did not hand over its needs: the constructor's stream
-            self.prepare_for("fit", None, None)
-        plan = None
-        forget_indices, remain_indices = self._resolved_indices()
-        if self.stream == "full":
-            indices = self._training_indices()
-        elif self.stream == "forget":
-            indices = forget_indices
-        elif self.stream in ("both", *LAYOUT_STREAMS):
-            indices = torch.cat([remain_indices, forget_indices])
-        else:
-            indices = remain_indices
-        if self.stream == "hybrid":
-            epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            if self.natmu.redraw_plan_every_epoch and epoch != self._plan_epoch:
-                self.hybrid_plan, self._plan_epoch = self._draw_plan(epoch), epoch
-                self._save(
-                    f"hybrid_plan_epoch{epoch}.npz",
-                    lambda path: atomic_save_npz(path, {k: v.numpy() for k, v in self.hybrid_plan.items()}),
-                )
-            plan = self.hybrid_plan
-        forget_mask = torch.zeros(data.train.targets.numel(), dtype=torch.bool)
-        forget_mask[self.forget_indices] = True
-        stream = TrainStream(data.train.images, data.train.targets, indices, plan, forget_mask, self.resident is None)
-        if self.stream in LAYOUT_STREAMS:
-            trainer = self.trainer
-            rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-            batches = LayoutBatches(stream, self._layout(), rank, world_size)
-            epoch = trainer.current_epoch if trainer is not None else 0
-            return self._loader(batches, None, sampler=LayoutSampler(batches, epoch), training=True)
-        sampler = EpochShuffleSampler(len(stream), self.seed, self._loader_epoch())
-        return self._loader(stream, self.batch_size, sampler=sampler, training=True)
-
-    def _loader_epoch(self) -> int:
-        """The epoch a training loader built now serves first.
-
-        Lightning draws from the training loader as soon as it builds it (DataLoader workers
-        prefetch at once) and calls ``set_epoch`` only later, keeping that first iterator for
-        the first epoch it runs. A resumed fit's loader may even be built before its loops are
-        restored (when ``configure_optimizers`` asks for ``estimated_stepping_batches``, as the
-        per-step schedules do). So the sampler gets its epoch at construction: the fit loop's
-        ``processed`` epochs (the value Lightning later passes to ``set_epoch``), or, until the
-        loops are restored, the one the checkpoint recorded (:meth:`state_dict`). Without this
-        a fit resumed with workers replays epoch 0's order. (A checkpoint written mid-epoch at
-        the very last batch, or before this state existed, still resumes with the earlier
-        epoch's order.)
-        """
-        epoch = 0
-        if self.trainer is not None:
-            epoch = self.trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]
-        if self._resumed_epoch is not None:
-            epoch, self._resumed_epoch = max(epoch, self._resumed_epoch), None
-        return epoch
-
-    def teardown(self, stage: str) -> None:
-        if stage == "fit":  # a resumed fit that built no training loader must not pass its epoch on
-            self._resumed_epoch = None
-            self.resident = None  # the device copy of the training images goes with the fit
-
-    def _layout(self) -> BatchLayout:
-        """The batch layout of a ``forget_then_remain`` or ``paired`` stream, sized by the module."""
-        needs = self.needs
-        forget_batch_size = (needs.forget_batch_size if needs is not None else None) or self.batch_size
-        forget_indices, remain_indices = self._resolved_indices()
-        sizes = (remain_indices.numel(), forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
-        if self.stream == "paired":
-            return PairedLayout(*sizes)
-        return ForgetThenRemainLayout(*sizes, forget_epochs=needs.forget_pass_epochs if needs is not None else None)
-
-    def val_dataloader(self) -> DataLoader:
-        """The test split: Lightning's own validation loop reports ``val/acc`` on it."""
-        return self.test_dataloader()
-
-    def test_dataloader(self) -> DataLoader:
-        test = self._loaded().test
-        return self._loader(
-            EvalSplit(test.images, test.targets, torch.arange(test.targets.numel())), self.eval_batch_size
-        )
-
-    def _loader(self, dataset, batch_size: int | None, sampler=None, training: bool = False) -> DataLoader:
-        indices_only = training and self.resident is not None  # a few index tensors per batch: no workers, no pinning
-        workers = 0 if indices_only else self.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=workers,
-            collate_fn=collate_batch,  # type: ignore[arg-type]  # whole batches come from __getitems__
-            persistent_workers=workers > 0,
-            pin_memory=self._pins_memory() and not indices_only,
-        )
-
-    def _pins_memory(self) -> bool:
-        """``pin_memory``, or by default: pinned batches exactly when training on CUDA (then
-        Lightning copies them with ``non_blocking=True``). Batches stay uint8 until the device."""
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
-
     def evaluation_splits(self) -> dict[str, tuple[Images, Tensor]]:
-        """(uint8 images, labels) of each split the evaluator reports.
-
-        ``forget``, ``remain`` and ``test``; for full-class and sub-class requests ``test``
-        holds the test samples outside the forgotten classes (sub-class) and
-        ``forget_test`` those inside (the NatMU authors' ``retainDL_inTestSet`` and
-        ``forgetDL_inTestSet`` in ``class-wise/natmu.py``).
+        """(uint8 images, labels) of each split the evaluator reports
+        (:func:`~natmu_lightning.data.resolution.evaluation_splits`).
 
         The splits are gathered once per resolved request and the same dict is returned on
         every later call (the evaluator runs every epoch): treat it as read-only.
@@ -511,108 +310,12 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             self.setup("validate")
         forget_indices, remain_indices = self._resolved_indices()
         key = (data, forget_indices, remain_indices)
-        if self._evaluation_cache is not None and all(a is b for a, b in zip(self._evaluation_cache[0], key)):
-            return self._evaluation_cache[1]
-        splits = {
-            "forget": (take(data.train.images, forget_indices), data.train.targets[forget_indices]),
-            "remain": (take(data.train.images, remain_indices), data.train.targets[remain_indices]),
-        }
-        inside = self.forget.forgotten_test_mask(data)
-        if inside is None:
-            splits["test"] = (data.test.images, data.test.targets)
-        else:
-            splits["test"] = (take(data.test.images, ~inside), data.test.targets[~inside])
-            splits["forget_test"] = (take(data.test.images, inside), data.test.targets[inside])
-        self._evaluation_cache = (key, splits)
-        return splits
-
-    # ------------------------------------------------------------------ per-batch work
-    def current_delta(self, epoch: int) -> float:
-        """The mask shift used in ``epoch`` (constant, per-epoch list, or linear to ``delta_end``)."""
-        if self.natmu.delta_end is not None:
-            assert isinstance(self.natmu.delta, (int, float))  # __init__ refuses delta_end after a list
-            epochs = (self.trainer.max_epochs if self.trainer is not None else None) or 1
-            return hybrids.linear_delta_schedule(float(self.natmu.delta), self.natmu.delta_end, max(epochs, 1))[
-                min(epoch, max(epochs, 1) - 1)
-            ]
-        return hybrids.delta_for_epoch(self.natmu.delta, epoch)
-
-    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """On the CPU, before the copy: everything the per-batch work needs to know about the
-        batch (which rows to augment, which to mix, the augmentation seed), so that on a GPU
-        :meth:`on_after_batch_transfer` never reads the device and never waits for it."""
-        if not isinstance(batch, dict) or "mask_id" not in batch:
-            return batch
-        hybrid = batch["mask_id"].cpu() >= 0
-        plain, hybrid_rows = torch.nonzero(~hybrid).flatten(), torch.nonzero(hybrid).flatten()
-        if self._pins_memory():  # a pageable host-to-device copy would synchronise the stream
-            plain, hybrid_rows = plain.pin_memory(), hybrid_rows.pin_memory()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        seed = augment_seed(self.seed, epoch, batch["index"].cpu())
-        return {**batch, PLAIN_ROWS: plain, HYBRID_ROWS: hybrid_rows, AUGMENT_SEED: seed}
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Copy this datamodule's flat batches key by key, as Lightning's default does (without
-        blocking, except to the CPU or MPS), but without its generic walk through the
-        collection, which costs about half a millisecond of host time per training step."""
-        if not isinstance(batch, dict) or any(isinstance(v, (dict, list, tuple)) for v in batch.values()):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        non_blocking = device.type not in ("cpu", "mps")
-        return {
-            key: value.to(device, non_blocking=non_blocking) if isinstance(value, Tensor) else value
-            for key, value in batch.items()
-        }
-
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Mix hybrids and augment remaining images on the batch's device; images -> float.
-
-        Rows are selected by index tensors prepared on the CPU (no boolean masks, no ``.any()``),
-        so nothing here synchronises with an accelerator."""
-        if not isinstance(batch, dict) or "mask_id" not in batch:
-            return {**batch, "image": self._float_images(batch["image"])} if isinstance(batch, dict) else batch
-        if AUGMENT_SEED not in batch:  # called directly, without the transfer hooks' first half
-            batch = self.on_before_batch_transfer(batch, dataloader_idx)
-        plain, hybrid = batch[PLAIN_ROWS], batch[HYBRID_ROWS]
-        resident = self._resident_images(batch)  # None on the loader path: the batch holds the images
-        images = batch["image"] if resident is None else resident[batch["index"]]
-        out = images.clone()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if plain.numel():
-            generator = torch.Generator().manual_seed(batch[AUGMENT_SEED])
-            out[plain] = random_crop_flip(images[plain], self.crop_padding, self.horizontal_flip, generator)
-        if hybrid.numel():
-            masks = self._masks(images.shape[-2], images.shape[-1], self.current_delta(epoch), images.device)
-            weights = masks[batch["mask_id"][hybrid]].unsqueeze(1)  # (B_h, 1, H, W)
-            partners = batch["partner"][hybrid] if resident is None else resident[batch["partner_index"][hybrid]]
-            out[hybrid] = hybrids.mix(images[hybrid], partners, weights)
-        dropped = ("partner", "partner_index", *TRANSFER_KEYS)
-        unmixed = cast(Batch, {key: value for key, value in batch.items() if key not in dropped})
-        return {**unmixed, "image": self._float_images(out)}
-
-    def _resident_images(self, batch: Batch) -> Tensor | None:
-        """The device's copy of the training images for a batch of indices (a device-resident
-        stream's), or ``None`` for a batch that holds its images (the loader path)."""
-        if "image" in batch:
-            return None
-        if self.resident is None:
-            raise RuntimeError("a batch of indices only, but the training images are not device-resident")
-        return self.resident.on(batch["index"].device)
-
-    def _float_images(self, images: Tensor) -> Tensor:
-        """uint8 -> float32 in [0, 1], then the dtype the trainer's precision feeds the model.
-
-        Lightning converts a batch's floats for ``16-true`` / ``bf16-true`` / ``64-true``
-        BEFORE the transfer hooks, when the images are still uint8; so the cast happens here,
-        after mixing and augmentation (``*-mixed`` precisions keep float32 inputs).
-        """
-        floats = to_unit_float(images)
-        return self.trainer.precision_plugin.convert_input(floats) if self.trainer is not None else floats
-
-    def _masks(self, height: int, width: int, delta: float, device: torch.device) -> Tensor:
-        key = (height, width, delta, str(device))
-        if key not in self._mask_cache:
-            self._mask_cache[key] = hybrids.gradual_masks(height, width, delta).to(device)
-        return self._mask_cache[key]
+        if self._evaluation_cache is None or not all(a is b for a, b in zip(self._evaluation_cache[0], key)):
+            self._evaluation_cache = (
+                key,
+                resolution.evaluation_splits(data, self.forget, forget_indices, remain_indices),
+            )
+        return self._evaluation_cache[1]
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
@@ -625,7 +328,6 @@ class ForgetRemainDataModule(pl.LightningDataModule):
             state["forget_indices"] = self.forget_indices.clone()
         if self.hybrid_plan is not None:
             state["hybrid_plan"] = {k: v.clone() for k, v in self.hybrid_plan.items()}
-            state["plan_epoch"] = self._plan_epoch
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -639,5 +341,5 @@ class ForgetRemainDataModule(pl.LightningDataModule):
                 )
         self._resumed_epoch = state_dict.get("next_epoch")
         if "hybrid_plan" in state_dict:
-            self.hybrid_plan = {k: v.clone() for k, v in state_dict["hybrid_plan"].items()}
-            self._plan_epoch = state_dict.get("plan_epoch", 0)
+            self.hybrids = self.hybrids or HybridBatches(self.natmu, self.seed)
+            self.hybrids.plan = {k: v.clone() for k, v in state_dict["hybrid_plan"].items()}

@@ -11,7 +11,7 @@ one remaining image of each is drawn without replacement across the whole plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,51 +95,6 @@ def validate_delta(delta: float) -> None:
         raise ValueError(f"delta must lie in [-1, 1], got {delta}")
 
 
-def delta_for_epoch(delta: float | Sequence[float], epoch: int) -> float:
-    """The mask shift for ``epoch``: a constant, or a per-epoch schedule.
-
-    Args:
-        delta: one value for every epoch, or one value per epoch.
-        epoch: zero-based epoch; epochs past the end of a schedule keep its last value.
-
-    Example:
-        >>> delta_for_epoch([-0.1, -0.2], 5)
-        -0.2
-    """
-    if isinstance(delta, (int, float)):
-        return float(delta)
-    return float(delta[min(epoch, len(delta) - 1)])
-
-
-def linear_delta_schedule(start: float, end: float, epochs: int) -> list[float]:
-    """Per-epoch shifts going linearly from ``start`` (first epoch) to ``end`` (last).
-
-    Example:
-        >>> linear_delta_schedule(0.0, -0.2, 3)
-        [0.0, -0.1, -0.2]
-    """
-    validate_delta(start)
-    validate_delta(end)
-    if epochs < 1:
-        raise ValueError(f"a delta schedule needs at least one epoch, got {epochs}")
-    if epochs == 1:
-        return [float(start)]
-    return [round(start + (end - start) * e / (epochs - 1), 10) for e in range(epochs)]
-
-
-def validate_delta_schedule(delta: float | Sequence[float], delta_end: float | None = None) -> None:
-    """Raise ``ValueError`` unless ``delta`` is a valid shift or a non-empty per-epoch list of
-    them, and ``delta_end`` (a linear schedule's end) is a valid shift after a single ``delta``."""
-    for value in [delta] if isinstance(delta, (int, float)) else delta:
-        validate_delta(value)
-    if not isinstance(delta, (int, float)) and not delta:
-        raise ValueError("a delta schedule must hold at least one value")
-    if delta_end is not None:
-        if not isinstance(delta, (int, float)):
-            raise ValueError("delta_end needs a single starting delta, not a list")
-        validate_delta(delta_end)
-
-
 @dataclass(frozen=True)
 class HybridOptions:
     """NatMU's own data settings, grouped: how many hybrids, and their masks' shift.
@@ -150,9 +105,11 @@ class HybridOptions:
 
     Args:
         k: hybrids per forgetting sample (one per mask, 1 to :data:`NUM_MASKS`).
-        delta: mask shift in [-1, 1], or one value per epoch.
-        delta_end: if given, ``delta`` moves linearly to this value over the run's epochs.
-        redraw_plan_every_epoch: draw a fresh pairing plan every epoch (the paper draws it once).
+        delta: mask shift in [-1, 1], the same in every epoch (the paper's).
+        delta_end: removed (a linear δ schedule no config used); accepted only as ``None``, so
+            that configs saved by 0.2.0 still load. Goes in 0.3.0.
+        redraw_plan_every_epoch: removed (the paper draws the plan once); accepted only as
+            ``False``, for the same reason. Goes in 0.3.0.
 
     Example:
         >>> HybridOptions(delta=-0.19).k
@@ -160,14 +117,25 @@ class HybridOptions:
     """
 
     k: int = 4
-    delta: float | list[float] = 0.0
-    delta_end: float | None = None
+    delta: float = 0.0
+    delta_end: None = None
     redraw_plan_every_epoch: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= NUM_MASKS:
             raise ValueError(f"k must lie in [1, {NUM_MASKS}], got {self.k!r}")
-        validate_delta_schedule(self.delta, self.delta_end)
+        if not isinstance(self.delta, (int, float)) or isinstance(self.delta, bool):
+            raise ValueError(
+                f"delta must be one number in [-1, 1], got {self.delta!r} (per-epoch δ lists were removed after 0.2.0: "
+                "no config used them)"
+            )
+        validate_delta(self.delta)
+        if self.delta_end is not None or self.redraw_plan_every_epoch:
+            raise ValueError(
+                "natmu.delta_end and natmu.redraw_plan_every_epoch were removed after 0.2.0 (no config used them; the "
+                f"paper keeps one δ and draws the plan once): got delta_end={self.delta_end!r}, "
+                f"redraw_plan_every_epoch={self.redraw_plan_every_epoch!r}"
+            )
 
     @classmethod
     def read(cls, value: HybridOptions | Mapping[str, object]) -> HybridOptions:
@@ -177,15 +145,6 @@ class HybridOptions:
             ValueError: a field the options do not have.
         """
         return options_from("natmu", value, cls())
-
-
-def check_schedule_length(delta: float | Sequence[float], epochs: int | None) -> None:
-    """Raise ``ValueError`` when a per-epoch ``delta`` list does not hold one value per epoch
-    of a run of ``epochs`` (None or -1: unbounded, nothing to check)."""
-    if isinstance(delta, (int, float)) or epochs is None or epochs <= 0:
-        return
-    if len(delta) != epochs:
-        raise ValueError(f"the delta schedule has {len(delta)} values but the trainer runs {epochs} epochs")
 
 
 def build_hybrid_plan(

@@ -18,11 +18,11 @@ class NatMUModule(UnlearningModule):
     """NatMU ("Towards Natural Machine Unlearning"): fine-tune the original model on one
     shuffled stream of remaining images (augmented) and hybrids (not augmented).
 
-    The hybrids themselves (top-k classes, pairing plan, gradual masks, mixing) are
-    built by :class:`~natmu_lightning.data.ForgetRemainDataModule` because this module
-    declares ``train_stream = "hybrid"``; the module trains with plain cross-entropy.
-    The datamodule plans the hybrids from this module's predictions at setup, while it
-    still holds the original weights.
+    The hybrids themselves (top-k classes, pairing plan, gradual masks, mixing) are this
+    package's :class:`~natmu_lightning.natmu.HybridBatches`, which
+    :class:`~natmu_lightning.data.ForgetRemainDataModule` builds for the ``hybrid`` stream this
+    module declares; the module trains with plain cross-entropy. Its ``setup`` hands the module
+    over while it still holds the original weights, and the plan is drawn from its predictions.
 
     Defaults are the paper's CIFAR-10 recipe (AdamW, lr 1e-3, weight decay 2e-3,
     per-step cosine decay to zero, no warm-up; run 5 epochs).

@@ -5,12 +5,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from natmu_lightning import hybrids
 from natmu_lightning.backbones import SmallCNN
 from natmu_lightning.data import ForgetRemainDataModule, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.streams import ForgetThenRemainLayout, PairedLayout
-from natmu_lightning.hybrids import HybridOptions
 from natmu_lightning.methods import ClassifierModule
+from natmu_lightning.natmu import hybrids
+from natmu_lightning.natmu.hybrids import HybridOptions
 from tests.plan_checks import check_plan
 from tests.tiny_runs import setup_fit
 
@@ -121,22 +121,13 @@ def test_plan_uses_model_ranking(tmp_path):
     assert torch.equal(labels[:, 0], first)
 
 
-def test_delta_schedules(tmp_path):
-    dm = ForgetRemainDataModule(natmu=HybridOptions(delta=0.0, delta_end=-0.2))
-    attach(dm, tmp_path, max_epochs=3)
-    assert [dm.current_delta(e) for e in range(3)] == [0.0, -0.1, -0.2]
-    listed = ForgetRemainDataModule(stream="hybrid", natmu={"delta": [0.1, 0.0]})
-    attach(listed, tmp_path, max_epochs=3)
-    with pytest.raises(ValueError, match="schedule has 2 values"):
-        setup_fit(listed)
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [
         ({"natmu": {"delta": 1.5}}, "delta"),
-        ({"natmu": {"delta": [0.0, -2.0]}}, "delta"),
-        ({"natmu": {"delta_end": 3.0}}, "delta"),
+        ({"natmu": {"delta": [0.0, -0.2]}}, "per-epoch δ lists were removed"),
+        ({"natmu": {"delta_end": -0.2}}, "delta_end and natmu.redraw_plan_every_epoch were removed"),
+        ({"natmu": {"redraw_plan_every_epoch": True}}, "redraw_plan_every_epoch were removed"),
         ({"natmu": {"k": 5}}, "k must"),
         ({"natmu": {"mix": 0.5}}, "mix"),
         ({"batch_size": 0}, "batch_size"),
@@ -157,14 +148,10 @@ def test_k_larger_than_other_classes(tmp_path):
         setup_fit(dm)
 
 
-def test_redraw_plan_every_epoch(tmp_path):
-    dm = hybrid_dm(tmp_path, redraw_plan_every_epoch=True)
-    first = dm.hybrid_plan["remain_index"].clone()
-    dm.trainer.fit_loop.epoch_progress.current.completed = 1  # current_epoch == 1
-    dm.train_dataloader()
-    assert not torch.equal(first, dm.hybrid_plan["remain_index"])
-    assert (tmp_path / "hybrid_plan_epoch1.npz").is_file()
-    assert dm.trainer.reload_dataloaders_every_n_epochs == 1
+def test_options_saved_by_0_2_0_still_load():
+    """Configs written by 0.2.0 hold the removed options at their defaults: they still load."""
+    options = HybridOptions.read({"k": 4, "delta": -0.19, "delta_end": None, "redraw_plan_every_epoch": False})
+    assert options == HybridOptions(delta=-0.19)
 
 
 def test_classwise_evaluation_splits(tmp_path):

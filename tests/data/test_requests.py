@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from natmu_lightning import hybrids
 from natmu_lightning.data import (
     ClassForget,
     Digits,
@@ -19,6 +18,7 @@ from natmu_lightning.data import (
     SyntheticImages,
 )
 from natmu_lightning.data.sources import ImageSplit, SourceData
+from natmu_lightning.natmu import hybrids
 
 
 @pytest.fixture(scope="module")

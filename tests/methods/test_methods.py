@@ -182,7 +182,7 @@ def test_a_recipe_mapping_changes_only_what_it_names_and_reloads_from_a_checkpoi
     hyperparameters) changes only the fields it names."""
     from natmu_lightning import FTModule
     from natmu_lightning.methods.ft import FT_RECIPE
-    from natmu_lightning.methods.natmu import NATMU_RECIPE
+    from natmu_lightning.natmu.module import NATMU_RECIPE
 
     torch.save(SmallCNN(num_classes=10).state_dict(), tmp_path / "original.pt")
     original = str(tmp_path / "original.pt")
