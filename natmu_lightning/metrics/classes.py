@@ -59,7 +59,9 @@ class EntropyMIA(Metric):
     ``update`` takes probabilities of one role: ``"member"`` (remaining set),
     ``"nonmember"`` (test set) or ``"target"`` (forget set). Entropies are stored as
     1-D float64 ``cat`` states; the fit is invariant to their order, so the result
-    across ranks equals one device's whenever every sample is fed exactly once.
+    across ranks equals one device's whenever every sample is fed exactly once. The attack
+    itself is :func:`~.functional.entropy_attack_rates`, the one :func:`~.functional.mia_entropy`
+    runs, so the two agree bit for bit.
 
     Example:
         >>> mia = EntropyMIA()
@@ -86,14 +88,8 @@ class EntropyMIA(Metric):
 
     def compute(self) -> Tensor:
         member, nonmember, target = (_cat(getattr(self, f"{role}_entropy")) for role in self.ROLES)
-        if target.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        w, b = MF.fit_balanced_logistic_1d(
-            torch.cat([member, nonmember]),
-            torch.cat([torch.ones_like(member), torch.zeros_like(nonmember)]),
-            C=MF.MIA_ENTROPY_C,
-        )
-        return 100.0 * ((target * w + b) > 0).to(torch.float64).mean()
+        (rate,) = MF.entropy_attack_rates(member, nonmember, target)
+        return torch.tensor(rate, dtype=torch.float64, device=target.device)
 
 
 class _RowDivergence(Metric):

@@ -255,10 +255,13 @@ def test_the_final_reference_numbers_include_every_attack_run(tmp_path, remain_s
 @pytest.mark.parametrize("lightning_validation", [False, True])
 def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path, lightning_validation):
     """The evaluator runs every second epoch (with Lightning's validation loop every epoch, or
-    none). The checkpoint callback saves on the evaluated epochs only, with that epoch's gap."""
+    none). The checkpoint callback, told to save every second epoch too, saves on the evaluated
+    epochs only, with that epoch's gap."""
     reference = tmp_path / "reference.pt"
     torch.save(other_weights().backbone.state_dict(), reference)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=-1)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", save_top_k=-1, every_n_epochs=2
+    )
     evaluator = UnlearningEvaluator(
         reference_ckpt=str(reference), batch_size=16, every_n_epochs=2, lightning_validation=lightning_validation
     )
@@ -281,10 +284,13 @@ def test_gap_monitor_works_when_the_evaluator_runs_every_second_epoch(tmp_path, 
     "checkpoint_kwargs,match",
     [
         ({"every_n_epochs": 3}, "multiple of 2"),
+        ({}, "set that ModelCheckpoint's every_n_epochs to a multiple of 2"),  # every epoch, by default
         ({"every_n_train_steps": 5}, "every n training steps"),
     ],
 )
 def test_gap_monitor_that_cannot_match_the_evaluator_is_refused(tmp_path, checkpoint_kwargs, match):
+    """Refused before any training; the evaluator never changes the checkpoint callback's
+    schedule itself."""
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="gap/avg", mode="min", **checkpoint_kwargs)
     trainer = make_trainer(
         tmp_path,
@@ -295,10 +301,12 @@ def test_gap_monitor_that_cannot_match_the_evaluator_is_refused(tmp_path, checkp
     )
     model = make_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    schedule = (checkpoint._every_n_epochs, checkpoint._every_n_train_steps)
     with pytest.raises(ValueError, match=match):
         trainer.fit(model, datamodule=make_dm())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not (tmp_path / "ckpt").exists()
+    assert (checkpoint._every_n_epochs, checkpoint._every_n_train_steps) == schedule
 
 
 def test_test_accuracy_has_one_owner(tmp_path):

@@ -112,3 +112,14 @@ def test_two_process_gloo_pool_uneven_and_empty_rank(tmp_path):
     assert got["acc"] == want["acc"] and got["mia"] == want["mia"]
     assert got["kl"] == pytest.approx(want["kl"], rel=1e-12)
     assert got["js"] == pytest.approx(want["js"], rel=1e-12)
+
+
+def test_entropy_mia_class_runs_the_functional_attack():
+    """The class and ``mia_entropy`` share one implementation: equal to the last bit, also where
+    ``100 * (3 / 11)`` and ``100 * 3 / 11`` round apart (3 of 11 confident targets are members)."""
+    member, nonmember = torch.tensor([[0.99, 0.01]] * 5), torch.tensor([[0.5, 0.5]] * 5)
+    target = torch.cat([member[:3], nonmember, nonmember[:3]])
+    mia = EntropyMIA()
+    for probs, role in ((member, "member"), (nonmember, "nonmember"), (target, "target")):
+        mia.update(probs, role)
+    assert float(mia.compute()) == MF.mia_entropy(member, nonmember, target) == 100.0 * 3 / 11

@@ -19,7 +19,7 @@ the literature reports different quantities under the one word "MIA":
 
 from __future__ import annotations
 
-from natmu_lightning.metrics.functional.attacks import loss_mia_cv, svc_mia
+from natmu_lightning.metrics.functional.attacks import SVC_FEATURES, loss_mia_cv, svc_mia
 from natmu_lightning.metrics.functional.divergences import (
     js_divergence,
     js_divergence_rows,
@@ -28,11 +28,12 @@ from natmu_lightning.metrics.functional.divergences import (
 )
 from natmu_lightning.metrics.functional.entropy_mia import (
     MIA_ENTROPY_C,
+    entropy_attack_rates,
     fit_balanced_logistic_1d,
     mia_entropy,
     mia_entropy_rates,
 )
-from natmu_lightning.metrics.functional.features import accuracy, entropy, m_entropy
+from natmu_lightning.metrics.functional.features import accuracy, entropy, m_entropy, sample_losses
 from natmu_lightning.metrics.functional.summaries import (
     AVG_GAP_KEYS,
     COLLAPSE_FRACTION,
@@ -48,10 +49,12 @@ __all__ = [
     "accuracy",
     "entropy",
     "m_entropy",
+    "sample_losses",
     "fit_balanced_logistic_1d",
     "MIA_ENTROPY_C",
     "mia_entropy",
     "mia_entropy_rates",
+    "entropy_attack_rates",
     "kl_divergence",
     "kl_divergence_rows",
     "js_divergence",
@@ -61,5 +64,6 @@ __all__ = [
     "COLLAPSE_FRACTION",
     "tug_of_war",
     "svc_mia",
+    "SVC_FEATURES",
     "loss_mia_cv",
 ]

@@ -9,7 +9,8 @@ from torch import Tensor
 from natmu_lightning.metrics.functional._checks import _check_labels, _check_probs, _check_same_classes
 from natmu_lightning.metrics.functional.features import entropy, m_entropy
 
-_SVC_FEATURES = ("confidence", "entropy", "m_entropy")
+SVC_FEATURES = ("confidence", "entropy", "m_entropy")
+"""The per-sample features :func:`svc_mia` can attack on."""
 
 
 def _svc_feature(probs: Tensor, labels: Tensor, feature: str) -> Tensor:
@@ -70,8 +71,8 @@ def svc_mia(
         >>> svc_mia(members, zeros, nonmembers, zeros, nonmembers[:2], zeros[:2], "confidence")
         100.0
     """
-    if feature not in _SVC_FEATURES:
-        raise ValueError(f"feature must be one of {_SVC_FEATURES}, got {feature!r}")
+    if feature not in SVC_FEATURES:
+        raise ValueError(f"feature must be one of {SVC_FEATURES}, got {feature!r}")
     _check_probs(shadow_train_probs, "shadow_train_probs", allow_empty=False)
     _check_probs(shadow_test_probs, "shadow_test_probs", allow_empty=False)
     _check_probs(target_probs, "target_probs")

@@ -225,10 +225,29 @@ def mia_entropy_rates(member_probs: Tensor, nonmember_probs: Tensor, *targets: T
     for name, feat in (("member_probs", x_m), ("nonmember_probs", x_n), *(("target_probs", x_t) for x_t in x_ts)):
         if not bool(torch.isfinite(feat).all()):
             raise ValueError(f"{name} gives non-finite entropies (NaN or inf in the input?)")
-    if all(x_t.numel() == 0 for x_t in x_ts):
-        return tuple(float("nan") for _ in x_ts)
-    x = torch.cat([x_m, x_n])
-    y = torch.cat([torch.ones_like(x_m), torch.zeros_like(x_n)])
+    return entropy_attack_rates(x_m, x_n, *x_ts)
+
+
+def entropy_attack_rates(
+    member_entropy: Tensor, nonmember_entropy: Tensor, *target_entropies: Tensor
+) -> tuple[float, ...]:
+    """The attack of :func:`mia_entropy_rates` on entropies already computed (float64, finite),
+    as :class:`~natmu_lightning.metrics.EntropyMIA` keeps them: one fit, then the percentage of
+    each target set predicted member (``nan`` for an empty one).
+
+    Example:
+        >>> members = torch.tensor([0.01, 0.02], dtype=torch.float64)
+        >>> nonmembers = torch.tensor([0.6, 0.69], dtype=torch.float64)
+        >>> entropy_attack_rates(members, nonmembers, torch.tensor([0.0, 0.5, 0.68], dtype=torch.float64))
+        (33.333333333333336,)
+    """
+    if all(x_t.numel() == 0 for x_t in target_entropies):
+        return tuple(float("nan") for _ in target_entropies)
+    x = torch.cat([member_entropy, nonmember_entropy])
+    y = torch.cat([torch.ones_like(member_entropy), torch.zeros_like(nonmember_entropy)])
     w, b = fit_balanced_logistic_1d(x, y, C=MIA_ENTROPY_C)
     # same arithmetic as sklearn's decision_function: x @ coef + intercept
-    return tuple(100.0 * int(((x_t * w + b) > 0).sum()) / x_t.numel() if x_t.numel() else float("nan") for x_t in x_ts)
+    return tuple(
+        100.0 * int(((x_t * w + b) > 0).sum()) / x_t.numel() if x_t.numel() else float("nan")
+        for x_t in target_entropies
+    )

@@ -1,4 +1,4 @@
-"""Accuracy and the per-sample features the attacks read (entropy, modified entropy)."""
+"""Accuracy and the per-sample features the attacks read (entropy, modified entropy, loss)."""
 
 from __future__ import annotations
 
@@ -85,3 +85,23 @@ def m_entropy(probs: Tensor, labels: Tensor) -> Tensor:
     p_y = p.gather(1, labels[:, None]).squeeze(1)
     log_p_y = log_p.gather(1, labels[:, None]).squeeze(1)
     return 0.0 - ((1.0 - p_y) * log_p_y + other)  # 0.0 - x: no -0.0
+
+
+def sample_losses(probs: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of each row, ``-log p_y``, in float64, with ``p_y`` clamped to at least
+    ``1e-30`` (a confident wrong prediction gives a large finite loss, not ``inf``).
+
+    Args:
+        probs: ``(N, C)`` probabilities.
+        labels: ``(N,)`` integer class labels.
+
+    Returns:
+        ``(N,)`` float64 tensor.
+
+    Example:
+        >>> sample_losses(torch.tensor([[0.5, 0.5], [0.0, 1.0]]), torch.tensor([0, 0])).tolist()
+        [0.6931471805599453, 69.07755278982137]
+    """
+    _check_probs(probs, "probs")
+    labels = _check_labels(labels, probs, "labels", "probs")
+    return -torch.log(probs.double().gather(1, labels[:, None]).clamp_min(_TINY)).flatten()
