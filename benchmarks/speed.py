@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
     retrain_epochs = args.retrain_epochs or preset.classifier_epochs
     print(f"[3/4] wall time: Retrain ({retrain_epochs} epochs) vs NatMU ({preset.unlearn_epochs} epochs)", flush=True)
     pl.seed_everything(0, verbose=False)
-    retrain = ClassifierModule(preset.backbone(), train_on="remain", recipe=preset.classifier_recipe)
+    retrain = ClassifierModule(preset.backbone(), stream="remain", recipe=preset.classifier_recipe)
     t_retrain = fit_seconds(retrain, make_datamodule(preset, "remain", args.num_workers), retrain_epochs, args.out)
     ckpt = args.out / "speed_original.pt"
     torch.save(retrain.backbone.state_dict(), ckpt)  # any trained weights of the right shape

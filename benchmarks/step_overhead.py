@@ -300,7 +300,7 @@ def backbones(preset: Preset, width: int | None) -> Backbones:
 def make_module(preset: Preset, backbone: Backbones, stream: str, original: Path) -> BackboneModule:
     pl.seed_everything(0, verbose=False)
     if stream == "full":
-        return ClassifierModule(backbone(), train_on="full", recipe=preset.classifier_recipe)
+        return ClassifierModule(backbone(), stream="full", recipe=preset.classifier_recipe)
     if stream == "remain":
         return FTModule(backbone(), original_ckpt=str(original))
     return NatMUModule(backbone(), original_ckpt=str(original), recipe=preset.natmu_recipe)

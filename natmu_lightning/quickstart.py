@@ -138,12 +138,12 @@ def _cache_key(cfg: QuickstartConfig, role: str) -> str:
 def _classifier(cfg: QuickstartConfig, role: str, out: Path, cache: Path, progress: bool) -> tuple[Path, dict, bool]:
     """Train (or reuse from the cache) the original or the Retrain model; return its metrics."""
     ckpt = cache / f"{role}-{_cache_key(cfg, role)}.ckpt"
-    train_on: Literal["full", "remain"] = "full" if role == "original" else "remain"
+    stream: Literal["full", "remain"] = "full" if role == "original" else "remain"
     pl.seed_everything(cfg.seed, verbose=False)  # same initial weights for original and Retrain
     cached = ckpt.is_file()
     model = ClassifierModule(
         SmallCNN(num_classes=10),
-        train_on=train_on,
+        stream=stream,
         original_ckpt=str(ckpt) if cached else None,
         recipe=cfg.classifier_recipe,
     )

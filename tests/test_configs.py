@@ -411,7 +411,7 @@ def test_setting_is_consistent(setting: str) -> None:
     configs = {run.id: run.config() for run in RUNS if run.setting == setting}
     made_by = producers(setting)
     classifiers = {i: c for i, c in configs.items() if c["model"]["class_path"].endswith("ClassifierModule")}
-    originals = [i for i, c in classifiers.items() if c["model"]["init_args"].get("train_on", "full") == "full"]
+    originals = [i for i, c in classifiers.items() if c["model"]["init_args"].get("stream", "full") == "full"]
     assert len(originals) == 1, f"{setting}: expected one original run, got {originals}"
     original = configs[originals[0]]
     for i, c in configs.items():
@@ -429,7 +429,7 @@ def test_setting_is_consistent(setting: str) -> None:
         assert reference, f"{i}: an unlearning run must compare with Retrain (evaluator.reference_ckpt)"
         assert str(Path(reference)) in made_by, f"{i}: no run of {setting} writes {reference}"
         retrain = made_by[str(Path(reference))].config()
-        assert retrain["model"]["init_args"]["train_on"] == "remain", i
+        assert retrain["model"]["init_args"]["stream"] == "remain", i
         for key in ("forget", "seed"):
             assert retrain["data"].get(key) == c["data"].get(key), f"{i}: data.{key} differs from its Retrain's"
         assert run_folder(c).parent == run_folder(retrain).parent, f"{i}: its Retrain's request folder differs"

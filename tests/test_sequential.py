@@ -71,7 +71,7 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> str:
     torch.manual_seed(0)
     model = ClassifierModule(
         SmallCNN(num_classes=NUM_CLASSES, width=4),
-        train_on="full",
+        stream="full",
         recipe={"optimizer": "adamw", "lr": 3e-3},
     )
     fit(folder, "original", model, make_dm())

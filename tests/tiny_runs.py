@@ -69,7 +69,7 @@ def make_model(
     fields = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "lr_schedule": "constant", "warmup_epochs": 0.0}
     fields.update(recipe)
     return ClassifierModule(
-        SmallCNN(num_classes=num_classes, width=width), train_on="remain", original_ckpt=original_ckpt, recipe=fields
+        SmallCNN(num_classes=num_classes, width=width), stream="remain", original_ckpt=original_ckpt, recipe=fields
     )
 
 

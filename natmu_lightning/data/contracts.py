@@ -38,15 +38,15 @@ class TrainingNeeds:
             must be the previous request's result.
         forget_batch_size: forget rows per batch of the ``forget_then_remain`` and ``paired``
             streams (``None``: the datamodule's ``batch_size``).
-        forget_pass_epochs: how many leading epochs of a ``forget_then_remain`` stream hold
-            the forget pass (``None``: every epoch).
+        max_phase_epochs: how many leading epochs of a ``forget_then_remain`` stream hold
+            the forget pass, SCRUB's max steps (``None``: every epoch).
     """
 
     stream: str
     original_ckpt: str | None = None
     unlearns: bool = False
     forget_batch_size: int | None = None
-    forget_pass_epochs: int | None = None
+    max_phase_epochs: int | None = None
 
 
 class UnlearningData(Protocol):

@@ -48,7 +48,7 @@ class ForgetRemainDataModule(StreamLoaders):
     ``num_remain`` leading rows being the remaining ones). By default the stream is the one
     the method declares in its :class:`~natmu_lightning.data.TrainingNeeds` (handed over
     through :meth:`prepare_for`); for the last two, its ``forget_batch_size`` (default:
-    ``batch_size``) sizes the forget batches and ``forget_pass_epochs``
+    ``batch_size``) sizes the forget batches and ``max_phase_epochs``
     (``forget_then_remain`` only; default: every epoch) says how many leading epochs hold
     the forget pass. Shuffling depends only on ``(seed, epoch)``.
 

@@ -137,7 +137,7 @@ class StreamLoaders(pl.LightningDataModule):
         sizes = (remain_indices.numel(), forget_indices.numel(), self.batch_size, int(forget_batch_size), self.seed)
         if self.stream == "paired":
             return PairedLayout(*sizes)
-        return ForgetThenRemainLayout(*sizes, forget_epochs=needs.forget_pass_epochs if needs is not None else None)
+        return ForgetThenRemainLayout(*sizes, max_phase_epochs=needs.max_phase_epochs if needs is not None else None)
 
     def val_dataloader(self) -> DataLoader:
         """The test split: Lightning's own validation loop reports ``val/acc`` on it."""

@@ -258,9 +258,9 @@ class BatchLayout:
 
 
 class ForgetThenRemainLayout(BatchLayout):
-    """SCRUB's epoch: one pass over the forget set in batches of ``forget_batch_size``
-    (only in the first ``forget_epochs`` epochs; every epoch when ``None``), then one pass over the remaining set in
-    batches of ``batch_size``; each set shuffled per epoch. Batches carry ``phase``:
+    """SCRUB's epoch: one pass over the forget set in batches of ``forget_batch_size`` (SCRUB's
+    max steps: only in the first ``max_phase_epochs`` epochs; every epoch when ``None``), then one
+    pass over the remaining set in batches of ``batch_size``; each set shuffled per epoch. Batches carry ``phase``:
     ``"forget"`` or ``"remain"``."""
 
     def __init__(
@@ -270,15 +270,15 @@ class ForgetThenRemainLayout(BatchLayout):
         batch_size: int,
         forget_batch_size: int,
         seed: int,
-        forget_epochs: int | None = None,
+        max_phase_epochs: int | None = None,
     ) -> None:
         super().__init__(num_remain, num_forget, batch_size, forget_batch_size, seed)
-        self.forget_epochs = forget_epochs
+        self.max_phase_epochs = max_phase_epochs
 
     def global_batches(self, epoch: int) -> list[list[tuple[Tensor, dict]]]:
         generator = self._generator(epoch)
         remain = self._remain_batches(generator)
-        in_forget_pass = self.forget_epochs is None or epoch < self.forget_epochs
+        in_forget_pass = self.max_phase_epochs is None or epoch < self.max_phase_epochs
         forget = self._forget_batches(generator) if in_forget_pass else []
         return [[(rows, {PHASE: "forget"}) for rows in forget], [(rows, {PHASE: "remain"}) for rows in remain]]
 

@@ -69,7 +69,7 @@ class BadTeacherModule(UnlearningModule):
 
     The student (this module's backbone, starting from the original weights) is
     trained on one shuffled stream over the remaining AND forgetting samples
-    (``train_stream = "both"``; the batch's ``is_forget`` flags say which is which) to
+    (``stream = "both"``; the batch's ``is_forget`` flags say which is which) to
     match, at temperature ``T``, the competent teacher (a frozen copy of the original
     model) on remaining rows and the incompetent teacher (a frozen, randomly
     initialised copy of the backbone, seeded by ``incompetent_seed``) on forgetting
@@ -114,7 +114,7 @@ class BadTeacherModule(UnlearningModule):
             or an unknown ``kl_reduction``.
     """
 
-    train_stream = "both"
+    stream = "both"
 
     def __init__(
         self,
@@ -124,13 +124,12 @@ class BadTeacherModule(UnlearningModule):
         incompetent_seed: int = 0,
         kl_reduction: KLReduction = "batchmean",
         recipe: Recipe = BAD_TEACHER_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_positive("temperature", temperature)
         check_choice("kl_reduction", kl_reduction, ("batchmean", "mean"))
         recipe = Recipe.read(recipe, BAD_TEACHER_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, recipe, **kwargs)
         self.teachers = FrozenTeachers()
         self.teachers.add("competent", self.backbone)
         self.teachers.add("incompetent", randomly_initialised_copy(self.backbone, incompetent_seed))

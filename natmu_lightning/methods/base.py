@@ -28,7 +28,7 @@ LEGACY_RECIPE_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe
 class BackboneModule(pl.LightningModule):
     """A classifier around an injected backbone, optimised by a :class:`~natmu_lightning.methods.recipe.Recipe`.
 
-    Subclasses set ``train_stream`` (which samples the datamodule trains on), pass their
+    Subclasses set ``stream`` (which samples the datamodule trains on), pass their
     own default recipe, and may override :meth:`training_step`.
 
     Args:
@@ -54,7 +54,7 @@ class BackboneModule(pl.LightningModule):
         TypeError: a keyword argument this class does not have.
     """
 
-    train_stream: str = "remain"
+    stream: str = "remain"
     requires_original_ckpt: bool = False
     """True for unlearning methods (see :class:`UnlearningModule`): they start from the trained model."""
 
@@ -131,7 +131,7 @@ class BackboneModule(pl.LightningModule):
         (``ForgetRemainDataModule.prepare_for``) with the module itself as the model that plans
         hybrids or ranks the hardest samples. Methods with more needs extend it."""
         return TrainingNeeds(
-            stream=self.train_stream,
+            stream=self.stream,
             original_ckpt=self.hparams.get("original_ckpt"),
             unlearns=self.requires_original_ckpt,
         )
@@ -222,7 +222,7 @@ class BackboneModule(pl.LightningModule):
 
 class UnlearningModule(BackboneModule):
     """The base of every unlearning method: it starts from the trained model in ``original_ckpt``
-    (required) and is trained on the datamodule stream named by ``train_stream``.
+    (required) and is trained on the datamodule stream named by ``stream``.
 
     Every fit writes ``unlearning_record.json`` (see
     :class:`~natmu_lightning.callbacks.UnlearningRecord`): the module attaches a default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from natmu_lightning.checks import check_choice
@@ -25,27 +26,35 @@ class ClassifierModule(BackboneModule):
 
     Args:
         backbone: the network to train (freshly initialised).
-        train_on: ``"full"`` trains on every training sample (the original model),
-            ``"remain"`` on the remaining samples only (Retrain).
+        stream: the training stream: ``"full"`` trains on every training sample (the
+            original model), ``"remain"`` on the remaining samples only (Retrain).
         original_ckpt: optional weights to start from.
+        train_on: the old name of ``stream`` (0.2.0's configs and checkpoints), read with a
+            warning until 0.3.0.
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Example:
         >>> from natmu_lightning.backbones import SmallCNN
-        >>> ClassifierModule(SmallCNN(), train_on="remain").train_stream
+        >>> ClassifierModule(SmallCNN(), stream="remain").stream
         'remain'
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        train_on: Literal["full", "remain"] = "full",
+        stream: Literal["full", "remain"] = "full",
         original_ckpt: str | None = None,
         recipe: Recipe = CLASSIFIER_RECIPE,
         reinit_classifier: bool = False,
         checkpoint_prefix: str | None = None,
+        train_on: Literal["full", "remain"] | None = None,
     ) -> None:
-        check_choice("train_on", train_on, ("full", "remain"))
+        if train_on is not None:
+            rank_zero_warn(
+                f"ClassifierModule(train_on={train_on!r}) is the old name of stream={train_on!r} (removed in 0.3.0)"
+            )
+            stream = train_on
+        check_choice("stream", stream, ("full", "remain"))
         recipe = Recipe.read(recipe, CLASSIFIER_RECIPE)
         super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
-        self.train_stream = train_on
+        self.stream = stream

@@ -22,7 +22,7 @@ class FTModule(UnlearningModule):
     Simplify Machine Unlearning" (NeurIPS 2023), public code
     https://github.com/OPTML-Group/Unlearn-Sparse (``FT`` in ``unlearn/FT.py``).
 
-    The module trains on the datamodule's ``"remain"`` stream (``train_stream``): no
+    The module trains on the datamodule's ``"remain"`` stream (``stream``): no
     forgetting sample is ever in a training batch. The training step is the base
     class's cross-entropy step; remaining images get the datamodule's usual
     augmentation.
@@ -46,7 +46,7 @@ class FTModule(UnlearningModule):
         ValueError: ``original_ckpt`` missing (and the base class's checks).
     """
 
-    train_stream = "remain"
+    stream = "remain"
 
     def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = FT_RECIPE, **kwargs: Any) -> None:
         super().__init__(backbone, original_ckpt, Recipe.read(recipe, FT_RECIPE), **kwargs)

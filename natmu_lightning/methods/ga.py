@@ -23,7 +23,7 @@ class GAModule(UnlearningModule):
     Unlearning" (NeurIPS 2023), public code https://github.com/OPTML-Group/Unlearn-Sparse
     (``GA`` in ``unlearn/GA.py``, also in SalUn's repository).
 
-    The module trains on the datamodule's ``"forget"`` stream (``train_stream``). The
+    The module trains on the datamodule's ``"forget"`` stream (``stream``). The
     loss is unbounded below: GA over-forgets quickly, and a too large learning rate or
     too many epochs end in a non-finite loss (stopped by ``check_finite`` with the step
     number).
@@ -37,7 +37,7 @@ class GAModule(UnlearningModule):
     (``original_ckpt`` required).
     """
 
-    train_stream = "forget"
+    stream = "forget"
 
     def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = GA_RECIPE, **kwargs: Any) -> None:
         super().__init__(backbone, original_ckpt, Recipe.read(recipe, GA_RECIPE), **kwargs)

@@ -75,7 +75,7 @@ class L1SparseModule(UnlearningModule):
     2304.04934), public code https://github.com/OPTML-Group/Unlearn-Sparse (``FT_l1``
     in ``unlearn/FT.py``, method name ``FT_prune`` on their command line).
 
-    Fine-tune on the remaining data (``train_stream = "remain"``) with
+    Fine-tune on the remaining data (``stream = "remain"``) with
     ``loss = CE + alpha_t * ||theta||_1``, the L1 norm taken over every trainable
     parameter of the backbone (their ``l1_regularization`` sums ``|p|`` over all of
     ``model.parameters()``: convolutions, batch-norm affine weights, biases and the
@@ -118,7 +118,7 @@ class L1SparseModule(UnlearningModule):
             unknown ``l1_schedule`` or a negative ``no_l1_epochs``.
     """
 
-    train_stream = "remain"
+    stream = "remain"
 
     def __init__(
         self,

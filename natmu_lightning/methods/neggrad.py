@@ -101,7 +101,7 @@ class NegGradPlusModule(UnlearningModule):
             ``forget_batch_size`` < 1, or ``anchor_decay`` negative.
     """
 
-    train_stream = "paired"
+    stream = "paired"
 
     def __init__(
         self,

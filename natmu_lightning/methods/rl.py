@@ -77,7 +77,7 @@ class RLModule(UnlearningModule):
     (``sample-wise/amnesiac.py`` of https://github.com/ZhengbaoHe/NatMU).
 
     The module trains on one shuffled stream over the remaining AND forgetting samples
-    (``train_stream = "both"``); remaining rows keep their labels, forgetting rows are
+    (``stream = "both"``); remaining rows keep their labels, forgetting rows are
     trained on a wrong label, and the loss is the cross-entropy over all rows.
 
     ``relabel = "fixed"`` (default, the NatMU authors' ``amnesiac.py``): each forgetting
@@ -119,7 +119,7 @@ class RLModule(UnlearningModule):
             the forget set.
     """
 
-    train_stream = "both"
+    stream = "both"
 
     def __init__(
         self,

@@ -101,7 +101,7 @@ class SCRUBModule(UnlearningModule):
             negative ``alpha``, ``gamma`` or ``max_phase_epochs``, ``forget_batch_size`` < 1.
     """
 
-    train_stream = "forget_then_remain"
+    stream = "forget_then_remain"
 
     def __init__(
         self,
@@ -113,8 +113,7 @@ class SCRUBModule(UnlearningModule):
         max_phase_epochs: int = 2,
         forget_batch_size: int = 512,
         recipe: Recipe = SCRUB_RECIPE,
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
         check_positive("temperature", temperature)
         check_non_negative("alpha", alpha)
@@ -122,7 +121,7 @@ class SCRUBModule(UnlearningModule):
         check_integer("max_phase_epochs", max_phase_epochs, 0)
         check_integer("forget_batch_size", forget_batch_size, 1)
         recipe = Recipe.read(recipe, SCRUB_RECIPE)
-        super().__init__(backbone, original_ckpt, recipe, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, recipe, **kwargs)
         self.teachers = FrozenTeachers()
         self.teachers.add("original", self.backbone)
         #: optimizer steps taken per epoch, ``{epoch: {"max": n, "min": n}}`` (this process only)
@@ -138,7 +137,7 @@ class SCRUBModule(UnlearningModule):
         return replace(
             needs,
             forget_batch_size=int(self.hparams["forget_batch_size"]),
-            forget_pass_epochs=int(self.hparams["max_phase_epochs"]),
+            max_phase_epochs=int(self.hparams["max_phase_epochs"]),
         )
 
     def in_max_phase(self, epoch: int | None = None) -> bool:

@@ -164,7 +164,7 @@ class SSDModule(UnlearningModule):
             unknown ``batch_weighting`` or ``reinit_classifier=True``.
     """
 
-    train_stream = "forget"
+    stream = "forget"
 
     def __init__(
         self,
@@ -174,10 +174,9 @@ class SSDModule(UnlearningModule):
         dampening_lambda: float = 1.0,
         importance_batch_size: int = 128,
         batch_weighting: BatchWeighting = "uniform",
-        reinit_classifier: bool = False,
-        checkpoint_prefix: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        if reinit_classifier:
+        if kwargs.get("reinit_classifier"):
             raise ValueError(
                 "SSDModule cannot re-initialise the classifier: it never trains, so the head would stay random"
             )
@@ -185,7 +184,7 @@ class SSDModule(UnlearningModule):
         check_non_negative("dampening_lambda", dampening_lambda)
         check_integer("importance_batch_size", importance_batch_size, 1)
         check_choice("batch_weighting", batch_weighting, ("size", "uniform"))
-        super().__init__(backbone, original_ckpt, None, reinit_classifier, checkpoint_prefix)
+        super().__init__(backbone, original_ckpt, None, **kwargs)
         self.automatic_optimization = False
         self.dampened = False
         #: selected elements per parameter, after dampening

@@ -35,7 +35,7 @@ class NatMUModule(UnlearningModule):
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
     """
 
-    train_stream = "hybrid"
+    stream = "hybrid"
 
     def __init__(self, backbone: nn.Module, original_ckpt: str, recipe: Recipe = NATMU_RECIPE, **kwargs: Any) -> None:
         super().__init__(backbone, original_ckpt, Recipe.read(recipe, NATMU_RECIPE), **kwargs)

@@ -46,7 +46,7 @@ def test_a_library_backbone_trains_from_a_yaml_class_path(tmp_path: Path, librar
     config = {
         "model": {
             "class_path": "natmu_lightning.ClassifierModule",
-            "init_args": {"backbone": YAML_BACKBONES[library], "train_on": "full"},
+            "init_args": {"backbone": YAML_BACKBONES[library], "stream": "full"},
         },
         "data": {
             "source": {"class_path": "natmu_lightning.SyntheticImages", "init_args": SOURCE},

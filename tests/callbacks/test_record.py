@@ -57,12 +57,12 @@ def make_trainer(root: Path, callbacks: list, version: str, **kw) -> pl.Trainer:
     return tiny_runs.make_trainer(root, callbacks, **{**args, **kw})
 
 
-def trained_weights(path: Path, train_on: str, steps: int = 60) -> str:
+def trained_weights(path: Path, stream: str, steps: int = 60) -> str:
     """A small classifier trained for a few steps, saved as a plain state dict."""
     torch.manual_seed(1)
     model = ClassifierModule(
         SmallCNN(num_classes=NUM_CLASSES, width=4),
-        train_on=train_on,
+        stream=stream,
         recipe={"optimizer": "adamw", "lr": 1e-2},
     )
     trainer = make_trainer(path.parent, [], path.stem, max_epochs=-1, max_steps=steps)

@@ -188,7 +188,7 @@ def test_forget_and_both_streams_flag_forgetting_samples():
 
 def test_batch_layouts_cover_each_set_once_per_pass_and_split_phases_across_ranks():
     scrub = ForgetThenRemainLayout(
-        num_remain=10, num_forget=5, batch_size=4, forget_batch_size=2, seed=1, forget_epochs=1
+        num_remain=10, num_forget=5, batch_size=4, forget_batch_size=2, seed=1, max_phase_epochs=1
     )
     phases = scrub.global_batches(0)
     forget, remain = ([rows for rows, _ in phase] for phase in phases)
@@ -286,11 +286,11 @@ def test_methods_declare_what_the_data_reads_from_them(tmp_path):
 
     path = tmp_path / "original.pt"
     torch.save(SmallCNN(num_classes=10).state_dict(), path)
-    assert ClassifierModule(SmallCNN(), train_on="remain").training_needs() == TrainingNeeds("remain")
+    assert ClassifierModule(SmallCNN(), stream="remain").training_needs() == TrainingNeeds("remain")
     neggrad = NegGradPlusModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=16).training_needs()
     assert neggrad == TrainingNeeds("paired", str(path), unlearns=True, forget_batch_size=16)
     scrub = SCRUBModule(SmallCNN(), original_ckpt=str(path), forget_batch_size=8, max_phase_epochs=1).training_needs()
-    expected = TrainingNeeds("forget_then_remain", str(path), unlearns=True, forget_batch_size=8, forget_pass_epochs=1)
+    expected = TrainingNeeds("forget_then_remain", str(path), unlearns=True, forget_batch_size=8, max_phase_epochs=1)
     assert scrub == expected
     dm = ForgetRemainDataModule(stream="paired", batch_size=100)
     attach(dm, tmp_path)

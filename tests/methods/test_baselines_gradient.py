@@ -84,7 +84,7 @@ def test_digits_config_runs(method: str, digits_workdir: Path, tmp_path: Path) -
             "l1_sparse": "L1SparseModule",
         }[method]
     )
-    assert cli.datamodule.stream == cli.model.train_stream
+    assert cli.datamodule.stream == cli.model.stream
     record = json.loads((Path(cli.trainer.log_dir) / "unlearning_metrics.json").read_text())
     for key in ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap"):
         assert math.isfinite(record[key]), key

@@ -273,7 +273,7 @@ def test_bad_teacher_incompetent_teacher_is_seeded_and_competent_is_original(ori
     assert not torch.equal(a.teachers["incompetent"].fc.weight, c.teachers["incompetent"].fc.weight)
     assert torch.equal(a.teachers["competent"].fc.weight, a.backbone.fc.weight)
     assert not torch.equal(a.teachers["incompetent"].fc.weight, a.backbone.fc.weight)
-    assert a.train_stream == "both"
+    assert a.stream == "both"
 
 
 # ---------------------------------------------------------------------------- SCRUB
@@ -480,7 +480,7 @@ def test_ssd_changes_only_selected_parameters_and_shrinks_them(original_ckpt, tm
     before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
     dm = datamodule()
     quick_trainer(tmp_path, limit_train_batches=2).fit(module, datamodule=dm)
-    assert module.dampened and module.train_stream == "forget"
+    assert module.dampened and module.stream == "forget"
 
     # Recompute the selection independently on the original weights.
     reference = SmallCNN()

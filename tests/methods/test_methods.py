@@ -282,7 +282,7 @@ def test_training_values_are_logged_on_the_steps_the_loggers_write(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
 
     torch.manual_seed(0)
-    module = ClassifierModule(SmallCNN(width=4), train_on="full")
+    module = ClassifierModule(SmallCNN(width=4), stream="full")
     losses = _StepLosses()
     logger = CSVLogger(str(tmp_path), name="logs")
     trainer = quiet_trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=7, callbacks=[losses])
@@ -319,3 +319,12 @@ def test_every_method_takes_reinit_classifier_and_checkpoint_prefix():
         assert forwards or {"reinit_classifier", "checkpoint_prefix"} <= set(parameters), module.__name__
     with pytest.raises(ValueError, match="never trains"):
         SSDModule(SmallCNN(num_classes=10), original_ckpt="unused.pt", reinit_classifier=True)
+
+
+def test_the_old_name_train_on_still_sets_the_stream_with_a_warning(tmp_path):
+    """0.2.0's configs and checkpoints say ``train_on``; it is read (with a warning) until 0.3.0."""
+    with pytest.warns(UserWarning, match="old name of stream='remain'"):
+        module = ClassifierModule(SmallCNN(width=4), train_on="remain")
+    assert module.stream == "remain" and module.training_needs().stream == "remain"
+    with pytest.raises(ValueError, match="stream"):
+        ClassifierModule(SmallCNN(width=4), stream="everything")  # type: ignore[arg-type]

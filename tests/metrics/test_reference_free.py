@@ -95,7 +95,7 @@ def test_the_evaluator_logs_and_writes_the_reference_free_gap(tmp_path):
         source=source, forget=RandomForget(0.2), batch_size=16, crop_padding=1, horizontal_flip=False
     )
     torch.manual_seed(0)
-    model = ClassifierModule(SmallCNN(num_classes=4, width=4), train_on="remain")
+    model = ClassifierModule(SmallCNN(num_classes=4, width=4), stream="remain")
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=1,
