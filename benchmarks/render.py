@@ -1,0 +1,128 @@
+"""The tables of ``benchmarks/RESULTS.md`` rendered from their raw files, or checked against them.
+
+    python -m benchmarks.render            # rewrite every rendered table of RESULTS.md
+    python -m benchmarks.render --check    # exit 1, naming the table, when one differs
+
+A rendered table sits in RESULTS.md between ``<!-- render: NAME -->`` and ``<!-- /render -->``;
+``NAME`` is a key of :data:`TABLES`, which says which raw file under ``benchmarks/`` it comes from
+and how it is drawn. ``--results PATH`` checks or rewrites another copy of the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
+from benchmarks.quality import markdown, summarise  # noqa: E402
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "RESULTS.md"
+BLOCK = re.compile(r"(<!-- render: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /render -->)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One rendered table: its raw files (relative to ``benchmarks/``) and how it is drawn."""
+
+    raw: tuple[str, ...]
+    draw: Callable[[list[dict]], str]
+
+
+def step_overhead_table(raw: list[dict]) -> str:
+    """Host time per training step, before and after the cuts, at widths 32 and 4
+    (``step_overhead.json`` of ``benchmarks.step_overhead``: before, after, before and after at width 4)."""
+    before, after, before_w4, after_w4 = raw
+    lines = [
+        "| width | stream | bare | plain | ours before | ours after | ours / bare, before -> after "
+        "| ours - plain, before -> after |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    names = {"full": "full (Original)", "remain": "remain (FT)", "hybrid": "hybrid (NatMU)"}
+    for width, old, new, label in ((32, before, after, names), (4, before_w4, after_w4, None)):
+        for stream in ("full", "remain", "hybrid"):
+            o, n = old["streams"][stream], new["streams"][stream]
+            lines.append(
+                f"| {width} | {label[stream] if label else stream} "
+                f"| {o['bare_ms']:.2f} / {n['bare_ms']:.2f} "
+                f"| {o['plain_lightning_ms']:.2f} / {n['plain_lightning_ms']:.2f} "
+                f"| {o['lightning_ms']:.2f} | {n['lightning_ms']:.2f} "
+                f"| {o['lightning_over_bare']:.2f} -> {n['lightning_over_bare']:.2f} "
+                f"| {o['lightning_ms'] - o['plain_lightning_ms']:.2f} -> "
+                f"{n['lightning_ms'] - n['plain_lightning_ms']:.2f} ms |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def quality_table(raw: list[dict]) -> str:
+    """The table and rank-agreement line of ``benchmarks.quality``'s ``results.md``, drawn from
+    its ``results.json`` (one row per method and seed)."""
+    (rows,) = raw
+    text = markdown(summarise(rows), "", 0, rows=rows)
+    start = text.index("| method |")
+    end = text.index("\n\nHyperparameters:")
+    return text[start:end] + "\n"
+
+
+TABLES: dict[str, Table] = {
+    "step_overhead": Table(
+        (
+            "results/cpu/step_overhead_before.json",
+            "results/cpu/step_overhead_after.json",
+            "results/cpu/step_overhead_before_w4.json",
+            "results/cpu/step_overhead_after_w4.json",
+        ),
+        step_overhead_table,
+    ),
+    "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
+}
+
+
+def render(text: str) -> tuple[str, list[str]]:
+    """``text`` with every rendered table drawn anew from its raw files, and the names of those
+    that differed.
+
+    Raises:
+        ValueError: a block names a table :data:`TABLES` does not have.
+    """
+    changed: list[str] = []
+
+    def redraw(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise ValueError(f"RESULTS.md renders a table {name!r} that benchmarks/render.py does not know")
+        table = TABLES[name]
+        body = table.draw([json.loads((BENCHMARKS / path).read_text()) for path in table.raw])
+        if body != match["body"]:
+            changed.append(name)
+        return match.group(1) + body + match.group(4)
+
+    return BLOCK.sub(redraw, text), changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when a table differs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file (default: RESULTS.md)")
+    args = parser.parse_args(argv)
+    text = args.results.read_text()
+    rendered, changed = render(text)
+    found = [match["name"] for match in BLOCK.finditer(text)]
+    if args.check:
+        for name in changed:
+            print(f"{args.results}: table {name!r} differs from its raw files ({', '.join(TABLES[name].raw)})")
+        print(f"{len(found) - len(changed)} of {len(found)} rendered tables match their raw files")
+        return 1 if changed else 0
+    if changed:
+        args.results.write_text(rendered)
+    print(f"rendered {len(found)} tables; rewrote {', '.join(changed) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
