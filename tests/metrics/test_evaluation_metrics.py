@@ -21,18 +21,7 @@ from natmu_lightning.metrics.evaluation import (
     logged_names,
 )
 from natmu_lightning.metrics.names import RENAMED_KEYS
-
-
-def certain(labels: list[int], classes: int = 3) -> torch.Tensor:
-    """Confident rows on ``labels`` (0.98 there, 0.01 elsewhere): all of the same entropy."""
-    probs = torch.full((len(labels), classes), 0.01)
-    probs[torch.arange(len(labels)), torch.tensor(labels)] = 1 - 0.01 * (classes - 1)
-    return probs
-
-
-def uniform(count: int, classes: int = 3) -> torch.Tensor:
-    """Maximal-entropy rows (argmax: class 0)."""
-    return torch.full((count, classes), 1.0 / classes)
+from tests.probability_rows import certain, uniform
 
 
 def outputs(**splits: tuple[torch.Tensor, list[int]]) -> EvaluationOutputs:

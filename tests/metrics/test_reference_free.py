@@ -23,20 +23,9 @@ from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, 
 from natmu_lightning.data import RandomForget, SyntheticImages
 from natmu_lightning.metrics.functional import MIA_ENTROPY_C, entropy
 from natmu_lightning.metrics.reference_free import reference_free_targets
+from tests.probability_rows import certain, uniform
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def certain(labels: list[int], classes: int = 3) -> torch.Tensor:
-    """Confident, correct rows (entropy near 0): what members look like."""
-    probs = torch.full((len(labels), classes), 0.01)
-    probs[torch.arange(len(labels)), torch.tensor(labels)] = 1 - 0.01 * (classes - 1)
-    return probs
-
-
-def uniform(count: int, classes: int = 3) -> torch.Tensor:
-    """Maximal-entropy rows (argmax class 0): what non-members look like here."""
-    return torch.full((count, classes), 1.0 / classes)
 
 
 def test_random_request_targets_the_test_accuracy_and_held_out_non_members():
