@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -138,3 +140,18 @@ def final_linear(model: nn.Module) -> nn.Linear:
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to treat as its classifier")
     return linears[-1]
+
+
+def backbone_with_weights(module: Any, path: str, what: str, prefix: str | None = None) -> nn.Module:
+    """A copy of ``module``'s ``backbone`` holding the weights in ``path`` (``what`` names the
+    file in errors; ``prefix``: where the network sits in it, see :func:`load_weights`).
+
+    Raises:
+        ValueError: the module has no ``backbone``, or the weights do not fit it.
+    """
+    backbone = getattr(module, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"{what} is loaded into the module's `backbone`, and {type(module).__name__} has none")
+    model = copy.deepcopy(backbone)
+    load_weights(model, path, what, prefix=prefix)
+    return model

@@ -10,7 +10,6 @@ an evaluation during a DDP fit is that of the weights and buffers the checkpoint
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,12 +20,15 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from natmu_lightning.bank.file import read_bank
+from natmu_lightning.callbacks.bank_scores import BankScores
 from natmu_lightning.callbacks.distributed import on_rank_zero, sharded_logits, sync_buffers_from_rank_zero
-from natmu_lightning.checkpoints import load_weights
+from natmu_lightning.checkpoints import backbone_with_weights
 from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics import schedule
+from natmu_lightning.metrics.bank import ReferenceBankMetric, bank_per_sample
 from natmu_lightning.metrics.evaluation import (
     EvaluationMetric,
     EvaluationOutputs,
@@ -60,7 +62,10 @@ class UnlearningEvaluator(Callback):
     (the SVC shadow protocol, % of the forget set predicted NON-member) and ``mia_loss_cv`` (a
     loss attack's cross-validated accuracy, 50 is ideal); with ``reference_ckpt`` (Retrain,
     same backbone) ``kl_to_reference``, ``js_to_reference``, ``avg_gap`` and ``tug_of_war``,
-    and the reference's own numbers, computed once, as ``reference``.
+    and the reference's own numbers, computed once, as ``reference``; with ``reference_bank``
+    (a bank of Retrains, ``natmu-lightning-bank``) ``bank_{forget,remain,test}_outside``,
+    ``_divergence`` and ``_shift``, where the model's per-example scores fall among the
+    members' (:mod:`natmu_lightning.metrics.bank`).
 
     Each metric's values are logged under the keys its ``keys`` name (:attr:`logged_keys`;
     built-in: :data:`~natmu_lightning.metrics.splits.LOG_KEYS`, where ``retain/acc`` is the old
@@ -87,14 +92,11 @@ class UnlearningEvaluator(Callback):
         every_n_epochs: evaluate every n training epochs.
         batch_size: samples per forward pass (the unit of work split across ranks).
         filename: name of the metrics file in the log dir.
-        remain_subset: during training, evaluate the remaining set (accuracy and the
-            MIA's members) on a fixed seeded subset: a fraction of it (a float in (0, 1])
-            or a number of samples (an int). The final evaluation always uses all of it;
-            so does every evaluation when a callback selects or stops on an evaluator key
-            (``ModelCheckpoint(monitor="gap/avg")``), which compares evaluations with each
-            other. ``None`` uses all of it every time. The default, a tenth, keeps an
-            evaluation during training near a tenth of a NatMU epoch or less
-            (benchmarks/RESULTS.md, "Speed").
+        remain_subset: during training, evaluate the remaining set (accuracy and the MIA's
+            members) on a fixed seeded subset: a fraction (a float in (0, 1]) or a number of
+            samples (an int); ``None``: all of it. The final evaluation always uses all of it, and
+            so does every one when a callback monitors an evaluator key (it compares them). The
+            default, a tenth, keeps an evaluation near a tenth of a NatMU epoch or less.
         test_subset: the same for the test set (the MIA's non-members). The forget set,
             and for class requests the forgotten kind's test samples, are always whole.
         attacks: which slower attacks to run, by name (``("svc", "loss_cv")``, and the
@@ -102,7 +104,8 @@ class UnlearningEvaluator(Callback):
         attacks_every_epoch: run ``attacks`` at every evaluation, not only the final one.
         seed: seed of the remaining subset and of the loss attack's folds.
         save_outputs: at the final evaluation also write ``evaluation_outputs.npz``
-            (per-sample entropy and loss of every split) for reports and plots.
+            (per-sample entropy and loss of every split; with ``reference_bank`` also the forget
+            set's ``bank_forget_score``, ``_mean``, ``_std`` and ``_z``) for reports and plots.
         lightning_validation: keep Lightning's own validation loop during ``fit``. It runs
             over the test split, which this callback already measures, so it is switched
             off for the fit (``limit_val_batches = 0``, restored afterwards, also when the fit
@@ -115,6 +118,12 @@ class UnlearningEvaluator(Callback):
         stop_on_collapse: stop the fit the first time an evaluation finds it collapsed.
         extra_metrics: metrics of your own, computed after the built-in ones (and for the
             reference too, unless they need it), recorded and logged under their ``keys``.
+        reference_bank: a bank of Retrains of this forget request and backbone (the
+            ``bank.json`` of ``natmu-lightning-bank``, or its folder): adds
+            :class:`~natmu_lightning.metrics.bank.ReferenceBankMetric`, the members scored once
+            (:class:`~natmu_lightning.callbacks.bank_scores.BankScores`). Fewer than 2 members,
+            a changed or unfitting member file, or another forget set: a ``ValueError`` before
+            any training or evaluation.
     """
 
     def __init__(
@@ -133,12 +142,16 @@ class UnlearningEvaluator(Callback):
         reference_prefix: str | None = None,
         stop_on_collapse: bool = False,
         extra_metrics: Sequence[EvaluationMetric] = (),
+        reference_bank: str | None = None,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1:
             raise ValueError("every_n_epochs and batch_size must be >= 1")
         schedule.check_subset("remain_subset", remain_subset)
         schedule.check_subset("test_subset", test_subset)
-        self.metrics = (*METRICS, *extra_metrics)
+        self.reference_bank = reference_bank
+        self.bank_scores = None if reference_bank is None else BankScores(read_bank(reference_bank), seed, batch_size)
+        bank_metrics = (ReferenceBankMetric(),) if self.bank_scores is not None else ()
+        self.metrics = (*METRICS, *bank_metrics, *extra_metrics)
         check_attacks(self.metrics, attacks)
         self._log_keys = logged_names(self.metrics)
         self.reference_ckpt, self.reference_prefix = reference_ckpt, reference_prefix
@@ -159,7 +172,7 @@ class UnlearningEvaluator(Callback):
         self._last_was_final = False
         # set per fit: whether a callback compares evaluations (then every one uses the full sets)
         self._full_sets_every_time = False
-        self._val_batches_to_restore: int | float | None = None
+        self._validation = schedule.ValidationLoopSwitch()
         # the training subsets of the last splits seen: (splits, their subsets)
         self._subsets: tuple[Splits, Splits] | None = None
 
@@ -179,32 +192,25 @@ class UnlearningEvaluator(Callback):
                     "UnlearningEvaluator: a callback monitors an evaluator key, so every evaluation uses the whole "
                     "remaining and test sets (comparable from epoch to epoch)"
                 )
-            self._skip_lightning_validation(trainer, monitors)
+            self._validation.switch_off(trainer, monitors, keep=self.lightning_validation)
         if self.reference_ckpt is not None and self.reference_metrics is None:
             # Fail on a bad reference before any training, not at the first epoch's end.
-            _backbone_with(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
+            backbone_with_weights(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
+        if self.bank_scores is not None:
+            self.bank_scores.check(trainer, pl_module)
 
-    def _skip_lightning_validation(self, trainer: pl.Trainer, monitors: list[Any]) -> None:
-        """Switch Lightning's validation loop off for the fit (public ``limit_val_batches``, given
-        back at teardown or on an exception), unless asked for or needed."""
-        if self.lightning_validation or schedule.needs_lightning_validation(trainer, monitors):
-            return
-        if self._val_batches_to_restore is None:  # not already switched off by an unfinished fit
-            self._val_batches_to_restore = trainer.limit_val_batches
-        trainer.limit_val_batches = 0
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A request resolved with the original model (HardestForget, a further request) is
+        # resolved after the callbacks' setup: its forget set is checked here, before training.
+        if self.bank_scores is not None:
+            self.bank_scores.check_request(trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._restore_lightning_validation(trainer)
+            self._validation.restore(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Lightning skips the callbacks' teardown when a fit raises: restore the user's setting here.
-        self._restore_lightning_validation(trainer)
-
-    def _restore_lightning_validation(self, trainer: pl.Trainer) -> None:
-        if self._val_batches_to_restore is not None:
-            trainer.limit_val_batches = self._val_batches_to_restore
-            self._val_batches_to_restore = None
+        self._validation.restore(trainer)  # Lightning skips the callbacks' teardown when a fit raises
 
     def _uses_subsets(self) -> bool:
         return self.remain_subset is not None or self.test_subset is not None
@@ -214,7 +220,8 @@ class UnlearningEvaluator(Callback):
         # max_epochs is -1 (unlimited) when only max_steps bounds the run: no epoch is "last"
         # then, and on_fit_end catches the final one.
         last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
-        final = last or trainer.should_stop or _reaches_max_steps(trainer)
+        max_steps = trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        final = last or trainer.should_stop or max_steps
         if epoch % self.every_n_epochs == 0 or final:
             self._run(trainer, pl_module, "fit", log=True, final=final)
 
@@ -254,7 +261,7 @@ class UnlearningEvaluator(Callback):
         return [metric for metric in self.metrics if metric.attack is None or metric.attack in attacks]
 
     def _outputs(self, trainer: pl.Trainer, model: nn.Module, final: bool) -> EvaluationOutputs:
-        splits = _splits(trainer)
+        splits = whole = _splits(trainer)
         # From the whole remaining set: a rare class may be missing from its subset.
         whole_classes = not bool(torch.isin(splits["forget"][1].unique(), splits["remain"][1]).any())
         if not final and not self._full_sets_every_time:
@@ -268,7 +275,9 @@ class UnlearningEvaluator(Callback):
             for name, (images, _) in splits.items()
         }
         labels = {name: targets for name, (_, targets) in splits.items()}
-        return EvaluationOutputs(probs, labels, self.seed, whole_classes)
+        scores = self.bank_scores
+        bank = None if scores is None else scores.outputs(trainer, model, whole, probs["forget"])
+        return EvaluationOutputs(probs, labels, self.seed, whole_classes, bank=bank)
 
     def _reference(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool
@@ -279,7 +288,7 @@ class UnlearningEvaluator(Callback):
         key = (final or self._full_sets_every_time or not self._uses_subsets(), attacks)
         if key not in self._reference_cache:
             assert self.reference_ckpt is not None  # only called with a reference
-            reference = _backbone_with(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
+            reference = backbone_with_weights(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
             outputs = self._outputs(trainer, reference, final)
             metrics = self._metrics_run(attacks)
             read = {split: outputs.probs[split] for metric in metrics for split in metric.reference_splits}
@@ -316,7 +325,7 @@ class UnlearningEvaluator(Callback):
         where the network sits in the file (see ``checkpoint_prefix``). Logs and writes
         nothing; a collective under DDP (every rank calls it)."""
         attacks = self.attacks if attacks is None else tuple(attacks)
-        outputs = self._outputs(trainer, _backbone_with(pl_module, path, what, prefix), final=True)
+        outputs = self._outputs(trainer, backbone_with_weights(pl_module, path, what, prefix), final=True)
         return json_ready(self._measure(trainer, pl_module, outputs, True, attacks))
 
     def final_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
@@ -360,6 +369,9 @@ class UnlearningEvaluator(Callback):
         if self.reference_metrics is not None:
             record["reference"] = dict(self.reference_metrics)
             record["reference_ckpt"] = str(self.reference_ckpt)
+        if self.bank_scores is not None:
+            record["reference_bank"] = str(self.bank_scores.bank.path)
+            record["reference_bank_members"] = len(self.bank_scores.bank.members)
         reason = MF.collapse_reason(metrics, self.original_metrics)
         record["collapsed"], record["collapse_reason"] = reason is not None, reason
         if reason is not None and stage == "fit" and self.stop_on_collapse and not trainer.should_stop:
@@ -372,26 +384,15 @@ class UnlearningEvaluator(Callback):
         folder = run_dir(trainer)
         if trainer.is_global_zero:
             if final and self.save_outputs:
-                atomic_save_npz(folder / "evaluation_outputs.npz", per_sample_outputs(outputs.probs, outputs.labels))
+                arrays = per_sample_outputs(outputs.probs, outputs.labels)
+                if outputs.bank is not None:
+                    arrays.update(bank_per_sample(outputs.bank, "forget"))
+                atomic_save_npz(folder / "evaluation_outputs.npz", arrays)
             path = atomic_write_json(folder / self.filename, record)
             summary = ", ".join(
                 f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float) and k not in RENAMED_KEYS
             )
             rank_zero_info(f"[{stage} epoch {trainer.current_epoch}] {summary} -> {path}")
-
-
-def _reaches_max_steps(trainer: pl.Trainer) -> bool:
-    return trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-
-
-def _backbone_with(pl_module: pl.LightningModule, path: str, what: str, prefix: str | None) -> nn.Module:
-    """A copy of the module's backbone holding the weights in ``path`` (``what`` names it in errors)."""
-    backbone = getattr(pl_module, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise ValueError("UnlearningEvaluator with reference_ckpt needs a module with a `backbone` attribute")
-    model = copy.deepcopy(backbone)
-    load_weights(model, path, what, prefix=prefix)
-    return model
 
 
 def _splits(trainer: pl.Trainer) -> Splits:

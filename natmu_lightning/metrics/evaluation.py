@@ -19,6 +19,23 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
+class BankOutputs:
+    """What the metrics against a bank of Retrains read
+    (:class:`~natmu_lightning.metrics.bank.ReferenceBankMetric`, ``UnlearningEvaluator(reference_bank=...)``).
+
+    Attributes:
+        probs: the evaluated model's softmax outputs on the bank's splits: ``forget`` (whole),
+            ``remain`` and ``test`` (the bank's fixed seeded slices).
+        labels: the labels of those samples.
+        member_scores: each bank member's per-sample score on the same samples, (members, samples).
+    """
+
+    probs: Mapping[str, Tensor]
+    labels: Mapping[str, Tensor]
+    member_scores: Mapping[str, Tensor]
+
+
+@dataclass(frozen=True)
 class EvaluationOutputs:
     """What one evaluation measured, for the metrics to compute from.
 
@@ -35,6 +52,7 @@ class EvaluationOutputs:
             (:attr:`EvaluationMetric.reference_splits`); empty without a reference.
         reference_metrics: the reference's own metrics (those that need no reference), ``None``
             without a reference.
+        bank: the outputs compared with a bank of Retrains, ``None`` without one.
     """
 
     probs: Mapping[str, Tensor]
@@ -43,6 +61,7 @@ class EvaluationOutputs:
     whole_classes: bool | None = None
     reference_probs: Mapping[str, Tensor] = field(default_factory=dict)
     reference_metrics: Mapping[str, float] | None = None
+    bank: BankOutputs | None = None
 
 
 class EvaluationMetric(ABC):

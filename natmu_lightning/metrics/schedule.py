@@ -105,3 +105,25 @@ def needs_lightning_validation(trainer: pl.Trainer, monitors: Collection[object]
     ``ModelCheckpoint`` then saves after validation only, so it must keep running)."""
     watches_validation = any(isinstance(m, str) and m.startswith("val/") for m in monitors)
     return watches_validation or trainer.check_val_every_n_epoch != 1
+
+
+class ValidationLoopSwitch:
+    """Lightning's validation loop switched off for a fit (through the trainer's public
+    ``limit_val_batches``) and the user's value given back after it, also when it fails."""
+
+    def __init__(self) -> None:
+        self._to_restore: int | float | None = None
+
+    def switch_off(self, trainer: pl.Trainer, monitors: Collection[object], keep: bool) -> None:
+        """Switch it off unless ``keep`` or :func:`needs_lightning_validation`."""
+        if keep or needs_lightning_validation(trainer, monitors):
+            return
+        if self._to_restore is None:  # not already switched off by an unfinished fit
+            self._to_restore = trainer.limit_val_batches
+        trainer.limit_val_batches = 0
+
+    def restore(self, trainer: pl.Trainer) -> None:
+        """Give the user's ``limit_val_batches`` back (at teardown, or on an exception, which skips it)."""
+        if self._to_restore is not None:
+            trainer.limit_val_batches = self._to_restore
+            self._to_restore = None
