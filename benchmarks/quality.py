@@ -26,6 +26,11 @@ the original itself is then re-evaluated on that set) and ``sequential`` (three 
 requests of 3.3% in a row on each method's own result, compared with one Retrain on their
 union and with the method unlearning the union at once: ``benchmarks/sequential.py``).
 
+``--bank K`` first builds, per seed, a bank of K Retrains of that seed's forget request
+(``seed<N>/bank``, ``natmu-lightning-bank``: members of seeds 1000 onwards, resumable) and
+evaluates every run against it: ``results.md`` then adds a table of the per-example metrics
+(``bank_forget_outside``, ...; docs/bank.md). Not for ``hardest10`` or ``sequential``.
+
 Hyperparameters are the configs' own unless ``--search`` is given. The search runs
 first, on VALIDATION forget sets distinct from every reported one: the forget request
 drawn with ``data.seed = --search-seed`` (its own original and Retrain, in
@@ -57,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmar
 
 import numpy as np  # noqa: E402
 
-from benchmarks.runs import METRICS, PRESET_NAMES, SCENARIOS, config_value, make_presets, run_seed  # noqa: E402
+from benchmarks.runs import BANK_METRICS, METRICS, PRESET_NAMES, SCENARIOS, config_value, make_presets, run_seed  # noqa: E402
 from benchmarks.search import search, validation_sets  # noqa: E402
 from benchmarks.sequential import run_sequential_seed  # noqa: E402
 from natmu_lightning.io import atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -70,7 +75,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         ok = [r for r in rows if r["method"] == method and r.get("status") == "ok"]
         entry: dict = {"method": method, "runs": len(ok), "failed": sum(r["method"] == method for r in rows) - len(ok)}
         entry["collapsed"] = sum(bool(r.get("collapsed")) for r in ok)
-        for key in (*METRICS, "seconds", "efficiency"):
+        for key in (*METRICS, *BANK_METRICS, "seconds", "efficiency"):
             values = [r[key] for r in ok if r.get(key) is not None and not math.isnan(r[key])]
             if values:
                 entry[key] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -175,6 +180,8 @@ def markdown(
         counts = f"{entry['runs']} | {entry['failed']} | {entry.get('collapsed', 0)}"
         lines.append(f"| {name} | {counts} | " + " | ".join(cells) + " |")
     lines += ["", rank_agreement(summary, rows or [])]
+    if any("bank_forget_outside" in entry for entry in summary):
+        lines += ["", *bank_table(summary)]
     if selection is None:
         lines += ["", "Hyperparameters: each config's own (no search)."]
     else:
@@ -188,6 +195,31 @@ def markdown(
             chosen = ", ".join(f"{k} = {v:g}" for k, v in params.items()) or "the config's own (nothing to search)"
             lines.append(f"- {method}: {chosen}")
     return "\n".join(lines) + "\n"
+
+
+def bank_table(summary: list[dict]) -> list[str]:
+    """Per example against each seed's bank of Retrains (``--bank``): mean ± std over seeds."""
+    columns = [
+        ("bank_forget_outside", "forget outside %"),
+        ("bank_forget_divergence", "forget mean abs z"),
+        ("bank_forget_shift", "forget mean z"),
+        ("bank_remain_outside", "remain outside %"),
+        ("bank_test_outside", "test outside %"),
+        ("bank_test_shift", "test mean z"),
+    ]
+    lines = [
+        "Per example against each seed's bank of Retrains (every forget sample's logit confidence on its label "
+        "against the members' 95% Student-t predictive interval; remain and test: seeded slices of at most 1000, "
+        "controls). A model drawn like a Retrain has about 5% outside and mean z near 0.",
+        "",
+        "| method | " + " | ".join(label for _, label in columns) + " |",
+        "|---" * (1 + len(columns)) + "|",
+    ]
+    for entry in summary:
+        cells = [f"{entry[key][0]:.2f} ± {entry[key][1]:.2f}" if key in entry else "–" for key, _ in columns]
+        name = f"{entry['method']} (collapsed)" if entry.get("collapsed") else entry["method"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_rows(rows: list[QualityRow], out: Path, name: str) -> None:
@@ -230,6 +262,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="continue an interrupted command with the same --out and arguments: a run whose folder "
         "already holds its final metrics (same config, seed, lr and delta) is read, not fitted again",
     )
+    parser.add_argument(
+        "--bank",
+        type=int,
+        default=0,
+        metavar="K",
+        help="build a bank of K Retrains per seed (in seed<N>/bank, resumable) and evaluate every run against it",
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="CLI overrides passed to every run")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -238,6 +277,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(
             f"--search is not available for {args.scenario}: select on random10 and pass the values with --extra"
         )
+    if args.bank and (args.bank < 2 or args.scenario in ("hardest10", "sequential")):
+        parser.error(f"--bank needs at least 2 members and a random10, random1 or class scenario, got {args.bank}")
     if args.search_seeds < 1:
         parser.error(f"--search-seeds must be >= 1, got {args.search_seeds}")
     if args.search_seeds > 1 and not args.search:
@@ -303,6 +344,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     args.forget_class,
                     params,
                     args.resume,
+                    args.bank,
                 )
             )
         atomic_write_json(out / "results.json", rows)  # partial results survive an interruption

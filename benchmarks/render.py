@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
-from benchmarks.quality import markdown, summarise  # noqa: E402
+from benchmarks.quality import bank_table, markdown, summarise  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "RESULTS.md"
@@ -69,6 +69,14 @@ def quality_table(raw: list[dict]) -> str:
     return text[start:end] + "\n"
 
 
+def quality_bank_table(raw: list[dict]) -> str:
+    """The per-example table against each seed's bank of Retrains (``benchmarks.quality --bank``),
+    drawn from its ``results.json``."""
+    (rows,) = raw
+    lines = bank_table(summarise(rows))
+    return "\n".join(lines[lines.index("") + 1 :]) + "\n"  # the table, without its preamble
+
+
 TABLES: dict[str, Table] = {
     "step_overhead": Table(
         (
@@ -80,6 +88,9 @@ TABLES: dict[str, Table] = {
         step_overhead_table,
     ),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
+    "quality_digits_random10_bank_per_example": Table(
+        ("results/cpu/quality_digits_random10_bank16.json",), quality_bank_table
+    ),
 }
 
 

@@ -25,11 +25,13 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.presets import CIFAR10_JPEG  # noqa: E402
+from natmu_lightning.bank.build import build as build_bank  # noqa: E402
 from natmu_lightning.checkpoints import load_weights  # noqa: E402
 from natmu_lightning.cli import main as cli_main  # noqa: E402
 from natmu_lightning.configs import composition, config_args, merged, nested  # noqa: E402
 from natmu_lightning.data import HardestForget  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
+from natmu_lightning.metrics.bank import BANK_SPLITS, BANK_VALUES  # noqa: E402
 from natmu_lightning.metrics.names import current_names  # noqa: E402
 from natmu_lightning.predict import predict_logits  # noqa: E402
 from natmu_lightning.report import RESULT_METRICS, QualityRow  # noqa: E402
@@ -37,6 +39,8 @@ from natmu_lightning.report import RESULT_METRICS, QualityRow  # noqa: E402
 CLASSIFIERS = ("original", "retrain")
 SCENARIOS = ("random10", "random1", "class", "hardest10", "sequential")
 METRICS = RESULT_METRICS  # the schema lives beside the report that reads it
+BANK_METRICS = tuple(f"bank_{split}_{what}" for split in BANK_SPLITS for what in BANK_VALUES)
+"""The per-example metrics against a bank of Retrains a run keeps when it has one (``--bank``)."""
 #: Where a config holds the learning rate the search varies (the module's recipe).
 LR_KEYS = ("model", "init_args", "recipe", "lr")
 #: Where a config holds NatMU's mask shift (the datamodule's hybrid options).
@@ -209,7 +213,7 @@ def run_one(config: list[Path], row: QualityRow, workdir: Path, extra: list[str]
     if previous is not None:
         metrics, seconds, log_dir = previous
         row.update(
-            {k: metrics.get(k) for k in METRICS if k in metrics},
+            {k: metrics.get(k) for k in (*METRICS, *BANK_METRICS) if k in metrics},
             **collapse_of(metrics),
             seconds=seconds,
             status="ok",
@@ -220,7 +224,7 @@ def run_one(config: list[Path], row: QualityRow, workdir: Path, extra: list[str]
     try:
         metrics, seconds, log_dir = run_config(config, row["seed"], workdir, extra + param_args(row.get("params", {})))
         row.update(
-            {k: metrics.get(k) for k in METRICS if k in metrics},
+            {k: metrics.get(k) for k in (*METRICS, *BANK_METRICS) if k in metrics},
             **collapse_of(metrics),
             seconds=seconds,
             status="ok",
@@ -252,12 +256,17 @@ def run_seed(
     forget_class: int = 0,
     params: dict | None = None,
     resume: bool = False,
+    bank_members: int = 0,
 ) -> list[dict]:
     """Original and Retrain, then every method (with ``params[method]`` overrides), in ``workdir``
-    (``resume``: see ``run_one``)."""
+    (``resume``: see ``run_one``). With ``bank_members`` K, a bank of K Retrains of the seed's
+    forget request is built first in ``workdir/bank`` (resumable member by member) and every run
+    is also evaluated against it (``--evaluator.reference_bank``)."""
     params = params or {}
     forget = scenario_overrides(scenario, forget_class)
     original_config = preset.config("original", scenario)
+    if bank_members:
+        forget = forget + bank_args(preset.config("retrain", scenario), seed, workdir, extra + forget, bank_members)
     rows: list[dict] = []
     for name in CLASSIFIERS:
         row: dict = {"method": name, "seed": seed, "scenario": scenario, "params": {}}
@@ -288,6 +297,16 @@ def run_seed(
         if row["status"] == "ok" and None not in (rows[1]["seconds"], row["seconds"]):
             row["efficiency"] = rows[1]["seconds"] / row["seconds"]
     return rows
+
+
+def bank_args(retrain_config: list[Path], seed: int, workdir: Path, extra: list[str], members: int) -> list[str]:
+    """Build (or complete) the bank of ``members`` Retrains of the seed's forget request in
+    ``workdir/bank``; the CLI arguments that evaluate a run against it."""
+    folder = workdir / "bank"
+    args = [*config_args(retrain_config), "--data.seed", str(seed), *QUIET, *extra]
+    with working_dir(workdir):
+        build_bank(args, folder, members=members, command=["benchmarks.quality", "--bank", str(members)])
+    return ["--evaluator.reference_bank", str(folder / "bank.json")]
 
 
 def param_args(params: dict) -> list[str]:

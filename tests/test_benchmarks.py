@@ -370,6 +370,8 @@ def test_quality_search_selects_on_the_validation_set_only(tmp_path, monkeypatch
         (["--search-seeds", "3"], "--search-seeds needs --search"),
         (["--search", "--scenario", "class", "--search-seeds", "10"], "at most 9"),
         (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--bank", "1"], "--bank needs at least 2 members"),
+        (["--bank", "4", "--scenario", "sequential"], "--bank needs at least 2 members and a random10"),
     ],
 )
 def test_quality_refuses_bad_arguments(tmp_path, capsys, argv, message):
@@ -598,3 +600,18 @@ def test_quality_tables_mark_collapsed_runs_and_rank_without_them():
     assert "| ga (collapsed) | 2 | 0 | 1 |" in table and "| natmu | 2 | 0 | 0 |" in table
     # ga's one collapsed run and ga's mean (it has a collapsed run) are out of the correlation
     assert "over 7 runs" in table and "over the 3 methods' means" in table
+
+
+def test_quality_tables_add_the_bank_metrics_when_runs_have_them():
+    quality = load("quality")
+    rows = [
+        {"method": "natmu", "seed": seed, "status": "ok", **dict.fromkeys(quality.METRICS, 1.0)}
+        | {key: 10.0 * (seed + 1) for key in quality.BANK_METRICS}
+        for seed in range(2)
+    ]
+    table = quality.markdown(quality.summarise(rows), "digits", 2, rows=rows)
+    assert "| method | forget outside % | forget mean abs z |" in table
+    assert "| natmu | 15.00 ± 7.07 | 15.00 ± 7.07 |" in table  # mean and std of 10 and 20
+    assert "forget outside" not in quality.markdown(
+        quality.summarise([{**rows[0], **dict.fromkeys(quality.BANK_METRICS)}]), "digits", 1
+    )
