@@ -349,6 +349,7 @@ def digits_bank(tmp_path_factory):
     return {"root": root, "out": out, "banks": banks, "first_mtimes": first, "configs": configs}
 
 
+@pytest.mark.slow  # with the digits bank fixture: about 20 s (6 tiny digits fits)
 def test_the_command_writes_a_resumable_bank(digits_bank):
     out, banks = digits_bank["out"], digits_bank["banks"]
     assert [[m["seed"] for m in bank["members"]] for bank in banks] == [[1000, 1001], [1000, 1001, 1002, 1003]] + [
@@ -384,6 +385,7 @@ def test_the_command_writes_a_resumable_bank(digits_bank):
     assert not torch.equal(weights[0]["backbone.fc.weight"], weights[1]["backbone.fc.weight"])
 
 
+@pytest.mark.slow  # with the digits bank fixture: about 20 s (6 tiny digits fits)
 def test_a_fifth_retrain_falls_inside_the_bank_and_the_original_does_not(digits_bank):
     """The calibration must-show: against a bank of 4 tiny digits Retrains, a fifth Retrain
     (seed 1004) has at most 15% of its forget samples outside the 95% predictive intervals
