@@ -77,6 +77,66 @@ def quality_bank_table(raw: list[dict]) -> str:
     return "\n".join(lines[lines.index("") + 1 :]) + "\n"  # the table, without its preamble
 
 
+def gpu_vgg16_table(raw: list[dict]) -> str:
+    """VGG-16 step, stream and evaluation timings of ``benchmarks/gpu_check.py``'s three H200 runs
+    (the ``vgg16`` phase of each run's JSON)."""
+    runs = [run["vgg16"] for run in raw]
+
+    def ms(seconds: float) -> str:
+        return f"{1000 * seconds:.1f} ms"
+
+    def compiled(run: dict) -> str:
+        found = run.get("compiled_bf16-mixed")
+        return (
+            "not run"
+            if found is None
+            else f"{ms(found['natmu_seconds_per_step'])} ({found['speedup_over_eager']:.2f}x)"
+        )
+
+    def hooks(run: dict) -> str:
+        found = run["stream"].get("main_thread_ms_per_batch")
+        return "" if found is None else f"{found['natmu']:.2f} / {found['ft']:.2f} ms"
+
+    rows: list[tuple[str, Callable[[dict], str]]] = [
+        ("NatMU step, `32-true`", lambda r: ms(r["32-true"]["natmu_seconds_per_step"])),
+        ("FT step (remaining stream, crop + flip), `32-true`", lambda r: ms(r["32-true"]["ft_seconds_per_step"])),
+        ("NatMU step / FT step, `32-true`", lambda r: f"{r['32-true']['natmu_step_over_ft_step']:.2f}"),
+        ("NatMU step / FT step, `bf16-mixed`", lambda r: f"{r['bf16-mixed']['natmu_step_over_ft_step']:.2f}"),
+        ("NatMU step, `bf16-mixed`", lambda r: ms(r["bf16-mixed"]["natmu_seconds_per_step"])),
+        ("NatMU step, `bf16-mixed` + `torch.compile` (inductor)", compiled),
+        (
+            "training stream, loader alone (index, gather, collate, pin)",
+            lambda r: f"{r['stream']['loader_images_per_s']:,.0f} img/s",
+        ),
+        (
+            "training stream to the GPU (+ copy, mixing, augmentation)",
+            lambda r: f"{r['stream']['loader_to_device_images_per_s']:,.0f} img/s",
+        ),
+        (
+            "stream to the GPU / model's `bf16-mixed` rate",
+            lambda r: f"{r['stream']['loader_to_device_over_bf16_model_rate']:.1f}x",
+        ),
+        ("main-thread time per batch of the transfer hooks, NatMU / FT", hooks),
+        (
+            "one evaluation during training (60,000 images, accuracies + entropy MIA)",
+            lambda r: f"{r['evaluation']['seconds']['during_training']:.2f} s",
+        ),
+        (
+            "final evaluation (adds the SVC and loss attacks, on the CPU)",
+            lambda r: f"{r['evaluation']['seconds']['final']:.1f} s",
+        ),
+        (
+            "evaluation during training / one NatMU epoch (`32-true`)",
+            lambda r: f"{r['evaluation']['eval_fraction_32_true']:.3f}",
+        ),
+    ]
+    lines = ["| figure | run 1 | run 2 | run 3 |", "|---|---|---|---|"]
+    for label, cell in rows:
+        cells = [cell(run) for run in runs]
+        lines.append(f"| {label} |" + "".join(f" {value} |" if value else " |" for value in cells))
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Table] = {
     "step_overhead": Table(
         (
@@ -86,6 +146,9 @@ TABLES: dict[str, Table] = {
             "results/cpu/step_overhead_after_w4.json",
         ),
         step_overhead_table,
+    ),
+    "gpu_vgg16": Table(
+        ("gpu_results/h200_run1.json", "gpu_results/h200_run2.json", "gpu_results/h200_run3.json"), gpu_vgg16_table
     ),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
     "quality_digits_random10_bank_per_example": Table(
