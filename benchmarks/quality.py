@@ -56,6 +56,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/quality.py` from anywhere
@@ -132,37 +133,29 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def markdown(
-    summary: list[dict],
-    preset: str,
-    seeds: int,
-    scenario: str = "random10",
-    selection: dict | None = None,
-    rows: list[dict] | None = None,
-) -> str:
-    columns = [
-        ("forget_acc", "FA"),
-        ("remain_acc", "RA"),
-        ("test_acc", "TA"),
-        ("mia_entropy", "MIA (entropy)"),
-        ("avg_gap", "avg gap"),
-        ("kl_to_reference", "KL(Retrain‖·) on D_f"),
-        ("js_to_reference", "JS on D_f"),
-        ("reference_free_gap", "ref.-free gap"),
-        ("seconds", "seconds"),
-        ("efficiency", "efficiency"),
-    ]
+QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("forget_acc", "FA"),
+    ("remain_acc", "RA"),
+    ("test_acc", "TA"),
+    ("mia_entropy", "MIA (entropy)"),
+    ("avg_gap", "avg gap"),
+    ("kl_to_reference", "KL(Retrain‖·) on D_f"),
+    ("js_to_reference", "JS on D_f"),
+    ("reference_free_gap", "ref.-free gap"),
+    ("seconds", "seconds"),
+    ("efficiency", "efficiency"),
+)
+
+
+def table_lines(
+    summary: list[dict], columns: Sequence[tuple[str, str]] = QUALITY_COLUMNS, collapsed: bool = True
+) -> list[str]:
+    """The quality table of :func:`summarise`'s entries: mean ± std per column (``–`` where a method has
+    none), with the ``collapsed`` count column unless ``collapsed`` is false."""
+    counts_header = "| method | runs | failed | collapsed | " if collapsed else "| method | runs | failed | "
     lines = [
-        f"# Quality: preset `{preset}`, scenario `{scenario}`, {seeds} seed(s)",
-        "",
-        "Mean ± std over seeds; gaps and divergences are to each seed's Retrain. "
-        "Efficiency = Retrain time / method time. `collapsed`: runs whose test or remaining accuracy fell "
-        "below 80% of the original's, or whose metrics are not finite (unlearning_metrics.json "
-        "`collapse_reason`); such runs are left out of the rank correlation, and a method with one is marked and "
-        "its mean left out of it.",
-        "",
-        "| method | runs | failed | collapsed | " + " | ".join(label for _, label in columns) + " |",
-        "|---" * (4 + len(columns)) + "|",
+        counts_header + " | ".join(label for _, label in columns) + " |",
+        "|---" * (3 + collapsed + len(columns)) + "|",
     ]
     for entry in summary:
         cells = []
@@ -177,9 +170,32 @@ def markdown(
             else:
                 cells.append("–")
         name = f"{entry['method']} (collapsed)" if entry.get("collapsed") else entry["method"]
-        counts = f"{entry['runs']} | {entry['failed']} | {entry.get('collapsed', 0)}"
+        counts = f"{entry['runs']} | {entry['failed']}" + (f" | {entry.get('collapsed', 0)}" if collapsed else "")
         lines.append(f"| {name} | {counts} | " + " | ".join(cells) + " |")
-    lines += ["", rank_agreement(summary, rows or [])]
+    return lines
+
+
+def markdown(
+    summary: list[dict],
+    preset: str,
+    seeds: int,
+    scenario: str = "random10",
+    selection: dict | None = None,
+    rows: list[dict] | None = None,
+) -> str:
+    lines = [
+        f"# Quality: preset `{preset}`, scenario `{scenario}`, {seeds} seed(s)",
+        "",
+        "Mean ± std over seeds; gaps and divergences are to each seed's Retrain. "
+        "Efficiency = Retrain time / method time. `collapsed`: runs whose test or remaining accuracy fell "
+        "below 80% of the original's, or whose metrics are not finite (unlearning_metrics.json "
+        "`collapse_reason`); such runs are left out of the rank correlation, and a method with one is marked and "
+        "its mean left out of it.",
+        "",
+        *table_lines(summary),
+        "",
+        rank_agreement(summary, rows or []),
+    ]
     if any("bank_forget_outside" in entry for entry in summary):
         lines += ["", *bank_table(summary)]
     if selection is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
-from benchmarks.quality import bank_table, markdown, summarise  # noqa: E402
+from benchmarks.quality import QUALITY_COLUMNS, bank_table, markdown, summarise, table_lines  # noqa: E402
+from benchmarks.selection_proxy import select  # noqa: E402
+from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "RESULTS.md"
@@ -67,6 +70,23 @@ def quality_table(raw: list[dict]) -> str:
     start = text.index("| method |")
     end = text.index("\n\nHyperparameters:")
     return text[start:end] + "\n"
+
+
+def early_quality_table(raw: list[dict]) -> str:
+    """A quality table of ``results.json`` rows written before 2026-12 (re-run at the commit that
+    made the published table). Their remaining accuracy is named ``retain_acc``; they carry no
+    collapse flag, so each unlearning run is flagged here by the evaluator's own rule
+    (:func:`~natmu_lightning.metrics.functional.collapse_reason`) against its seed's original row;
+    the columns are those the rows have."""
+    (rows,) = raw
+    rows = [{("remain_acc" if key == "retain_acc" else key): value for key, value in row.items()} for row in rows]
+    originals = {row["seed"]: row for row in rows if row["method"] == "original"}
+    for row in rows:
+        if "collapsed" not in row and row["method"] not in ("original", "retrain") and row.get("status") == "ok":
+            row["collapsed"] = collapse_reason(row, originals.get(row["seed"])) is not None
+    summary = summarise(rows)
+    columns = [column for column in QUALITY_COLUMNS if any(column[0] in entry for entry in summary)]
+    return "\n".join(table_lines(summary, columns)) + "\n"
 
 
 def quality_bank_table(raw: list[dict]) -> str:
@@ -137,6 +157,166 @@ def gpu_vgg16_table(raw: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ACCURACY_KEYS = ("forget_acc", "retain_acc", "test_acc", "mia_entropy")
+
+
+def gpu_correctness_table(raw: list[dict]) -> str:
+    """The correctness checks of ``benchmarks/gpu_check.py``'s runs 1 and 2 (the ``digits``,
+    ``methods`` and ``ddp`` phases of each run's JSON); a check a run did not make says so."""
+
+    def missing(index: int) -> str:
+        return f"(not in run {index + 1})"
+
+    def largest_difference(run: dict, index: int) -> str:
+        gpu, cpu = run["digits"]["natmu_gpu"], run["digits"]["natmu_cpu"]
+        differences = {key: abs(gpu[key] - cpu[key]) for key in gpu}
+        key = max(differences, key=differences.__getitem__)
+        unit = "nats" if key == "kl_to_reference" else "points"
+        text = f"{differences[key]:.2g} {unit} in `{key}`"
+        others = [f"`{name}` {differences[name]:.2f}" for name in ACCURACY_KEYS if name != key and differences[name]]
+        if others:
+            return text + "; also " + ", ".join(others)
+        return text + ("; every accuracy and the MIA equal" if key not in ACCURACY_KEYS else "")
+
+    def methods(run: dict, index: int) -> str:
+        results = {name: found for name, found in run["methods"].items() if isinstance(found, dict) and "ok" in found}
+        failed = [
+            name
+            for name, found in results.items()
+            if not found["ok"] or not all(math.isfinite(found[key]) for key in ACCURACY_KEYS)
+        ]
+        return f"all {len(results)} finish, finite metrics" if not failed else "failed: " + ", ".join(failed)
+
+    def diverging(run: dict, index: int) -> str:
+        found = run["methods"].get("diverging_run")
+        if found is None:
+            return missing(index)
+        return f'stopped ("{found["stopped"].split(";")[0]}"), {found["checkpoints_written"]} checkpoints written'
+
+    def synchronise(run: dict, index: int) -> str:
+        found = run["vgg16"]["stream"].get("transfer_hooks_synchronise")
+        return missing(index) if found is None else ("synchronises" if found else "no synchronisation")
+
+    def ddp(run: dict, index: int) -> str:
+        found = run.get("ddp")
+        return missing(index) if found is None else f"skipped: {found['skipped']}" if "skipped" in found else "ran"
+
+    def flag(section: str, key: str, yes: str, no: str) -> Callable[[dict, int], str]:
+        return lambda run, index: yes if run[section][key] else no
+
+    def both_identical(run: dict, index: int) -> str:
+        digits = run["digits"]
+        return "identical" if digits["forget_set_identical"] and digits["hybrid_plan_identical"] else "differ"
+
+    rows: list[tuple[str, Callable[[dict, int], str]]] = [
+        ("digits NatMU on the GPU vs on the CPU, same checkpoints: forget set, hybrid plan", both_identical),
+        ("same: largest metric difference", largest_difference),
+        (
+            "same: Retrain reference evaluated on the GPU vs the CPU",
+            flag("digits", "reference_identical", "identical", "not identical"),
+        ),
+        (
+            "re-run of the finished GPU fit (`fit --ckpt_path last`, evaluated in `on_fit_end` after teardown) "
+            "= CPU `validate` of its checkpoint",
+            flag("digits", "rerun_after_teardown_equals_cpu_validate", "yes, key for key", "no"),
+        ),
+        ("NatMU and the 9 baselines, digits configs, 1 epoch in `16-mixed`", methods),
+        ("a diverging run (lr 1e12)", diverging),
+        (
+            "`on_before_batch_transfer` + copy + `on_after_batch_transfer` under "
+            '`torch.cuda.set_sync_debug_mode("error")`',
+            synchronise,
+        ),
+        ("DDP over all visible GPUs", ddp),
+    ]
+    lines = ["| check | run 1 | run 2 |", "|---|---|---|"]
+    for label, cell in rows:
+        lines.append(f"| {label} |" + "".join(f" {cell(run, index)} |" for index, run in enumerate(raw)))
+    return "\n".join(lines) + "\n"
+
+
+def gpu_bf16_table(raw: list[dict]) -> str:
+    """NatMU on ``cifar10-small`` in each precision (the ``bf16`` phase of ``gpu_check.py``'s run 1)."""
+    (run,) = raw
+    lines = [
+        "| NatMU | FA | RA | TA | MIA | avg gap | KL to Retrain | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for precision in ("32-true", "bf16-mixed"):
+        m = run["bf16"][f"natmu_{precision}"]
+        lines.append(
+            f"| `{precision}` | {m['forget_acc']:.2f} | {m['retain_acc']:.2f} | {m['test_acc']:.2f} "
+            f"| {m['mia_entropy']:.1f} | {m['avg_gap']:.2f} | {m['kl_to_reference']:.3f} "
+            f"| {run['bf16']['seconds'][f'natmu_{precision}']:.1f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def speed_table(raw: list[dict]) -> str:
+    """One row per preset of ``benchmarks/speed.py``'s ``speed.json``."""
+    lines = [
+        "| preset | hybrid step ratio | `loader_images_per_s` | `data_path_speedup` | NatMU / Retrain wall time "
+        "| evaluation during training | NatMU epoch | `eval_fraction` | final evaluation (whole sets, every attack) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in raw:
+        seconds = run["seconds"]
+        lines.append(
+            f"| `{run['preset']}` | {run['hybrid_step_ratio']:.2f} | {run['loader_images_per_s']:,.0f} "
+            f"| {run['data_path_speedup']:.1f}x "
+            f"| {run['unlearn_vs_retrain_time']:.3f} ({run['retrain_epochs']}-epoch Retrain) "
+            f"| {seconds['evaluation']:.3f} s (first {seconds['first_evaluation']:.3f} s) "
+            f"| {seconds['natmu'] / run['unlearn_epochs']:.2f} s | {run['eval_fraction']:.3f} "
+            f"| {seconds['final_evaluation']:.2f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def memory_table(raw: list[dict]) -> str:
+    """The rows of ``benchmarks/memory.py``'s ``memory.json``."""
+    (rows,) = raw
+    lines = [
+        "| path | training images | workers | peak memory (MiB) | images/s | load (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        path = "on disk" if row["path"] == "on_disk" else "in memory"
+        lines.append(
+            f"| {path} | {row['images']:,} | {row['num_workers']} | {row['peak_rss_mib']:,.0f} "
+            f"| {row['images_per_s']:,.0f} | {row['load_s']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def selection_replay_table(raw: list[dict]) -> str:
+    """The Retrain-free scores' picks of ``benchmarks/selection_proxy.py`` over a ``--search`` run's
+    NatMU candidates (its ``search.json``)."""
+    (data,) = raw
+    result = select(data["rows"] if isinstance(data, dict) else data, "natmu")
+
+    def params(key: str) -> str:
+        return ", ".join(f"{name} {value:g}" for name, value in json.loads(key).items())
+
+    searched = result["searched_gap"]
+    lines = [
+        f"| score (lower is better) | selected | its true gap | vs the searched {searched:.2f} "
+        "| one validation set alone |",
+        "|---|---|---|---|---|",
+        f"| average gap to Retrain (the search) | {params(result['searched'])} | {searched:.2f} | 1.00x | – |",
+    ]
+    labels = {
+        "reference_free": "reference-free gap",
+        "reference_free+test_drop": "reference-free gap + test accuracy lost against the original",
+    }
+    for name, label in labels.items():
+        entry = result[name]
+        alone = ", ".join(f"{each['ratio']:.2f}x" for each in entry["each_seed"])
+        lines.append(
+            f"| {label} | {params(entry['selected'])} | {entry['gap']:.2f} | {entry['ratio']:.2f}x | {alone} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Table] = {
     "step_overhead": Table(
         (
@@ -147,9 +327,19 @@ TABLES: dict[str, Table] = {
         ),
         step_overhead_table,
     ),
+    "gpu_correctness": Table(("gpu_results/h200_run1.json", "gpu_results/h200_run2.json"), gpu_correctness_table),
+    "gpu_bf16": Table(("gpu_results/h200_run1.json",), gpu_bf16_table),
     "gpu_vgg16": Table(
         ("gpu_results/h200_run1.json", "gpu_results/h200_run2.json", "gpu_results/h200_run3.json"), gpu_vgg16_table
     ),
+    "quality_digits_random10_recipes": Table(
+        ("results/cpu/quality_digits_random10_recipes.json",), early_quality_table
+    ),
+    "quality_digits_class3_recipes": Table(("results/cpu/quality_digits_class3_recipes.json",), early_quality_table),
+    "quality_digits_hardest10_recipes": Table(
+        ("results/cpu/quality_digits_hardest10_recipes.json",), early_quality_table
+    ),
+    "quality_digits_random1_recipes": Table(("results/cpu/quality_digits_random1_recipes.json",), early_quality_table),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
     "quality_digits_random10_bank_per_example": Table(
         ("results/cpu/quality_digits_random10_bank16.json",), quality_bank_table
