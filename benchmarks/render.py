@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
-from benchmarks.quality import QUALITY_COLUMNS, bank_table, markdown, summarise, table_lines  # noqa: E402
+from benchmarks.quality import QUALITY_COLUMNS, bank_table, markdown, rank_agreement, summarise, table_lines  # noqa: E402
 from benchmarks.selection_proxy import select  # noqa: E402
 from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
 
@@ -77,7 +77,8 @@ def early_quality_table(raw: list[dict]) -> str:
     made the published table). Their remaining accuracy is named ``retain_acc``; they carry no
     collapse flag, so each unlearning run is flagged here by the evaluator's own rule
     (:func:`~natmu_lightning.metrics.functional.collapse_reason`) against its seed's original row;
-    the columns are those the rows have."""
+    the columns are those the rows have, and the rank agreement line follows when they have the
+    reference-free gap."""
     (rows,) = raw
     rows = [{("remain_acc" if key == "retain_acc" else key): value for key, value in row.items()} for row in rows]
     originals = {row["seed"]: row for row in rows if row["method"] == "original"}
@@ -86,7 +87,10 @@ def early_quality_table(raw: list[dict]) -> str:
             row["collapsed"] = collapse_reason(row, originals.get(row["seed"])) is not None
     summary = summarise(rows)
     columns = [column for column in QUALITY_COLUMNS if any(column[0] in entry for entry in summary)]
-    return "\n".join(table_lines(summary, columns)) + "\n"
+    lines = table_lines(summary, columns)
+    if any("reference_free_gap" in row for row in rows):
+        lines += ["", rank_agreement(summary, rows)]
+    return "\n".join(lines) + "\n"
 
 
 def quality_bank_table(raw: list[dict]) -> str:
@@ -340,6 +344,7 @@ TABLES: dict[str, Table] = {
         ("results/cpu/quality_digits_hardest10_recipes.json",), early_quality_table
     ),
     "quality_digits_random1_recipes": Table(("results/cpu/quality_digits_random1_recipes.json",), early_quality_table),
+    "quality_digits_sequential": Table(("results/cpu/quality_digits_sequential.json",), early_quality_table),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
     "quality_digits_random10_bank_per_example": Table(
         ("results/cpu/quality_digits_random10_bank16.json",), quality_bank_table
