@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
-from benchmarks.quality import QUALITY_COLUMNS, bank_table, markdown, rank_agreement, summarise, table_lines  # noqa: E402
+from benchmarks.quality import QUALITY_COLUMNS, bank_table, rank_agreement, summarise, table_lines  # noqa: E402
 from benchmarks.selection_proxy import select  # noqa: E402
 from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
 
@@ -63,13 +63,12 @@ def step_overhead_table(raw: list[dict]) -> str:
 
 
 def quality_table(raw: list[dict]) -> str:
-    """The table and rank-agreement line of ``benchmarks.quality``'s ``results.md``, drawn from
-    its ``results.json`` (one row per method and seed)."""
+    """The table and rank-agreement line of ``benchmarks.quality``'s ``results.md`` (without its
+    per-example table when the run had a bank), drawn from its ``results.json`` (one row per
+    method and seed)."""
     (rows,) = raw
-    text = markdown(summarise(rows), "", 0, rows=rows)
-    start = text.index("| method |")
-    end = text.index("\n\nHyperparameters:")
-    return text[start:end] + "\n"
+    summary = summarise(rows)
+    return "\n".join([*table_lines(summary), "", rank_agreement(summary, rows)]) + "\n"
 
 
 def early_quality_table(raw: list[dict]) -> str:
@@ -346,6 +345,9 @@ TABLES: dict[str, Table] = {
     "quality_digits_random1_recipes": Table(("results/cpu/quality_digits_random1_recipes.json",), early_quality_table),
     "quality_digits_sequential": Table(("results/cpu/quality_digits_sequential.json",), early_quality_table),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
+    "selection_replay_digits_second_host": Table(
+        ("results/cpu/selection_replay_digits_second_host.json",), selection_replay_table
+    ),
     "quality_digits_random10_bank_per_example": Table(
         ("results/cpu/quality_digits_random10_bank16.json",), quality_bank_table
     ),
