@@ -345,6 +345,12 @@ TABLES: dict[str, Table] = {
     "quality_digits_random1_recipes": Table(("results/cpu/quality_digits_random1_recipes.json",), early_quality_table),
     "quality_digits_sequential": Table(("results/cpu/quality_digits_sequential.json",), early_quality_table),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
+    "quality_cifar10_small_random10_bank16": Table(
+        ("results/cpu/quality_cifar10_small_random10_bank16.json",), quality_table
+    ),
+    "quality_cifar10_small_random10_bank_per_example": Table(
+        ("results/cpu/quality_cifar10_small_random10_bank16.json",), quality_bank_table
+    ),
     "selection_replay_digits_second_host": Table(
         ("results/cpu/selection_replay_digits_second_host.json",), selection_replay_table
     ),
