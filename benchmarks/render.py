@@ -336,6 +336,7 @@ TABLES: dict[str, Table] = {
         ("gpu_results/h200_run1.json", "gpu_results/h200_run2.json", "gpu_results/h200_run3.json"), gpu_vgg16_table
     ),
     "speed": Table(("results/cpu/speed_digits.json", "results/cpu/speed_cifar10_small.json"), speed_table),
+    "memory": Table(("results/cpu/memory.json",), memory_table),
     "quality_digits_random10_recipes": Table(
         ("results/cpu/quality_digits_random10_recipes.json",), early_quality_table
     ),
