@@ -347,6 +347,9 @@ TABLES: dict[str, Table] = {
     "quality_digits_random1_recipes": Table(("results/cpu/quality_digits_random1_recipes.json",), early_quality_table),
     "quality_digits_sequential": Table(("results/cpu/quality_digits_sequential.json",), early_quality_table),
     "quality_digits_random10": Table(("results/cpu/quality_digits_random10.json",), quality_table),
+    "quality_digits_search3_second_host": Table(
+        ("results/cpu/quality_digits_search3_second_host/results.json",), quality_table
+    ),
     "quality_cifar10_small_random10_bank16": Table(
         ("results/cpu/quality_cifar10_small_random10_bank16.json",), quality_table
     ),
