@@ -147,15 +147,12 @@ QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def table_lines(
-    summary: list[dict], columns: Sequence[tuple[str, str]] = QUALITY_COLUMNS, collapsed: bool = True
-) -> list[str]:
-    """The quality table of :func:`summarise`'s entries: mean ± std per column (``–`` where a method has
-    none), with the ``collapsed`` count column unless ``collapsed`` is false."""
-    counts_header = "| method | runs | failed | collapsed | " if collapsed else "| method | runs | failed | "
+def table_lines(summary: list[dict], columns: Sequence[tuple[str, str]] = QUALITY_COLUMNS) -> list[str]:
+    """The quality table of :func:`summarise`'s entries: run, failure and collapse counts, then mean ± std
+    per column (``–`` where a method has none)."""
     lines = [
-        counts_header + " | ".join(label for _, label in columns) + " |",
-        "|---" * (3 + collapsed + len(columns)) + "|",
+        "| method | runs | failed | collapsed | " + " | ".join(label for _, label in columns) + " |",
+        "|---" * (4 + len(columns)) + "|",
     ]
     for entry in summary:
         cells = []
@@ -170,7 +167,7 @@ def table_lines(
             else:
                 cells.append("–")
         name = f"{entry['method']} (collapsed)" if entry.get("collapsed") else entry["method"]
-        counts = f"{entry['runs']} | {entry['failed']}" + (f" | {entry.get('collapsed', 0)}" if collapsed else "")
+        counts = f"{entry['runs']} | {entry['failed']} | {entry.get('collapsed', 0)}"
         lines.append(f"| {name} | {counts} | " + " | ".join(cells) + " |")
     return lines
 
