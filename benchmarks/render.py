@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
 from benchmarks.quality import QUALITY_COLUMNS, bank_table, rank_agreement, summarise, table_lines  # noqa: E402
-from benchmarks.selection_proxy import select  # noqa: E402
+from benchmarks.selection_proxy import search_rows, select  # noqa: E402
 from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -295,7 +295,7 @@ def selection_replay_table(raw: list[dict]) -> str:
     """The Retrain-free scores' picks of ``benchmarks/selection_proxy.py`` over a ``--search`` run's
     NatMU candidates (its ``search.json``)."""
     (data,) = raw
-    result = select(data["rows"] if isinstance(data, dict) else data, "natmu")
+    result = select(search_rows(data), "natmu")
 
     def params(key: str) -> str:
         return ", ".join(f"{name} {value:g}" for name, value in json.loads(key).items())

@@ -74,13 +74,18 @@ def select(rows: list[Row], method: str = "natmu") -> dict[str, Any]:
     return result
 
 
+def search_rows(data: dict[str, Any] | list[Row]) -> list[Row]:
+    """The candidate rows of a loaded ``search.json``: a list of rows, or a mapping that holds them
+    under ``"rows"``."""
+    return data["rows"] if isinstance(data, dict) else data
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("search_json", type=Path, help="search.json of a benchmarks/quality.py --search run")
     parser.add_argument("--method", default="natmu")
     args = parser.parse_args(argv)
-    data = json.loads(args.search_json.read_text())
-    result = select(data["rows"] if isinstance(data, dict) else data, args.method)
+    result = select(search_rows(json.loads(args.search_json.read_text())), args.method)
     print(f"searched (true gap): {result['searched']} gap {result['searched_gap']:.2f} on seeds {result['seeds']}")
     for name in SCORES:
         entry = result[name]
