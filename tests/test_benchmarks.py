@@ -496,6 +496,52 @@ def test_selection_proxy_replays_a_search_by_hand_computed_scores():
     assert [e["ratio"] for e in with_drop["each_seed"]] == [1.0, 1.0]
 
 
+def test_select_lr_benchmark_selects_in_each_seed_folder_and_fits_with_the_choice(tmp_path, monkeypatch):
+    """The selection runs inside each seed's folder of the quality run (where the configs' relative
+    checkpoint paths are that seed's original and Retrain), the NatMU fit gets the selected lr and
+    delta without checkpoints, and select_lr.json pairs it with the quality run's NatMU row."""
+    select_lr = load("select_lr")
+    quality = tmp_path / "quality"
+    rows = [{"method": "original", "seed": s, "scenario": "random10", "params": {}} for s in (0, 1)]
+    rows += [{"method": "natmu", "seed": s, "scenario": "random10", "params": {}, "status": "ok", "avg_gap": 2.0 + s}
+             for s in (0, 1)]  # fmt: skip
+    quality.mkdir()
+    (quality / "results.json").write_text(json.dumps(rows))
+    selections, fits = [], []
+
+    def fake_selection(config_args, out):
+        selections.append((Path.cwd().name, out.name, config_args))
+        return {"lr": 0.01 * (len(selections)), "delta": -0.053, "score": 1.5, "trials": [{"lr": 0.01}]}
+
+    def fake_fit(config, row, workdir, extra):
+        fits.append((workdir.name, row["params"], extra))
+        return {**row, "status": "ok", "avg_gap": 1.0}
+
+    monkeypatch.setattr(select_lr.lr_selection, "run", fake_selection)
+    monkeypatch.setattr(select_lr, "run_one", fake_fit)
+    result = select_lr.main(["--preset", "digits", "--quality", str(quality), "--out", str(tmp_path / "out")])
+    assert [(cwd, out) for cwd, out, _ in selections] == [("seed0", "seed0"), ("seed1", "seed1")]
+    assert "configs/digits/natmu.yaml" in " ".join(selections[0][2])
+    assert [(workdir, params) for workdir, params, _ in fits] == [
+        ("seed0", {"lr": 0.01, "delta": -0.053}),
+        ("seed1", {"lr": 0.02, "delta": -0.053}),
+    ]
+    assert all("--trainer.enable_checkpointing=false" in extra for _, _, extra in fits)
+    written = json.loads((tmp_path / "out" / "select_lr.json").read_text())
+    assert written == json.loads(json.dumps(result))
+    first = written["seeds"][0]
+    assert first["quality_natmu"]["avg_gap"] == 2.0 and first["natmu"]["avg_gap"] == 1.0
+    assert first["quality_params"] == {"lr": 0.03, "delta": -0.19}  # the digits config as shipped
+    assert written["preset"] == "digits" and written["wall_seconds"] >= 0
+
+
+def test_select_lr_benchmark_refuses_a_folder_without_a_finished_quality_run(tmp_path, capsys):
+    select_lr = load("select_lr")
+    with pytest.raises(SystemExit):
+        select_lr.main(["--preset", "digits", "--quality", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert "results.json not found" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # ~20 s: four fresh processes import torch
 @pytest.mark.timeout(300)
 def test_memory_benchmark_measures_both_paths_on_a_folder_it_makes(tmp_path):
