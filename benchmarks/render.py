@@ -320,6 +320,99 @@ def selection_replay_table(raw: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_selection_table(raw: list) -> str:
+    """What a ``--search`` run selected per method and each choice's validation gap (averaged over
+    its validation sets), best first: its ``selection.json`` and ``search.json``."""
+    selection, search = raw
+    gaps: dict[tuple[str, str], list[float]] = {}
+    for row in search_rows(search):
+        if row.get("status") == "ok" and row.get("avg_gap") is not None:
+            gaps.setdefault((row["method"], json.dumps(row["params"], sort_keys=True)), []).append(row["avg_gap"])
+    entries: list[tuple[float, str]] = []
+    for method, params in selection["selected"].items():
+        if not params:
+            entries.append((math.inf, f"| {method} | as shipped (nothing to search) | – | – |"))
+            continue
+        found = gaps.get((method, json.dumps(params, sort_keys=True)), [])
+        gap = sum(found) / len(found) if found else math.nan
+        delta = f"{params['delta']:g}" if "delta" in params else "as shipped"
+        entries.append((gap, f"| {method} | {params['lr']:.3g} | {delta} | {gap:.2f} |"))
+    entries.sort(key=lambda entry: entry[0])
+    header = ["| method | selected lr | δ | mean validation gap |", "|---|---|---|---|"]
+    return "\n".join([*header, *(line for _, line in entries)]) + "\n"
+
+
+def mean_of(values: list[float]) -> float:
+    """The mean of ``values``; nan when there are none."""
+    return sum(values) / len(values) if values else math.nan
+
+
+#: The presets of the memorisation table: the data and model behind each raw file, in order.
+PRESET_SETUPS = (
+    (
+        "digits",
+        "scikit-learn digits (1,257 train / 540 test, 8x8 grey) with fixed per-image Gaussian pixel noise, "
+        "std 0.25 of the pixel range (`Digits(noise_std=0.25)`), SmallCNN, SGD lr 0.05 step schedule, 100 epochs",
+    ),
+    (
+        "cifar10-small",
+        "500 train and 200 test images per class of the offline CIFAR-10 JPEG copy (5,000 / 2,000, 32x32 RGB), "
+        "ResNet-18 at width 8 (176k parameters), no augmentation, SGD lr 0.05 cosine, 20 epochs",
+    ),
+)
+
+
+def memorisation_table(raw: list[list[dict]]) -> str:
+    """Whether each preset's original memorises (remaining accuracy at least 99, and a Retrain
+    that never saw the forget set gets clearly less of it right), from the original and Retrain
+    rows of one quality run per preset (:data:`PRESET_SETUPS`), averaged over its seeds."""
+    lines = [
+        "| preset | data and model | seeds | original RA | original TA | original FA | Retrain FA | memorises |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (preset, setup), rows in zip(PRESET_SETUPS, raw, strict=True):
+        rows = [{("remain_acc" if key == "retain_acc" else key): value for key, value in row.items()} for row in rows]
+        originals = [row for row in rows if row["method"] == "original"]
+        remain, test, forget = (
+            mean_of([row[key] for row in originals]) for key in ("remain_acc", "test_acc", "forget_acc")
+        )
+        retrain_forget = mean_of([row["forget_acc"] for row in rows if row["method"] == "retrain"])
+        memorises = remain >= 99.0 and forget - retrain_forget >= 5.0
+        lines.append(
+            f"| `{preset}` | {setup} | {len(originals)} | {remain:.2f} | {test:.2f} "
+            f"| {forget:.2f} | {retrain_forget:.2f} | {'**yes**' if memorises else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def select_lr_table(raw: list[dict]) -> str:
+    """NatMU with what ``natmu-lightning-select-lr`` chose on each seed's original against the
+    quality run's NatMU (``benchmarks/select_lr.py``'s ``select_lr.json``, one per preset)."""
+    lines = [
+        "| preset | selected (lr, δ), seeds 0 / 1 / 2 | NatMU gap to Retrain with it | mean | "
+        "the quality run's NatMU (lr, δ): gaps | mean | ratio | selection time per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def gap(row: dict) -> str:
+        return "failed" if row.get("status") != "ok" else f"{row['avg_gap']:.2f}"
+
+    for run in raw:
+        seeds = run["seeds"]
+        selected = " / ".join(f"({entry['selected']['lr']:.3g}, {entry['selected']['delta']:g})" for entry in seeds)
+        ours = [entry["natmu"]["avg_gap"] for entry in seeds if entry["natmu"].get("status") == "ok"]
+        theirs = [entry["quality_natmu"]["avg_gap"] for entry in seeds if entry["quality_natmu"].get("status") == "ok"]
+        params = {(entry["quality_params"]["lr"], entry["quality_params"]["delta"]) for entry in seeds}
+        their_params = " / ".join(f"({lr:.3g}, {delta:g})" for lr, delta in sorted(params))
+        seconds = mean_of([entry["selection_seconds"] for entry in seeds])
+        lines.append(
+            f"| `{run['preset']}` | {selected} | {' / '.join(gap(entry['natmu']) for entry in seeds)} "
+            f"| {mean_of(ours):.2f} | {their_params}: {' / '.join(gap(entry['quality_natmu']) for entry in seeds)} "
+            f"| {mean_of(theirs):.2f} | **{mean_of(ours) / mean_of(theirs):.2f}x** | {seconds / 60:.1f} min |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Table] = {
     "step_overhead": Table(
         (
@@ -335,7 +428,14 @@ TABLES: dict[str, Table] = {
     "gpu_vgg16": Table(
         ("gpu_results/h200_run1.json", "gpu_results/h200_run2.json", "gpu_results/h200_run3.json"), gpu_vgg16_table
     ),
-    "speed": Table(("results/cpu/speed_digits.json", "results/cpu/speed_cifar10_small.json"), speed_table),
+    "speed": Table(
+        (
+            "results/cpu/speed_digits.json",
+            "results/cpu/speed_cifar10_small.json",
+            "results/cpu/speed_cifar10_small_retrain100.json",
+        ),
+        speed_table,
+    ),
     "memory": Table(("results/cpu/memory.json",), memory_table),
     "quality_digits_random10_recipes": Table(
         ("results/cpu/quality_digits_random10_recipes.json",), early_quality_table
@@ -350,14 +450,38 @@ TABLES: dict[str, Table] = {
     "quality_digits_search3_second_host": Table(
         ("results/cpu/quality_digits_search3_second_host/results.json",), quality_table
     ),
+    "search_selection_digits_second_host": Table(
+        (
+            "results/cpu/quality_digits_search3_second_host/selection.json",
+            "results/cpu/quality_digits_search3_second_host/search.json",
+        ),
+        search_selection_table,
+    ),
+    "quality_cifar10_small_search_second_host": Table(
+        ("results/cpu/quality_cifar10_small_search_second_host/results.json",), quality_table
+    ),
+    "search_selection_cifar10_small_second_host": Table(
+        (
+            "results/cpu/quality_cifar10_small_search_second_host/selection.json",
+            "results/cpu/quality_cifar10_small_search_second_host/search.json",
+        ),
+        search_selection_table,
+    ),
     "quality_cifar10_small_random10_bank16": Table(
         ("results/cpu/quality_cifar10_small_random10_bank16.json",), quality_table
     ),
     "quality_cifar10_small_random10_bank_per_example": Table(
         ("results/cpu/quality_cifar10_small_random10_bank16.json",), quality_bank_table
     ),
+    "memorisation": Table(
+        ("results/cpu/quality_digits_random10.json", "results/cpu/quality_cifar10_small_random10_bank16.json"),
+        memorisation_table,
+    ),
     "selection_replay_digits_second_host": Table(
         ("results/cpu/selection_replay_digits_second_host.json",), selection_replay_table
+    ),
+    "select_lr": Table(
+        ("results/cpu/select_lr_digits.json", "results/cpu/select_lr_cifar10_small.json"), select_lr_table
     ),
     "quality_digits_random10_bank_per_example": Table(
         ("results/cpu/quality_digits_random10_bank16.json",), quality_bank_table

@@ -38,3 +38,27 @@ def test_a_table_the_renderer_does_not_know_is_refused(tmp_path):
     copy.write_text("<!-- render: nowhere -->\n| a |\n<!-- /render -->\n")
     with pytest.raises(ValueError, match="'nowhere'"):
         render.main(["--check", "--results", str(copy)])
+
+
+def test_every_figure_of_the_targets_at_a_glance_stands_in_a_rendered_table():
+    """The targets table quotes the rendered tables (its own text is not rendered): each figure of
+    its result column printed as the tables print them (two or more decimals; "within 0.1" is
+    arithmetic, not a quote) must stand in one of them, so a re-rendered table that changes a
+    figure makes this fail until the summary follows."""
+    text = render.RESULTS.read_text()
+    targets = text.split("### Targets at a glance\n", 1)[1].split("\n### ", 1)[0]
+    results = [line.split(" | ", 1)[1] for line in targets.splitlines() if line.startswith("| ") and " | " in line]
+    figure = r"(?<![\d.])\d+\.\d{2,}(?: ± \d+\.\d{2,})?(?![\d.])"  # a mean with its spread is one figure
+    figures = {found for cell in results[1:] for found in re.findall(figure, cell)}
+    rendered = "\n".join(match["body"] for match in render.BLOCK.finditer(text))
+    assert figures, "no figure found in the targets table"
+    assert sorted(f for f in figures if not re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", rendered)) == []
+
+
+def test_every_table_outside_the_targets_summary_is_rendered():
+    """A markdown table (its |---| row) outside a rendered block has no raw file behind it."""
+    text = render.RESULTS.read_text()
+    outside = render.BLOCK.sub("", text)
+    outside = re.sub(r"### Targets at a glance\n.*?\n### ", "### ", outside, flags=re.DOTALL)
+    unrendered = [line for line in outside.splitlines() if re.match(r"\|\s*:?-{3,}", line)]
+    assert unrendered == []
