@@ -423,10 +423,10 @@ TABLES: dict[str, Table] = {
         ),
         step_overhead_table,
     ),
-    "gpu_correctness": Table(("gpu_results/h200_run1.json", "gpu_results/h200_run2.json"), gpu_correctness_table),
-    "gpu_bf16": Table(("gpu_results/h200_run1.json",), gpu_bf16_table),
+    "gpu_correctness": Table(("results/gpu/h200_run1.json", "results/gpu/h200_run2.json"), gpu_correctness_table),
+    "gpu_bf16": Table(("results/gpu/h200_run1.json",), gpu_bf16_table),
     "gpu_vgg16": Table(
-        ("gpu_results/h200_run1.json", "gpu_results/h200_run2.json", "gpu_results/h200_run3.json"), gpu_vgg16_table
+        ("results/gpu/h200_run1.json", "results/gpu/h200_run2.json", "results/gpu/h200_run3.json"), gpu_vgg16_table
     ),
     "speed": Table(
         (
