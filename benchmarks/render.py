@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmar
 from benchmarks.quality import QUALITY_COLUMNS, bank_table, rank_agreement, summarise, table_lines  # noqa: E402
 from benchmarks.selection_proxy import search_rows, select  # noqa: E402
 from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
+from natmu_lightning.metrics.names import current_names  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "RESULTS.md"
@@ -79,7 +80,7 @@ def early_quality_table(raw: list[dict]) -> str:
     the columns are those the rows have, and the rank agreement line follows when they have the
     reference-free gap."""
     (rows,) = raw
-    rows = [{("remain_acc" if key == "retain_acc" else key): value for key, value in row.items()} for row in rows]
+    rows = [current_names(row) for row in rows]
     originals = {row["seed"]: row for row in rows if row["method"] == "original"}
     for row in rows:
         if "collapsed" not in row and row["method"] not in ("original", "retrain") and row.get("status") == "ok":
@@ -320,6 +321,11 @@ def selection_replay_table(raw: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mean_of(values: list[float]) -> float:
+    """The mean of ``values``; nan when there are none."""
+    return sum(values) / len(values) if values else math.nan
+
+
 def search_selection_table(raw: list) -> str:
     """What a ``--search`` run selected per method and each choice's validation gap (averaged over
     its validation sets), best first: its ``selection.json`` and ``search.json``."""
@@ -333,18 +339,12 @@ def search_selection_table(raw: list) -> str:
         if not params:
             entries.append((math.inf, f"| {method} | as shipped (nothing to search) | – | – |"))
             continue
-        found = gaps.get((method, json.dumps(params, sort_keys=True)), [])
-        gap = sum(found) / len(found) if found else math.nan
+        gap = mean_of(gaps.get((method, json.dumps(params, sort_keys=True)), []))
         delta = f"{params['delta']:g}" if "delta" in params else "as shipped"
         entries.append((gap, f"| {method} | {params['lr']:.3g} | {delta} | {gap:.2f} |"))
     entries.sort(key=lambda entry: entry[0])
     header = ["| method | selected lr | δ | mean validation gap |", "|---|---|---|---|"]
     return "\n".join([*header, *(line for _, line in entries)]) + "\n"
-
-
-def mean_of(values: list[float]) -> float:
-    """The mean of ``values``; nan when there are none."""
-    return sum(values) / len(values) if values else math.nan
 
 
 #: The presets of the memorisation table: the data and model behind each raw file, in order.
@@ -371,7 +371,7 @@ def memorisation_table(raw: list[list[dict]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for (preset, setup), rows in zip(PRESET_SETUPS, raw, strict=True):
-        rows = [{("remain_acc" if key == "retain_acc" else key): value for key, value in row.items()} for row in rows]
+        rows = [current_names(row) for row in rows]
         originals = [row for row in rows if row["method"] == "original"]
         remain, test, forget = (
             mean_of([row[key] for row in originals]) for key in ("remain_acc", "test_acc", "forget_acc")
