@@ -50,6 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 
+from benchmarks.host import device_name  # noqa: E402
 from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
 from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder  # noqa: E402
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
@@ -513,9 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "cuda": torch.cuda.is_available(),
         "cpu_dry_run": dry,
-        "device": torch.cuda.get_device_name(0)
-        if torch.cuda.is_available() and not dry
-        else platform.processor() or "cpu",
+        "device": device_name(cuda=not dry),
         "gpus": torch.cuda.device_count(),
         "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,

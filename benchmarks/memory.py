@@ -47,6 +47,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
+from benchmarks.host import cpu_name  # noqa: E402
+
 CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10_jpeg.npz"
 TEST_IMAGES = 1000
 WARMUP_BATCHES = 10
@@ -201,7 +204,12 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     (args.out / "memory.json").write_text(json.dumps(rows, indent=2) + "\n")
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    machine = {
+        "device": cpu_name(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     (args.out / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     print(f"wrote {args.out / 'memory.json'}")
 

@@ -43,6 +43,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
+from benchmarks.host import device_name  # noqa: E402
 from natmu_lightning.configs import composition, config_args, merged, run_folder  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 
@@ -188,14 +189,6 @@ class Runner:
         return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
 
 
-def device_name(dry_run: bool) -> str:
-    import torch
-
-    if not dry_run and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
 def versions() -> dict[str, str]:
     import pytorch_lightning
     import sklearn
@@ -263,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + (" (DRY RUN: synthetic)" if args.dry_run else ""),
         "request": args.request,
         "dry_run": args.dry_run,
-        "device": device_name(args.dry_run),
+        "device": device_name(cuda=not args.dry_run),
         "versions": versions(),
         "npz_sha256": sha256,
         "trainer_config": None if args.dry_run else str(args.trainer_config),

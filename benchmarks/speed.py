@@ -41,6 +41,7 @@ from torchvision import transforms
 
 # The repository: an uninstalled checkout runs, and `benchmarks` imports as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.host import device_name  # noqa: E402
 from benchmarks.presets import PRESETS, Preset  # noqa: E402
 from natmu_lightning.callbacks import UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
@@ -266,6 +267,7 @@ def main(argv=None) -> dict:
         "retrain_epochs": retrain_epochs,
         "unlearn_epochs": preset.unlearn_epochs,
         "machine": {
+            "device": device_name(),
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
             "cuda": torch.cuda.is_available(),

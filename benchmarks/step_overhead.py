@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/step_overhead.py` works too
+from benchmarks.host import device_name  # noqa: E402
 from benchmarks.presets import PRESETS, Preset, build  # noqa: E402
 from benchmarks.speed import alternated  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "width": args.width,
         "epochs": args.epochs,
         "repeats": args.repeats,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name(cuda=device.type == "cuda"),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "pytorch_lightning": pl.__version__,

@@ -564,6 +564,24 @@ def test_memory_benchmark_measures_both_paths_on_a_folder_it_makes(tmp_path):
         memory.main(["--out", str(tmp_path), "--batches", "5"])
 
 
+def test_raw_files_name_the_processor_not_just_the_architecture(monkeypatch, tmp_path):
+    """Timings and floats differ between CPU generations: ``benchmarks.host`` names the model and
+    family from /proc/cpuinfo (read here from a planted copy) and the cores this process may use."""
+    host = load("host")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\ncpu family\t: 26\nmodel name\t: AMD EPYC 9999\n\n"
+        "processor\t: 1\ncpu family\t: 25\nmodel name\t: other\n"
+    )
+    monkeypatch.setattr(host, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert host.cpu_name() == "CPU AMD EPYC 9999 (family 26), 3 cores"
+    assert host.device_name(cuda=False) == host.cpu_name()
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "missing")
+    monkeypatch.setattr(host.platform, "processor", lambda: "x86_64")
+    assert host.cpu_name() == "CPU x86_64, 3 cores"
+
+
 @pytest.mark.slow  # ~15 s: 3 streams x 3 sides x 2 rounds of short fits
 @pytest.mark.timeout(600)
 def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
