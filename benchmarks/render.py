@@ -63,6 +63,25 @@ def step_overhead_table(raw: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def step_overhead_runs_table(raw: list[dict]) -> str:
+    """Host time per training step, one row per run and stream, with the target judged
+    (``step_overhead.json`` of ``benchmarks.step_overhead``, any number of runs)."""
+    lines = [
+        "| run | width | stream | bare | plain | ours | ours / bare | plain / bare | (ours - plain) / bare | target |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for number, run in enumerate(raw, 1):
+        for stream in ("full", "remain", "hybrid"):
+            row = run["streams"][stream]
+            lines.append(
+                f"| {number} | {run['width'] or 'preset'} | {stream} | {row['bare_ms']:.2f} "
+                f"| {row['plain_lightning_ms']:.2f} | {row['lightning_ms']:.2f} | {row['lightning_over_bare']:.2f} "
+                f"| {row['floor_over_bare']:.2f} | {row['our_part_over_bare']:.2f} "
+                f"| {'met' if row['target_met'] else '**not met**'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def quality_table(raw: list[dict]) -> str:
     """The table and rank-agreement line of ``benchmarks.quality``'s ``results.md`` (without its
     per-example table when the run had a bank), drawn from its ``results.json`` (one row per
@@ -422,6 +441,17 @@ TABLES: dict[str, Table] = {
             "results/cpu/step_overhead_after_w4.json",
         ),
         step_overhead_table,
+    ),
+    "step_overhead_second_host": Table(
+        (
+            "results/cpu/step_overhead_second_host_1.json",
+            "results/cpu/step_overhead_second_host_2.json",
+            "results/cpu/step_overhead_second_host_3.json",
+            "results/cpu/step_overhead_second_host_4.json",
+            "results/cpu/step_overhead_second_host_w4_1.json",
+            "results/cpu/step_overhead_second_host_w4_2.json",
+        ),
+        step_overhead_runs_table,
     ),
     "gpu_correctness": Table(("results/gpu/h200_run1.json", "results/gpu/h200_run2.json"), gpu_correctness_table),
     "gpu_bf16": Table(("results/gpu/h200_run1.json",), gpu_bf16_table),
