@@ -6,7 +6,8 @@
 # Then the device tool's run: carry ["gpu_data"], timeout_s 590, command
 #   bash benchmarks/gpu_session.sh
 # and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/ (paper.json is written after
-# each phase, so a time limit keeps the finished phase).
+# each phase, so a time limit keeps the finished phase, and says in `stopped` how far the unfinished
+# runs got; $OUT/paper_runs/ holds each run's log and metrics.csv).
 # Check the script itself on a CPU first (synthetic data, seconds per phase):
 #   OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh --dry-run
 #
@@ -16,21 +17,30 @@
 #    NatMU and the nine baselines side by side; paper.json.
 set -uo pipefail
 out="${OUT:-runs/gpu_session}"
-work="${TMPDIR:-/tmp}/natmu_gpu_session"
+work="${TMPDIR:-/tmp}/natmu_gpu_session/$(date +%Y%m%d-%H%M%S)"  # a rerun on a warm machine starts afresh
 mkdir -p "$out" "$work"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export NATMU_CIFAR10_NPZ="${NATMU_CIFAR10_NPZ:-$PWD/gpu_data/cifar10_jpeg.npz}"
 status=0
 if [ "${1:-}" = "--dry-run" ]; then
   python -m benchmarks.step_overhead --out "$work/overhead" --streams remain hybrid --epochs 2 --repeats 1 \
-    2>"$work/overhead.err" || status=1
+    >"$work/overhead.log" 2>"$work/overhead.err" || status=1
+  grep -a "stream\|bare .* ms" "$work/overhead.log"
   python -m benchmarks.paper --dry-run --out "$work/paper" || status=1
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.csv" || true
   timeout 100 python -m benchmarks.step_overhead --preset cifar10-vgg16 --device cuda --streams remain hybrid \
-    --epochs 2 --repeats 1 --out "$work/overhead" 2>"$work/overhead.err" || status=1
+    --epochs 2 --repeats 1 --out "$work/overhead" >"$work/overhead.log" 2>"$work/overhead.err" || status=1
+  grep -a "stream\|bare .* ms" "$work/overhead.log"  # the summary lines, not the progress bars
   timeout 470 python -m benchmarks.paper --cifar10-npz "$NATMU_CIFAR10_NPZ" --out "$work/paper" || status=1
 fi
 cp "$work/overhead/step_overhead.json" "$work/paper/paper.json" "$out/" 2>/dev/null
+# each run's log and per-step losses: how far a run stopped by the time limit got, and why one failed
+mkdir -p "$out/paper_runs"
+cp "$work/paper/logs/"*.log "$out/paper_runs/" 2>/dev/null
+for csv in "$work"/paper/work/runs/*/*/*/version_*/metrics.csv; do
+  [ -f "$csv" ] && cp "$csv" "$out/paper_runs/$(basename "$(dirname "$(dirname "$csv")")").csv"
+done
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
+grep -av "it/s" "$work/overhead.log" | tail -c 20000 >"$out/overhead_log.txt" 2>/dev/null
 exit $status

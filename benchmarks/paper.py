@@ -15,7 +15,9 @@ the trainer fragment ``--trainer-config`` (default ``configs/trainer/gpu.yaml``)
 
 Writes ``DIR/paper.json``: every run's final metrics (``unlearning_metrics.json``) and wall
 time, ``wall_seconds`` for the whole command, the device, package versions, the npz's
-SHA-256 and the command; then prints the table beside the paper's Retrain reference
+SHA-256 and the command, after each phase; stopped by SIGTERM or SIGINT (a time limit), it
+kills its runs and adds ``stopped``: the phase, and each unfinished run's seconds and the last
+epoch and step its logger wrote. Then prints the table beside the paper's Retrain reference
 (docs/design.md, "Retrain references"). The JPEG copy is lossy (about 2-3 points of test
 accuracy): compare the methods with this Retrain, and the paper's Retrain row only as an
 outside reference.
@@ -29,13 +31,16 @@ command, not any number.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +130,7 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace, npz: Path, work: Path, logs: Path) -> None:
         self.request, self.npz, self.work, self.logs = args.request, npz, work, logs
+        self.running: dict[str, tuple[subprocess.Popen, float]] = {}  # name: (process, start time)
         self.extra = [
             *(["--config", str(args.trainer_config.resolve())] if not args.dry_run else []),
             *(DRY_RUN_ARGS + self.dry_run_request() if args.dry_run else []),
@@ -164,29 +170,76 @@ class Runner:
 
     def run(self, names: list[str], parallel: int) -> dict[str, float]:
         """Run ``names``, ``parallel`` at a time; each one's wall seconds from its own start."""
-        pending, running, seconds = list(names), {}, {}
+        pending, seconds = list(names), {}
         threads = max(1, (os.cpu_count() or 1) // min(parallel, len(names)))  # the cores shared by the runs at once
-        while pending or running:
-            while pending and len(running) < parallel:
+        while pending or self.running:
+            while pending and len(self.running) < parallel:
                 name = pending.pop(0)
-                running[name] = (self.start(name, threads), time.perf_counter())
-            for name, (process, started) in list(running.items()):
+                self.running[name] = (self.start(name, threads), time.perf_counter())
+            for name, (process, started) in list(self.running.items()):
                 if process.poll() is None:
                     continue
-                del running[name]
+                del self.running[name]
                 if process.returncode != 0:
-                    for other, _ in running.values():
-                        other.kill()
+                    self.stop()
                     tail = (self.logs / f"{name}.log").read_text()[-3000:]
                     raise RuntimeError(f"{name} failed with exit code {process.returncode}:\n{tail}")
                 seconds[name] = time.perf_counter() - started
             time.sleep(0.2)
         return seconds
 
-    def final_metrics(self, name: str) -> dict[str, Any]:
+    def stop(self) -> None:
+        """Kill the runs still going."""
+        for process, _ in self.running.values():
+            process.kill()
+
+    def version_folder(self, name: str) -> Path | None:
+        """The run's latest ``version_N`` folder, ``None`` before its logger made one."""
         folder = self.work / run_folder(merged(self.paths(name)))
         versions = sorted(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-        return json.loads((versions[-1] / "unlearning_metrics.json").read_text())
+        return versions[-1] if versions else None
+
+    def final_metrics(self, name: str) -> dict[str, Any]:
+        folder = self.version_folder(name)
+        if folder is None:
+            raise RuntimeError(f"{name} finished without a run folder under {self.work}")
+        return json.loads((folder / "unlearning_metrics.json").read_text())
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """How far each run still going got: its wall seconds and the last epoch and step its
+        logger wrote (``metrics.csv`` is written every 100 steps), for a command stopped by a time
+        limit, so the next GPU session knows the seconds per epoch."""
+        now, runs = time.perf_counter(), {}
+        for name, (_, started) in self.running.items():
+            row: dict[str, Any] = {"seconds": now - started, "epoch": None, "step": None}
+            folder = self.version_folder(name)
+            csv = folder / "metrics.csv" if folder is not None else None
+            if csv is not None and csv.is_file():
+                lines = csv.read_text().strip().splitlines()
+                if len(lines) > 1:
+                    last = dict(zip(lines[0].split(","), lines[-1].split(",")))
+                    row["epoch"], row["step"] = int(last["epoch"]), int(last["step"])
+            runs[name] = row
+        return runs
+
+
+class Stopped(Exception):
+    """The command received SIGTERM or SIGINT (a time limit, or Ctrl-C) while runs were going."""
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT raise :class:`Stopped`; the former handlers after it."""
+
+    def stop(number: int, frame: Any) -> None:
+        raise Stopped(signal.Signals(number).name)
+
+    former = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in former.items():
+            signal.signal(number, handler)
 
 
 def versions() -> dict[str, str]:
@@ -270,7 +323,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     for number, (title, names, parallel) in enumerate(phases, 1):
         print(f"[{number}/{len(phases)}] {title}", flush=True)
-        seconds = runner.run(names, parallel)
+        try:
+            with stop_on_signals():  # `timeout` sends SIGTERM
+                seconds = runner.run(names, parallel)
+        except Stopped as stop:
+            # what a time limit leaves: the finished phases' rows, and how far this one got
+            result["stopped"] = {"signal": stop.args[0], "phase": title, "running": runner.progress()}
+            runner.stop()
+            result["wall_seconds"] = time.perf_counter() - started
+            atomic_write_json(out / "paper.json", result)
+            raise SystemExit(f"stopped by {stop.args[0]} during phase {number} ({title}); {out / 'paper.json'}")
         for name in names:
             metrics = runner.final_metrics(name)
             result["runs"][name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": seconds[name]}

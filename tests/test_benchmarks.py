@@ -623,6 +623,35 @@ def test_paper_dry_run_writes_a_row_for_every_run(tmp_path):
     assert all(math.isfinite(row["avg_gap"]) for name, row in saved["runs"].items() if name in paper.METHODS)
 
 
+@pytest.mark.slow  # a dry run stopped in its first phase: about 15 s
+@pytest.mark.timeout(300)
+def test_paper_stopped_by_a_time_limit_says_how_far_it_got(tmp_path):
+    """SIGTERM (what ``timeout`` sends) while the original and Retrain train: the command kills
+    them and still writes paper.json, naming the phase and each unfinished run's seconds."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "paper"
+    command = [sys.executable, "-m", "benchmarks.paper", "--dry-run", "--out", str(out)]
+    process = subprocess.Popen(
+        command, cwd=BENCHMARKS.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "logs" / "original.log").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()[0]
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 1, output
+    saved = json.loads((out / "paper.json").read_text())
+    assert saved["runs"] == {} and saved["stopped"]["signal"] == "SIGTERM", saved
+    assert saved["stopped"]["phase"].startswith("original and Retrain")
+    assert list(saved["stopped"]["running"]) == ["original"]  # a dry run runs one at a time
+    assert saved["stopped"]["running"]["original"]["seconds"] > 0
+    assert "stopped by SIGTERM during phase 1" in output
+
+
 def test_paper_refuses_a_missing_or_foreign_npz_before_any_training(tmp_path, capsys):
     paper = load("paper")
     with pytest.raises(SystemExit, match="does not exist"):
