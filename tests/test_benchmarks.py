@@ -618,6 +618,7 @@ def test_paper_dry_run_writes_a_row_for_every_run(tmp_path):
     assert sorted(saved["runs"]) == sorted(result["runs"])  # the file's keys are sorted
     assert saved["dry_run"] and saved["wall_seconds"] > 0 and saved["device"].startswith("CPU")
     assert saved["paper_retrain"]["test_acc"] == 93.34 and saved["versions"]["torch"]
+    assert saved["classifier_epochs"] == {"epochs": 100, "paper": 100}
     for name, row in saved["runs"].items():
         assert row["seconds"] > 0 and all(math.isfinite(row[k]) for k in ("test_acc", "remain_acc", "forget_acc")), name
     assert all(math.isfinite(row["avg_gap"]) for name, row in saved["runs"].items() if name in paper.METHODS)
@@ -650,6 +651,42 @@ def test_paper_stopped_by_a_time_limit_says_how_far_it_got(tmp_path):
     assert list(saved["stopped"]["running"]) == ["original"]  # a dry run runs one at a time
     assert saved["stopped"]["running"]["original"]["seconds"] > 0
     assert "stopped by SIGTERM during phase 1" in output
+
+
+def test_paper_lowers_the_classifier_epochs_to_what_fits_in_the_time_given(tmp_path, capsys):
+    """``--fit-in S --step-overhead FILE``: the original's and Retrain's epochs with which the
+    table fits, passed to those two runs only and recorded; bad combinations refused first."""
+    import argparse
+
+    paper = load("paper")
+    # by hand: (470 - 130) s at 5 ms a step is 68,000 steps; the unlearning runs take 25,000;
+    # 43,000 steps / 778 per epoch of the original and Retrain = 55 epochs
+    assert paper.epochs_that_fit(5.0, 470.0) == 55
+    assert paper.epochs_that_fit(3.0, 470.0) == 100 and paper.epochs_that_fit(3.0, 470.0, most=60) == 60
+    assert paper.epochs_that_fit(50.0, 470.0) == 1
+    overhead = tmp_path / "step_overhead.json"
+    overhead.write_text(json.dumps({"streams": {"remain": {"lightning_ms": 5.0}}}))
+    args = argparse.Namespace(classifier_epochs=100, fit_in=470.0, step_overhead=overhead)
+    assert paper.planned_epochs(args, argparse.ArgumentParser()) == {
+        "epochs": 55,
+        "paper": 100,
+        "fit_in_seconds": 470.0,
+        "step_ms": 5.0,
+        "step_overhead": str(overhead),
+    }
+    shipped = argparse.Namespace(request="random1", trainer_config=Path("gpu.yaml"), dry_run=False)
+
+    def epochs_of(name, classifier_epochs):
+        command = paper.Runner(shipped, Path("c.npz"), tmp_path, tmp_path, classifier_epochs).command(name)
+        return command[command.index("--trainer.max_epochs") + 1] if "--trainer.max_epochs" in command else None
+
+    assert [epochs_of(name, 55) for name in ("original", "retrain", "natmu", "ft")] == ["55", "55", None, None]
+    assert epochs_of("original", 100) is None  # the configs' own 100
+    for bad in (["--fit-in", "470"], ["--fit-in", "470", "--step-overhead", str(tmp_path / "missing.json")]):
+        with pytest.raises(SystemExit):
+            paper.main(["--dry-run", "--out", str(tmp_path / "never"), *bad])
+        assert "--step-overhead" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_paper_refuses_a_missing_or_foreign_npz_before_any_training(tmp_path, capsys):
