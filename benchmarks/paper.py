@@ -188,6 +188,7 @@ class Runner:
         self.request, self.npz, self.work, self.logs = args.request, npz, work, logs
         self.classifier_epochs = classifier_epochs
         self.running: dict[str, tuple[subprocess.Popen, float]] = {}  # name: (process, start time)
+        self.stop_signal: str | None = None  # set by the handler of :meth:`stopping_on_signals`
         self.extra = [
             *(["--config", str(args.trainer_config.resolve())] if not args.dry_run else []),
             *(DRY_RUN_ARGS + self.dry_run_request() if args.dry_run else []),
@@ -235,6 +236,8 @@ class Runner:
         pending, seconds = list(names), {}
         threads = max(1, (os.cpu_count() or 1) // min(parallel, len(names)))  # the cores shared by the runs at once
         while pending or self.running:
+            if self.stop_signal is not None:  # checked here, where every started run is registered
+                raise Stopped(self.stop_signal)
             while pending and len(self.running) < parallel:
                 name = pending.pop(0)
                 self.running[name] = (self.start(name, threads), time.perf_counter())
@@ -249,6 +252,22 @@ class Runner:
                 seconds[name] = time.perf_counter() - started
             time.sleep(0.2)
         return seconds
+
+    @contextlib.contextmanager
+    def stopping_on_signals(self) -> Iterator[None]:
+        """Within the block, SIGTERM or SIGINT makes :meth:`run` raise :class:`Stopped` at its next
+        turn (the handler only notes the signal: raised inside ``Popen`` it could leave a run
+        started but unknown, never killed); the former handlers after it."""
+
+        def note(number: int, frame: Any) -> None:
+            self.stop_signal = signal.Signals(number).name
+
+        former = {number: signal.signal(number, note) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for number, handler in former.items():
+                signal.signal(number, handler)
 
     def stop(self) -> None:
         """Kill the runs still going."""
@@ -287,21 +306,6 @@ class Runner:
 
 class Stopped(Exception):
     """The command received SIGTERM or SIGINT (a time limit, or Ctrl-C) while runs were going."""
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Within the block SIGTERM and SIGINT raise :class:`Stopped`; the former handlers after it."""
-
-    def stop(number: int, frame: Any) -> None:
-        raise Stopped(signal.Signals(number).name)
-
-    former = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, handler in former.items():
-            signal.signal(number, handler)
 
 
 def versions() -> dict[str, str]:
@@ -405,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for number, (title, names, parallel) in enumerate(phases, 1):
         print(f"[{number}/{len(phases)}] {title}", flush=True)
         try:
-            with stop_on_signals():  # `timeout` sends SIGTERM
+            with runner.stopping_on_signals():  # `timeout` sends SIGTERM
                 seconds = runner.run(names, parallel)
         except Stopped as stop:
             # what a time limit leaves: the finished phases' rows, and how far this one got
