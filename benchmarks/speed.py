@@ -267,7 +267,7 @@ def main(argv=None) -> dict:
         "retrain_epochs": retrain_epochs,
         "unlearn_epochs": preset.unlearn_epochs,
         "machine": {
-            "device": device_name(),
+            "device": device_name(cuda=False),  # every trainer here is on the CPU
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
             "cuda": torch.cuda.is_available(),

@@ -612,13 +612,14 @@ def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
 @pytest.mark.timeout(900)
 def test_paper_dry_run_writes_a_row_for_every_run(tmp_path):
     paper = load("paper")
-    result = paper.main(["--dry-run", "--out", str(tmp_path)])
+    result = paper.main(["--dry-run", "--out", str(tmp_path), "--classifier-epochs", "3"])
     saved = json.loads((tmp_path / "paper.json").read_text())
     assert list(result["runs"]) == ["original", "retrain", *paper.METHODS]
     assert sorted(saved["runs"]) == sorted(result["runs"])  # the file's keys are sorted
     assert saved["dry_run"] and saved["wall_seconds"] > 0 and saved["device"].startswith("CPU")
     assert saved["paper_retrain"]["test_acc"] == 93.34 and saved["versions"]["torch"]
-    assert saved["classifier_epochs"] == {"epochs": 100, "paper": 100}
+    assert saved["classifier_epochs"] == {"epochs": 3, "paper": 100}
+    assert "original and Retrain 3 epochs (the paper's: 100)" in saved["setting"]
     for name, row in saved["runs"].items():
         assert row["seconds"] > 0 and all(math.isfinite(row[k]) for k in ("test_acc", "remain_acc", "forget_acc")), name
     assert all(math.isfinite(row["avg_gap"]) for name, row in saved["runs"].items() if name in paper.METHODS)
@@ -641,10 +642,13 @@ def test_paper_stopped_by_a_time_limit_says_how_far_it_got(tmp_path):
     deadline = time.monotonic() + 120
     while not (out / "logs" / "original.log").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert process.poll() is None, process.communicate()[0]
-    process.send_signal(signal.SIGTERM)
+    assert process.poll() is None and (out / "logs" / "original.log").exists(), process.communicate()[0]
+    process.send_signal(signal.SIGTERM)  # at once: the run may be starting, not yet registered
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 1, output
+    time.sleep(1)
+    runs_left = [p for p in Path("/proc").glob("[0-9]*") if str(out) in _cmdline(p)]
+    assert runs_left == [], "a run outlived the stopped command"
     saved = json.loads((out / "paper.json").read_text())
     assert saved["runs"] == {} and saved["stopped"]["signal"] == "SIGTERM", saved
     assert saved["stopped"]["phase"].startswith("original and Retrain")
@@ -653,40 +657,84 @@ def test_paper_stopped_by_a_time_limit_says_how_far_it_got(tmp_path):
     assert "stopped by SIGTERM during phase 1" in output
 
 
+def _cmdline(process: Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # ended meanwhile
+        return ""
+
+
 def test_paper_lowers_the_classifier_epochs_to_what_fits_in_the_time_given(tmp_path, capsys):
     """``--fit-in S --step-overhead FILE``: the original's and Retrain's epochs with which the
-    table fits, passed to those two runs only and recorded; bad combinations refused first."""
+    table is estimated to fit, passed to those two runs only and recorded with the estimate; bad
+    input refused before anything is written."""
     import argparse
 
     paper = load("paper")
-    # by hand: (470 - 130) s at 5 ms a step is 68,000 steps; the unlearning runs take 25,000;
-    # 43,000 steps / 778 per epoch of the original and Retrain = 55 epochs
-    assert paper.epochs_that_fit(5.0, 470.0) == 55
-    assert paper.epochs_that_fit(3.0, 470.0) == 100 and paper.epochs_that_fit(3.0, 470.0, most=60) == 60
-    assert paper.epochs_that_fit(50.0, 470.0) == 1
-    overhead = tmp_path / "step_overhead.json"
-    overhead.write_text(json.dumps({"streams": {"remain": {"lightning_ms": 5.0}}}))
-    args = argparse.Namespace(classifier_epochs=100, fit_in=470.0, step_overhead=overhead)
-    assert paper.planned_epochs(args, argparse.ArgumentParser()) == {
-        "epochs": 55,
+    # by hand: (470 - 130) s at 5 ms a step is 68,000 steps; the unlearning runs take 39,000;
+    # 29,000 steps / 778 per epoch of the original and Retrain = 37 epochs
+    assert paper.epochs_that_fit(5.0, 470.0) == 37
+    assert paper.estimated_seconds(5.0, 37) == pytest.approx(130 + (39_000 + 37 * 778) * 0.005)
+    assert paper.epochs_that_fit(2.0, 470.0) == 100 and paper.epochs_that_fit(2.0, 470.0, most=60) == 60
+    assert paper.epochs_that_fit(50.0, 470.0) == paper.MIN_FITTED_EPOCHS == 10
+    for bad_step in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive"):
+            paper.epochs_that_fit(bad_step, 470.0)
+
+    def plan(step_ms, preset="cifar10-vgg16", dry_run=False):
+        overhead = tmp_path / f"step_overhead_{step_ms}_{preset}.json"
+        overhead.write_text(json.dumps({"preset": preset, "streams": {"remain": {"lightning_ms": step_ms}}}))
+        args = argparse.Namespace(classifier_epochs=100, fit_in=470.0, step_overhead=overhead, dry_run=dry_run)
+        return paper.planned_epochs(args, argparse.ArgumentParser())
+
+    planned = plan(5.0)
+    assert {key: planned[key] for key in ("epochs", "paper", "fit_in_seconds", "step_ms", "fits")} == {
+        "epochs": 37,
         "paper": 100,
         "fit_in_seconds": 470.0,
         "step_ms": 5.0,
-        "step_overhead": str(overhead),
+        "fits": True,
     }
+    slow = plan(12.0)  # 10 epochs: 130 + (39,000 + 7,780) x 0.012 = 691 s, over the 470 given
+    assert slow["epochs"] == 10 and not slow["fits"] and slow["estimated_seconds"] == pytest.approx(691.36)
+    assert "not expected to fit" in capsys.readouterr().out
+    assert plan(5.0, preset="digits", dry_run=True)["epochs"] == 37  # a dry run times the CPU preset
+    for wrong in (lambda: plan(5.0, preset="digits"), lambda: plan(0.0)):
+        with pytest.raises(SystemExit):
+            wrong()
+    capsys.readouterr()
     shipped = argparse.Namespace(request="random1", trainer_config=Path("gpu.yaml"), dry_run=False)
 
     def epochs_of(name, classifier_epochs):
         command = paper.Runner(shipped, Path("c.npz"), tmp_path, tmp_path, classifier_epochs).command(name)
         return command[command.index("--trainer.max_epochs") + 1] if "--trainer.max_epochs" in command else None
 
-    assert [epochs_of(name, 55) for name in ("original", "retrain", "natmu", "ft")] == ["55", "55", None, None]
+    assert [epochs_of(name, 37) for name in ("original", "retrain", "natmu", "ft")] == ["37", "37", None, None]
     assert epochs_of("original", 100) is None  # the configs' own 100
-    for bad in (["--fit-in", "470"], ["--fit-in", "470", "--step-overhead", str(tmp_path / "missing.json")]):
+    missing = str(tmp_path / "missing.json")
+    for bad, says in (
+        (["--fit-in", "470"], "--step-overhead"),
+        (["--fit-in", "470", "--step-overhead", missing], "--step-overhead"),
+        (["--classifier-epochs", "0"], "--classifier-epochs"),
+    ):
         with pytest.raises(SystemExit):
             paper.main(["--dry-run", "--out", str(tmp_path / "never"), *bad])
-        assert "--step-overhead" in capsys.readouterr().err
+        assert says in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_a_stopped_run_reports_the_last_complete_row_its_logger_wrote(tmp_path):
+    paper = load("paper")
+    folder = tmp_path / "version_0"
+    folder.mkdir()
+    assert paper.last_logged_step(folder) == {"epoch": None, "step": None}  # no metrics.csv yet
+    assert paper.last_logged_step(None) == {"epoch": None, "step": None}  # no version folder yet
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\n0,49,2.3\n1,99,1.9\n1,1")  # cut short
+    assert paper.last_logged_step(folder) == {"epoch": 1, "step": 99}
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\n0,49,2.3\n1,99\n")  # a row with a field missing
+    assert paper.last_logged_step(folder) == {"epoch": 0, "step": 49}
+    (folder / "metrics.csv").write_text("epoch,step,train/loss\n")
+    assert paper.last_logged_step(folder) == {"epoch": None, "step": None}
 
 
 def test_paper_refuses_a_missing_or_foreign_npz_before_any_training(tmp_path, capsys):
