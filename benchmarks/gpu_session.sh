@@ -61,6 +61,7 @@ cp "$work/overhead/step_overhead.json" "$out/" 2>/dev/null  # at once: kept if t
 
 # the paper's table in the time left (20 s kept for the copies below)
 left=$((budget - SECONDS - 20))
+[ "$left" -ge 10 ] || left=10  # `timeout 0` would mean no limit at all
 if [ -f "$work/overhead/step_overhead.json" ]; then
   plan=(--fit-in "$((left - 10))" --step-overhead "$work/overhead/step_overhead.json")
 else
@@ -76,5 +77,6 @@ cp "$work/paper/paper.json" "$out/" 2>/dev/null
   $(ls -d work/runs/*/*/*/version_*/{metrics.csv,unlearning_metrics.json} 2>/dev/null))
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
 grep -av "it/s" "$work/overhead.log" | tail -c 20000 >"$out/overhead_log.txt" 2>/dev/null
+[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"  # the runs' checkpoints: gigabytes (KEEP_WORK=1 keeps them)
 echo "gpu_session.sh: $SECONDS s"
 exit $status

@@ -3,6 +3,7 @@
 import importlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -655,6 +656,38 @@ def test_paper_stopped_by_a_time_limit_says_how_far_it_got(tmp_path):
     assert list(saved["stopped"]["running"]) == ["original"]  # a dry run runs one at a time
     assert saved["stopped"]["running"]["original"]["seconds"] > 0
     assert "stopped by SIGTERM during phase 1" in output
+
+
+@pytest.mark.slow  # about a minute: the step overhead, then the paper's dry run until its time is up
+@pytest.mark.timeout(600)
+def test_gpu_session_script_brings_back_its_files_within_its_time(tmp_path):
+    """``benchmarks/gpu_session.sh --dry-run`` with a short budget: the device command's plumbing
+    (wheel check, step overhead, the epochs planned from it, the paper command under `timeout`, the
+    copies and the archive) ends inside its budget and leaves what a GPU session would bring back."""
+    import subprocess
+    import tarfile
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "GPU_SESSION_BUDGET": "75", "TMPDIR": str(tmp_path)}
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_session.sh", "--dry-run"],
+        cwd=BENCHMARKS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    assert time.monotonic() - started < 75 + 30, done.stdout[-3000:]  # the budget, and the tools' start
+    names = {"step_overhead.json", "paper.json", "paper_runs.tar.gz", "overhead_log.txt", "overhead_err.txt"}
+    assert names <= {p.name for p in out.iterdir()}, done.stdout[-3000:]
+    saved = json.loads((out / "paper.json").read_text())
+    assert saved["dry_run"] and "fits" in saved["classifier_epochs"]
+    assert saved.get("stopped", {"signal": "SIGTERM"})["signal"] == "SIGTERM"
+    with tarfile.open(out / "paper_runs.tar.gz") as archive:
+        assert "logs/original.log" in archive.getnames()
 
 
 def _cmdline(process: Path) -> str:
