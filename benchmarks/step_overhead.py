@@ -27,8 +27,9 @@ first epoch to the end of the run over the steps in between, so per-epoch work (
 permutations, loader rebuilds, epoch-end hooks) is spread over the steps. The sides run in
 ``--repeats`` alternated rounds and each keeps its fastest round (the one least disturbed by
 other work on a shared machine, where identical rounds differ by up to a third). On a CPU
-every round also records its median step. Writes ``step_overhead.json``: per stream
-``bare_ms``, ``plain_lightning_ms``, ``lightning_ms``, the ratios, our part
+every round also records its median step. Writes ``step_overhead.json`` after each stream (a
+command stopped by a time limit keeps the streams it finished): per stream ``bare_ms``,
+``plain_lightning_ms``, ``lightning_ms``, the ratios, our part
 (``lightning_ms - plain_lightning_ms``) over ``bare_ms``, and every round.
 
 ``--width N`` builds the preset's backbone with ``width=N`` (the digits SmallCNN has 32):
@@ -413,16 +414,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.save(backbone().state_dict(), args.out / "original.pt")  # any weights of the right shape
 
     streams: dict[str, Any] = {}
-    for number, stream in enumerate(args.streams, 1):
-        print(f"[{number}/{len(args.streams)}] {stream} stream", flush=True)
-        streams[stream] = measure_stream(preset, backbone, stream, args, device)
-        row = streams[stream]
-        print(
-            f"    bare {row['bare_ms']:.3f} ms, plain Lightning {row['plain_lightning_ms']:.3f} ms, "
-            f"ours {row['lightning_ms']:.3f} ms: {row['lightning_over_bare']:.2f}x bare, our part "
-            f"{row['our_part_over_bare']:.2f}x bare, target {'met' if row['target_met'] else 'NOT met'}",
-            flush=True,
-        )
     result = {
         "preset": preset.name,
         "batch_size": preset.batch_size,
@@ -438,7 +429,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "target": {"lightning_over_bare": TARGET_RATIO, "floor_over_bare": FLOOR_RATIO, "our_part_over_bare": OUR_PART},
         "streams": streams,
     }
-    atomic_write_json(args.out / "step_overhead.json", result)
+    for number, stream in enumerate(args.streams, 1):
+        print(f"[{number}/{len(args.streams)}] {stream} stream", flush=True)
+        streams[stream] = measure_stream(preset, backbone, stream, args, device)
+        row = streams[stream]
+        print(
+            f"    bare {row['bare_ms']:.3f} ms, plain Lightning {row['plain_lightning_ms']:.3f} ms, "
+            f"ours {row['lightning_ms']:.3f} ms: {row['lightning_over_bare']:.2f}x bare, our part "
+            f"{row['our_part_over_bare']:.2f}x bare, target {'met' if row['target_met'] else 'NOT met'}",
+            flush=True,
+        )
+        # written after each stream: a command stopped by a time limit keeps the streams it finished
+        atomic_write_json(args.out / "step_overhead.json", result)
     return result
 
 

@@ -583,6 +583,24 @@ def test_raw_files_name_the_processor_not_just_the_architecture(monkeypatch, tmp
     assert host.cpu_name() == "CPU x86_64, 3 cores"
 
 
+def test_step_overhead_keeps_the_streams_it_finished_when_stopped(tmp_path, monkeypatch):
+    """The file is written after each stream: a time limit during the second keeps the first (the
+    GPU session plans the paper's epochs from the remain stream, timed first)."""
+    overhead = load("step_overhead")
+    row = {"bare_ms": 1.0, "plain_lightning_ms": 1.1, "lightning_ms": 1.2, "lightning_over_bare": 1.2}
+    row.update(our_part_over_bare=0.1, target_met=True)
+
+    def measure(preset, backbone, stream, args, device):
+        if stream == "hybrid":
+            raise KeyboardInterrupt  # what SIGINT does; SIGTERM ends the process the same way here
+        return row
+
+    monkeypatch.setattr(overhead, "measure_stream", measure)
+    with pytest.raises(KeyboardInterrupt):
+        overhead.main(["--out", str(tmp_path), "--streams", "remain", "hybrid"])
+    assert json.loads((tmp_path / "step_overhead.json").read_text())["streams"] == {"remain": row}
+
+
 @pytest.mark.slow  # ~15 s: 3 streams x 3 sides x 2 rounds of short fits
 @pytest.mark.timeout(600)
 def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
