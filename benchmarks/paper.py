@@ -19,9 +19,10 @@ the trainer fragment ``--trainer-config`` (default ``configs/trainer/gpu.yaml``)
 
 Writes ``DIR/paper.json``: every run's final metrics (``unlearning_metrics.json``) and wall
 time, ``wall_seconds`` for the whole command, the device, package versions, the npz's
-SHA-256 and the command, after each phase; stopped by SIGTERM or SIGINT (a time limit), it
-kills its runs and adds ``stopped``: the phase, and each unfinished run's seconds and the last
-epoch and step its logger wrote. Then prints the table beside the paper's Retrain reference
+SHA-256 and the command, after each phase; stopped by SIGTERM or SIGINT (a time limit), or
+when a run fails, it kills its runs, keeps the rows of those that finished and adds ``stopped``
+(or ``failed``): the phase, and each unfinished run's seconds and the last epoch and step its
+logger wrote. Then prints the table beside the paper's Retrain reference
 (docs/design.md, "Retrain references"). The JPEG copy is lossy (about 2-3 points of test
 accuracy): compare the methods with this Retrain, and the paper's Retrain row only as an
 outside reference.
@@ -84,12 +85,13 @@ PAPER_CLASSIFIER_EPOCHS = 100  # the original's and Retrain's, in the paper and 
 #: over a fifth of the training): --fit-in never goes lower, and says when even this does not fit.
 MIN_FITTED_EPOCHS = 10
 #: Training steps the ten unlearning runs take as shipped (random 1%; the 10% request's are about
-#: 5% fewer), a step of batch 256 counted twice and extra forward passes as fractions of a step:
-#: FT and l1-sparse 10 epochs x 194 steps of 256 (3,880 each); NegGrad+ 10 x 1,547 steps of 32
-#: remaining images with 64 forget images beside them (x1.3: 20,110); NatMU 5 x 403 (2,015); RL and
-#: SalUn 5 x 391 (1,955 and 1,960 with the saliency pass); Bad Teacher 5 x 391 with two teachers'
-#: forward passes (x1.67: 3,260); SCRUB 3 x 194 steps of 256 with a teacher (x1.33: 1,560); SSD one
-#: importance pass (400); GA 5 x 2 (10).
+#: 5% fewer), a step of batch 256 counted twice, a smaller step as a whole one (the host's work per
+#: step is the same) and extra forward passes as fractions of a step: FT and l1-sparse 10 epochs x
+#: 194 steps of 256 (3,880 each); NegGrad+ 10 x 1,547 steps of 32 remaining images with 64 forget
+#: images beside them, two forward passes (x1.3: 20,110); NatMU 5 x 403 (2,015); RL and SalUn
+#: 5 x 391 (1,955 and 1,960 with the saliency pass); Bad Teacher 5 x 391 with two teachers' forward
+#: passes (x1.67: 3,260); SCRUB 3 x 194 steps of 256 with a teacher (x1.33: 1,548); SSD one
+#: importance pass (400); GA 5 x 2 steps of 256 (20). In all 39,028.
 UNLEARNING_STEPS = 39_000
 #: Seconds of the command outside training steps: each phase's process starts (imports, decoding
 #: 60,000 JPEGs) and final evaluations (their SVC attacks took 33 to 47 s on the CPU), and the
@@ -125,7 +127,7 @@ def estimated_seconds(step_ms: float, classifier_epochs: int) -> float:
 def epochs_that_fit(step_ms: float, seconds: float, most: int = PAPER_CLASSIFIER_EPOCHS) -> int:
     """The most epochs of the original and Retrain, up to ``most``, with which
     :func:`estimated_seconds` stays within ``seconds``; never fewer than ``MIN_FITTED_EPOCHS``
-    (then the table does not fit, which :func:`planned_epochs` records).
+    or ``most`` if that is fewer (then the table may not fit, which :func:`planned_epochs` records).
 
     Example:
         >>> epochs_that_fit(3.0, 460.0), epochs_that_fit(5.0, 460.0), epochs_that_fit(12.0, 460.0)
@@ -134,7 +136,7 @@ def epochs_that_fit(step_ms: float, seconds: float, most: int = PAPER_CLASSIFIER
     if not math.isfinite(step_ms) or step_ms <= 0:
         raise ValueError(f"a step time must be a positive number of milliseconds, not {step_ms}")
     steps = (seconds - FIXED_SECONDS) * 1000 / step_ms - UNLEARNING_STEPS
-    return max(MIN_FITTED_EPOCHS, min(most, int(steps // CLASSIFIER_STEPS_PER_EPOCH)))
+    return max(min(MIN_FITTED_EPOCHS, most), min(most, int(steps // CLASSIFIER_STEPS_PER_EPOCH)))
 
 
 def planned_epochs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -269,12 +271,11 @@ class Runner:
             for name, (process, started) in list(self.running.items()):
                 if process.poll() is None:
                     continue
+                if process.returncode != 0:
+                    time.sleep(0.5)  # `timeout` signals the runs with this command: its signal may be on the way
                 self.check_stop()  # a run the signal ended has neither finished nor failed
                 del self.running[name]
                 if process.returncode != 0:
-                    time.sleep(0.5)  # `timeout` signals the runs with this command: its signal may be on the way
-                    self.check_stop()
-                    self.stop()
                     tail = (self.logs / f"{name}.log").read_text()[-3000:]
                     raise RuntimeError(f"{name} failed with exit code {process.returncode}:\n{tail}")
                 self.finished[name] = time.perf_counter() - started
@@ -300,6 +301,16 @@ class Runner:
         finally:
             for number, handler in former.items():
                 signal.signal(number, handler)
+
+    def settle(self) -> None:
+        """Count as finished the runs still going whose final metrics are written (a stop can come
+        while such a run tears down, and an interrupted fit may exit 0, so the file decides)."""
+        now = time.perf_counter()
+        for name, (_, started) in list(self.running.items()):
+            folder = self.version_folder(name)
+            if folder is not None and (folder / "unlearning_metrics.json").is_file():
+                self.finished[name] = now - started
+                del self.running[name]
 
     def stop(self) -> None:
         """Kill the runs still going."""
@@ -351,10 +362,16 @@ class Stopped(Exception):
     """The command received SIGTERM or SIGINT (a time limit, or Ctrl-C) while runs were going."""
 
 
-def add_rows(result: dict[str, Any], runner: Runner, names: list[str]) -> None:
-    """The final metrics and wall seconds of finished runs, into ``result["runs"]``."""
+def add_rows(result: dict[str, Any], runner: Runner, names: list[str], strict: bool = True) -> None:
+    """The final metrics and wall seconds of finished runs, into ``result["runs"]``; with
+    ``strict=False`` (after a stop or a failure) a run whose metrics cannot be read is left out."""
     for name in names:
-        metrics = runner.final_metrics(name)
+        try:
+            metrics = runner.final_metrics(name)
+        except (OSError, ValueError, RuntimeError):
+            if strict:
+                raise
+            continue
         result["runs"][name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": runner.finished[name]}
 
 
@@ -462,17 +479,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             try:
                 runner.run(names, parallel)
                 runner.check_stop()
-            except Stopped as stop:
-                # what a time limit leaves: every finished run's row, and how far the others got
+                add_rows(result, runner, names)
+            except BaseException as error:
+                # a time limit or a failed run: every finished run's row, and how far the others got
                 try:
-                    result["stopped"] = {"signal": stop.args[0], "phase": title, "running": runner.progress()}
-                    add_rows(result, runner, [name for name in names if name in runner.finished])
+                    runner.settle()
+                    ended = {"phase": title, "running": runner.progress()}
+                    if isinstance(error, Stopped):
+                        result["stopped"] = {"signal": error.args[0], **ended}
+                    else:
+                        result["failed"] = {"error": repr(error)[-3000:], **ended}
+                    add_rows(result, runner, [name for name in names if name in runner.finished], strict=False)
                 finally:
                     runner.stop()
                     result["wall_seconds"] = time.perf_counter() - started
                     atomic_write_json(out / "paper.json", result)
-                raise SystemExit(f"stopped by {stop.args[0]} during phase {number} ({title}); {out / 'paper.json'}")
-            add_rows(result, runner, names)
+                if isinstance(error, Stopped):
+                    where = f"during phase {number} ({title}); {out / 'paper.json'}"
+                    raise SystemExit(f"stopped by {error.args[0]} {where}") from None
+                raise
             # written after each phase: a command stopped by a time limit keeps what it finished
             result["wall_seconds"] = time.perf_counter() - started
             atomic_write_json(out / "paper.json", result)

@@ -427,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "pytorch_lightning": pl.__version__,
         "command": "python -m benchmarks.step_overhead " + " ".join(sys.argv[1:] if argv is None else argv),
         "target": {"lightning_over_bare": TARGET_RATIO, "floor_over_bare": FLOOR_RATIO, "our_part_over_bare": OUR_PART},
+        "streams_requested": list(args.streams),  # more than "streams" holds: the command was cut short
         "streams": streams,
     }
     for number, stream in enumerate(args.streams, 1):
