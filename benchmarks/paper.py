@@ -158,12 +158,13 @@ def planned_epochs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"--step-overhead {args.step_overhead}: no usable remain stream's lightning_ms ({error!r})")
     if measured.get("preset") != "cifar10-vgg16" and not args.dry_run:
         parser.error(f"--step-overhead {args.step_overhead} timed the {measured.get('preset')!r} preset, not VGG-16's")
+    estimate = estimated_seconds(step_ms, epochs)
     plan.update(
         epochs=epochs,
         fit_in_seconds=args.fit_in,
         step_ms=step_ms,
-        estimated_seconds=estimated_seconds(step_ms, epochs),
-        fits=estimated_seconds(step_ms, epochs) <= args.fit_in,
+        estimated_seconds=estimate,
+        fits=estimate <= args.fit_in,
         step_overhead=str(args.step_overhead),
     )
     if not plan["fits"]:
@@ -209,7 +210,12 @@ class Runner:
     """Starts ``natmu-lightning fit`` processes for the runs of one request, in ``work``."""
 
     def __init__(
-        self, args: argparse.Namespace, npz: Path, work: Path, logs: Path, classifier_epochs: int = 100
+        self,
+        args: argparse.Namespace,
+        npz: Path,
+        work: Path,
+        logs: Path,
+        classifier_epochs: int = PAPER_CLASSIFIER_EPOCHS,
     ) -> None:
         self.request, self.npz, self.work, self.logs = args.request, npz, work, logs
         self.classifier_epochs = classifier_epochs
@@ -362,14 +368,14 @@ class Stopped(Exception):
     """The command received SIGTERM or SIGINT (a time limit, or Ctrl-C) while runs were going."""
 
 
-def add_rows(result: dict[str, Any], runner: Runner, names: list[str], strict: bool = True) -> None:
+def add_rows(result: dict[str, Any], runner: Runner, names: list[str], skip_unreadable: bool = False) -> None:
     """The final metrics and wall seconds of finished runs, into ``result["runs"]``; with
-    ``strict=False`` (after a stop or a failure) a run whose metrics cannot be read is left out."""
+    ``skip_unreadable`` (after a stop or a failure) a run whose metrics cannot be read is left out."""
     for name in names:
         try:
             metrics = runner.final_metrics(name)
         except (OSError, ValueError, RuntimeError):
-            if strict:
+            if not skip_unreadable:
                 raise
             continue
         result["runs"][name] = {**{key: metrics.get(key) for key in KEYS}, "seconds": runner.finished[name]}
@@ -489,7 +495,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         result["stopped"] = {"signal": error.args[0], **ended}
                     else:
                         result["failed"] = {"error": repr(error)[-3000:], **ended}
-                    add_rows(result, runner, [name for name in names if name in runner.finished], strict=False)
+                    add_rows(result, runner, [name for name in names if name in runner.finished], skip_unreadable=True)
                 finally:
                     runner.stop()
                     result["wall_seconds"] = time.perf_counter() - started
