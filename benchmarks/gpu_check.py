@@ -52,7 +52,14 @@ sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 
 from benchmarks.host import device_name  # noqa: E402
 from natmu_lightning import VGG16BN, ForgetRemainDataModule, FTModule, NatMUModule, UnlearningEvaluator  # noqa: E402
-from natmu_lightning.configs import checkpoint_files, composition, config_args, merged, run_folder  # noqa: E402
+from natmu_lightning.configs import (  # noqa: E402
+    checkpoint_files,
+    composition,
+    config_args,
+    merged,
+    newest_version,
+    run_folder,
+)
 from natmu_lightning.data import CIFAR10JPEG, RandomForget  # noqa: E402
 from natmu_lightning.natmu.hybrids import HybridOptions  # noqa: E402
 
@@ -100,7 +107,10 @@ def checkpoint_of(setting: str, name: str) -> Path:
 
 def log_dir(run_root: Path) -> Path:
     """The newest ``version_N`` log folder of a run folder."""
-    return sorted(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    folder = newest_version(run_root)
+    if folder is None:
+        raise FileNotFoundError(f"no version_N log folder under {run_root}")
+    return folder
 
 
 def record(run_root: Path) -> dict[str, Any]:

@@ -56,7 +56,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # an uninstalled checkout runs too
 from benchmarks.host import device_name  # noqa: E402
-from natmu_lightning.configs import composition, config_args, merged, run_folder  # noqa: E402
+from natmu_lightning.configs import composition, config_args, merged, newest_version, run_folder  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 
 SETTING = "cifar10_vgg16"
@@ -325,9 +325,7 @@ class Runner:
 
     def version_folder(self, name: str) -> Path | None:
         """The run's latest ``version_N`` folder, ``None`` before its logger made one."""
-        folder = self.work / run_folder(merged(self.paths(name)))
-        versions = sorted(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-        return versions[-1] if versions else None
+        return newest_version(self.work / run_folder(merged(self.paths(name))))
 
     def final_metrics(self, name: str) -> dict[str, Any]:
         folder = self.version_folder(name)

@@ -105,6 +105,13 @@ def run_folder(config: dict[str, Any]) -> Path:
     return Path(logger["save_dir"]) / logger.get("name", "lightning_logs")
 
 
+def newest_version(run_root: Path) -> Path | None:
+    """The newest ``version_N`` log folder under a run folder (by ``N``, not by name: version_10
+    after version_9), ``None`` before the logger made one."""
+    versions = sorted(run_root.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return versions[-1] if versions else None
+
+
 def checkpoint_files(config: dict[str, Any]) -> list[Path]:
     """The fixed-name checkpoint files a merged config's ``ModelCheckpoint`` callbacks write:
     ``dirpath/filename.ckpt``, or without a ``dirpath`` in the run's checkpoint folder, as

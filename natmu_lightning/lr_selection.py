@@ -60,6 +60,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from natmu_lightning.configs import newest_version
 from natmu_lightning.io import atomic_write_json, json_ready
 
 #: Rates tried first: half decades around the paper's 1e-3.
@@ -148,14 +149,14 @@ def trial_name(lr: float, delta: float) -> str:
 
 def read_trial(run_folder: Path) -> dict[str, Any]:
     """The newest version's metrics and the original's (the record's ``metrics_before``)."""
-    versions = sorted(run_folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not versions:
+    newest = newest_version(run_folder)
+    if newest is None:
         raise FileNotFoundError(f"no run under {run_folder}")
-    metrics = json.loads((versions[-1] / "unlearning_metrics.json").read_text())
-    record = json.loads((versions[-1] / "unlearning_record.json").read_text())
+    metrics = json.loads((newest / "unlearning_metrics.json").read_text())
+    record = json.loads((newest / "unlearning_record.json").read_text())
     before = record.get("metrics_before")
     if not before:
-        raise ValueError(f"{versions[-1]}: the record has no metrics of the original (metrics_before)")
+        raise ValueError(f"{newest}: the record has no metrics of the original (metrics_before)")
     return {"metrics": metrics, "original": before}
 
 
