@@ -59,9 +59,9 @@ fi
 grep -a "stream\|bare .* ms" "$work/overhead.log"  # the summary lines, not the progress bars
 cp "$work/overhead/step_overhead.json" "$out/" 2>/dev/null  # at once: kept if the rest is cut short
 
-# the paper's table in the time left (20 s kept for the copies below)
-left=$((budget - SECONDS - 20))
-[ "$left" -ge 10 ] || left=10  # `timeout 0` would mean no limit at all
+# the paper's table in the time left (20 s kept for the copies below; at least 10: `timeout 0` is no limit)
+time_left() { local left=$((budget - SECONDS - 20)); echo $((left < 10 ? 10 : left)); }
+left=$(time_left)
 if [ -f "$work/overhead/step_overhead.json" ]; then
   plan=(--fit-in "$((left - 10))" --step-overhead "$work/overhead/step_overhead.json")
 else
@@ -71,8 +71,7 @@ echo "paper.py gets $left s: ${plan[*]}"
 timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$work/paper" "${plan[@]}"
 code=$?
 if [ "$code" -eq 2 ]; then  # its arguments refused (the step time unusable), before any training
-  left=$((budget - SECONDS - 20))
-  [ "$left" -ge 10 ] || left=10
+  left=$(time_left)
   timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$work/paper" --classifier-epochs 10
   code=$?
 fi

@@ -41,7 +41,7 @@ from torchvision import transforms
 
 # The repository: an uninstalled checkout runs, and `benchmarks` imports as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.host import device_name  # noqa: E402
+from benchmarks.host import cpu_name  # noqa: E402
 from benchmarks.presets import PRESETS, Preset  # noqa: E402
 from natmu_lightning.callbacks import UnlearningEvaluator  # noqa: E402
 from natmu_lightning.data import ForgetRemainDataModule, RandomForget  # noqa: E402
@@ -267,7 +267,7 @@ def main(argv=None) -> dict:
         "retrain_epochs": retrain_epochs,
         "unlearn_epochs": preset.unlearn_epochs,
         "machine": {
-            "device": device_name(cuda=False),  # every trainer here is on the CPU
+            "device": cpu_name(),  # every trainer here is on the CPU
             "cpus": torch.get_num_threads(),
             "platform": platform.platform(),
             "cuda": torch.cuda.is_available(),
