@@ -27,7 +27,8 @@ class Batch(TypedDict, total=False):
     index: Tensor
     """(B,) training-set index of each ``image``."""
     partner: Tensor
-    """A hybrid's remaining image (the image itself for plain rows); training streams."""
+    """(K, C, H, W) uint8 remaining images of the batch's K hybrid rows, in row order (the loader
+    path of a training stream; a single row's is its own image when it is not a hybrid)."""
     partner_index: Tensor
     """Training-set index of ``partner``: what a device-resident stream gives instead of the
     images (``image`` and ``partner`` are gathered on the device after the transfer)."""
@@ -113,7 +114,7 @@ class TrainStream(Dataset):
     """One stream over the remaining samples followed by the hybrid rows of a plan.
 
     A row yields ``image`` (the remaining image, or the FORGETTING image of a hybrid),
-    ``partner`` (the hybrid's remaining image; the image itself for plain rows),
+    ``partner`` (a batch's hybrid rows' remaining images, in row order: plain rows need none),
     ``mask_id`` (-1 for plain rows), ``target``, ``index`` (training-set index of
     ``image``) and ``is_forget`` (a plain row of a forgetting sample). Mixing happens
     later, per batch, on the batch's device.
@@ -166,14 +167,18 @@ class TrainStream(Dataset):
         if not self.gather_images:
             return {**rows, "partner_index": self.partner_index[position]}
         image = self.images[rows["index"]]
-        partner = image.clone()  # read only the hybrids' partners
         hybrid_rows = torch.nonzero(rows["mask_id"] >= 0).flatten()
         if hybrid_rows.numel():
-            partner[hybrid_rows] = self.images[self.partner_index[position[hybrid_rows]]]
+            partner = self.images[self.partner_index[position[hybrid_rows]]]
+        else:  # a batch of plain rows carries no partner images (and copies none to the device)
+            partner = image.new_empty((0, *image.shape[1:]))
         return {"image": image, "partner": partner, **rows}
 
     def __getitem__(self, position: int) -> Batch:
-        return cast(Batch, {key: value[0] for key, value in cast(dict, self.__getitems__([position])).items()})
+        batch = cast(dict, self.__getitems__([position]))
+        row = {key: value[0] for key, value in batch.items() if key != "partner"}
+        row["partner"] = batch["partner"][0] if len(batch["partner"]) else row["image"]
+        return cast(Batch, row)
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -92,7 +92,7 @@ def finish_rows(
     if hybrid.numel():
         if mixer is None:
             raise RuntimeError("a batch with hybrid rows, but the stream has no hybrids to mix them")
-        partners = batch["partner"][hybrid] if device_images is None else device_images[batch["partner_index"][hybrid]]
+        partners = batch["partner"] if device_images is None else device_images[batch["partner_index"][hybrid]]
         out[hybrid] = mixer.mix(images[hybrid], partners, batch["mask_id"][hybrid])
     dropped = ("partner", "partner_index", *TRANSFER_KEYS)
     return cast(Batch, {key: value for key, value in batch.items() if key not in dropped}), out

@@ -78,9 +78,7 @@ def test_hybrids_exact_and_unaugmented_remaining_augmented(tmp_path):
         out = dm.on_after_batch_transfer(dict(raw), 0)
         assert out["image"].dtype == torch.float32 and 0 <= out["image"].min() and out["image"].max() <= 1
         is_hybrid = raw["mask_id"] >= 0
-        expected = hybrids.mix(
-            raw["image"][is_hybrid], raw["partner"][is_hybrid], masks[raw["mask_id"][is_hybrid]].unsqueeze(1)
-        )
+        expected = hybrids.mix(raw["image"][is_hybrid], raw["partner"], masks[raw["mask_id"][is_hybrid]].unsqueeze(1))
         assert torch.equal((out["image"][is_hybrid] * 255).round().to(torch.uint8), expected)
         plain = ~is_hybrid
         changed = ((out["image"][plain] * 255).round().to(torch.uint8) != raw["image"][plain]).flatten(1).any(1)
@@ -89,6 +87,21 @@ def test_hybrids_exact_and_unaugmented_remaining_augmented(tmp_path):
         assert torch.equal(out["target"], raw["target"])
     assert seen_hybrid == dm.hybrid_plan["label"].numel()
     assert seen_changed_plain > 0.5 * dm.remain_indices.numel()
+
+
+def test_batches_carry_partner_images_only_for_their_hybrid_rows(tmp_path):
+    dm = hybrid_dm(tmp_path)
+    stream = dm.train_dataloader().dataset
+    for raw in dm.train_dataloader():
+        is_hybrid = raw["mask_id"] >= 0
+        assert raw["partner"].shape == (int(is_hybrid.sum()), *raw["image"].shape[1:])
+    first_hybrid = len(stream) - dm.hybrid_plan["label"].numel()
+    row = stream[first_hybrid]
+    assert torch.equal(row["partner"], stream.images[dm.hybrid_plan["remain_index"][0]])
+    assert torch.equal(stream[0]["partner"], stream[0]["image"])  # a plain row's partner is itself
+    remain = ForgetRemainDataModule(stream="remain")
+    remain.setup("fit")
+    assert all(batch["partner"].numel() == 0 for batch in remain.train_dataloader())
 
 
 def test_no_augmentation_when_disabled(tmp_path):
