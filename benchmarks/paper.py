@@ -1,12 +1,14 @@
 """The NatMU paper's main table in one command: CIFAR-10, VGG-16 (BN), random 1% (or 10%).
 
     python -m benchmarks.paper --cifar10-npz PATH --out DIR [--request random1|random10]
-        [--classifier-epochs N] [--fit-in SECONDS --step-overhead step_overhead.json]
+        [--classifier-epochs N] [--fit-in SECONDS --step-overhead step_overhead.json] [--loader-path]
     python -m benchmarks.paper --dry-run --out DIR
 
 Runs the shipped compositions of ``configs/cifar10_vgg16`` (``base.yaml``, with
 ``forget_random10.yaml`` for ``--request random10``) on the offline CIFAR-10 JPEG copy, with
-the trainer fragment ``--trainer-config`` (default ``configs/trainer/gpu.yaml``):
+the trainer fragment ``--trainer-config`` (default ``configs/trainer/gpu.yaml``; the training
+images on the GPU when they fit, as the datamodule does by default, or with ``--loader-path``
+fed by the DataLoader from host memory):
 
 1. the original and Retrain (100 epochs each, the paper's; ``--classifier-epochs`` sets fewer,
    and ``--fit-in S --step-overhead FILE`` lowers them to what lets the whole table fit in S
@@ -224,6 +226,7 @@ class Runner:
         self.finished: dict[str, float] = {}  # name: wall seconds, of every run that ended well
         self.extra = [
             *(["--config", str(args.trainer_config.resolve())] if not args.dry_run else []),
+            *(["--data.device_resident", "false"] if args.loader_path else []),
             *(DRY_RUN_ARGS + self.dry_run_request() if args.dry_run else []),
         ]
 
@@ -434,6 +437,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--step-overhead", type=Path, help="with --fit-in: step_overhead.json of VGG-16 on this device (its step time)"
     )
+    parser.add_argument(
+        "--loader-path",
+        action="store_true",
+        help="batches through the DataLoader from host memory (device_resident: false), not from a GPU copy",
+    )
     args = parser.parse_args(argv)
     epochs = planned_epochs(args, parser)
     started = time.perf_counter()
@@ -468,6 +476,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions(),
         "npz_sha256": sha256,
         "trainer_config": None if args.dry_run else str(args.trainer_config),
+        "device_resident": False if args.loader_path else "default (on CUDA when the images fit)",
         "command": "python -m benchmarks.paper " + " ".join(sys.argv[1:] if argv is None else argv),
         "classifier_epochs": epochs,
         "paper_retrain": PAPER_RETRAIN[args.request],
