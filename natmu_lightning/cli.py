@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -99,9 +100,22 @@ def main(args: Sequence[str] | None = None, run: bool = True) -> NatMUCLI:
 
 
 def entry_point() -> None:
-    """Console script: like :func:`main`, but bad input ends with a one-line error and exit code 2."""
+    """Console script: like :func:`main`, but bad input ends with a one-line error and exit code 2,
+    and a finished command releases the process group of a multi-process run."""
     try:
         main()
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"natmu-lightning: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy the default process group that a DDP run leaves behind (Lightning keeps it after
+    the Trainer ends). Left to the interpreter's exit, gloo's threads can abort a process whose
+    fit has finished ("terminate called without an active exception", SIGABRT; pytorch/pytorch
+    issue 190489), failing a job that succeeded. Only after a command that succeeded: after an
+    error, other ranks may still be inside a collective that the destruction would hang
+    (pytorch/torchtitan pull request 1342)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
