@@ -13,8 +13,8 @@ original memorises its training images and a forget set has something to unlearn
    and each model's average gap to Retrain; writes ``summary.json`` in ``--out``, and
    the NatMU run's ``unlearning_record.json`` (with ``natmu.ckpt``'s hash) in ``--out/natmu``.
 
-Original and Retrain checkpoints are cached by their configuration (in
-``$NATMU_CACHE`` or ``~/.cache/natmu-lightning``), so a second run skips them.
+Original and Retrain checkpoints are cached by their configuration (in the ``quickstart``
+folder of ``$NATMU_CACHE`` or ``~/.cache/natmu-lightning``), so a second run skips them.
 """
 
 from __future__ import annotations

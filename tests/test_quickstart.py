@@ -17,7 +17,7 @@ def readme_quickstart_table() -> dict[str, dict[str, float]]:
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = text.split("For its default seed (0) it printed", 1)[1].split("```text", 1)[1].split("```", 1)[0]
     keys = ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "avg_gap")
-    rows = [line.split() for line in block.strip().splitlines()[1:]]
+    rows = [line.split() for line in block.strip().splitlines()[1:] if line.strip("-")]  # not the rule
     return {row[0]: dict(zip(keys, map(float, row[1:]))) for row in rows}
 
 
