@@ -13,8 +13,9 @@
 # and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/. paper.json is written after
 # each phase and, when the time limit stops the command, says in `stopped` how far the unfinished
 # runs got; $OUT/paper_runs.tar.gz holds each run's log, metrics.csv and final metrics. $OUT holds
-# at most 7 files (8 come back): device.csv, step_overhead.json, paper.json, overhead_log.txt,
-# overhead_err.txt, paper_runs.tar.gz, and paper_first_try.json when a first try failed.
+# at most 8 files (8 come back): device.csv, gpu_util.csv (utilisation and memory every 2 s),
+# step_overhead.json, paper.json, overhead_log.txt, overhead_err.txt, paper_runs.tar.gz, and
+# paper_first_try.json when a first try failed.
 # Check the script itself on a CPU first (synthetic data, seconds per phase), and its time limit:
 #   OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh --dry-run
 #   GPU_SESSION_BUDGET=70 OUT=/tmp/gpu_stopped bash benchmarks/gpu_session.sh --dry-run  # paper.json: stopped
@@ -47,6 +48,12 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning'
       'jsonargparse', jsonargparse.__version__)" || exit 1
 
 status=0
+if command -v nvidia-smi >/dev/null; then
+  # how busy the GPU is, every 2 s, through both parts (the output's "at HH:MM:SS" lines place them)
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 >"$out/gpu_util.csv" 2>/dev/null &
+  monitor=$!
+fi
+echo "step overhead at $(date +%T)"
 overhead=(--streams remain hybrid --epochs 2 --repeats 1 --out "$work/overhead")
 if [ "${1:-}" = "--dry-run" ]; then
   "$py" -m benchmarks.step_overhead "${overhead[@]}" >"$work/overhead.log" 2>"$work/overhead.err" || status=1
@@ -68,7 +75,7 @@ if [ -f "$work/overhead/step_overhead.json" ]; then
 else
   plan=(--classifier-epochs 10)
 fi
-echo "paper.py gets $left s: ${plan[*]}"
+echo "paper.py gets $left s at $(date +%T): ${plan[*]}"
 timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$work/paper" "${plan[@]}"
 code=$?
 if [ "$code" -eq 2 ]; then  # its arguments refused (the step time unusable), before any training
@@ -90,6 +97,7 @@ if [ "$code" -eq 1 ] && [ $((budget - SECONDS)) -ge 180 ]; then
 fi
 [ "$code" -eq 0 ] || status=1
 
+[ -z "${monitor:-}" ] || kill "$monitor" 2>/dev/null
 cp "$paper_dir/paper.json" "$out/" 2>/dev/null
 # each run's log, metrics.csv and final metrics (how far a run stopped by the time limit got, why one
 # failed) in one archive: at most 8 files come back from $OUT

@@ -687,8 +687,14 @@ def test_gpu_session_script_brings_back_its_files_within_its_time(tmp_path):
     import time
 
     out = tmp_path / "out"
+    fake_bin = tmp_path / "bin"  # an nvidia-smi printing a sample a second: the GPU monitor's plumbing
+    fake_bin.mkdir()
+    fake_smi = fake_bin / "nvidia-smi"
+    fake_smi.write_text('#!/bin/sh\necho "timestamp, utilization.gpu"\nwhile true; do echo "t, 5 %"; sleep 1; done\n')
+    fake_smi.chmod(0o755)
     env = {**os.environ, "OUT": str(out), "GPU_SESSION_BUDGET": "120", "TMPDIR": str(tmp_path)}
     env["PYTHON"] = sys.executable  # this interpreter has the package's dependencies
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
     started = time.monotonic()
     done = subprocess.run(
         ["bash", "benchmarks/gpu_session.sh", "--dry-run"],
@@ -709,6 +715,10 @@ def test_gpu_session_script_brings_back_its_files_within_its_time(tmp_path):
     assert saved.get("stopped", {"signal": "SIGTERM"})["signal"] == "SIGTERM"
     with tarfile.open(out / "paper_runs.tar.gz") as archive:
         assert "logs/original.log" in archive.getnames()
+    samples = (out / "gpu_util.csv").read_text().splitlines()
+    assert samples[0].startswith("timestamp") and len(samples) > 10  # sampled through the whole session
+    monitors = [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(fake_smi) in _cmdline(p)]
+    assert not monitors, "the GPU monitor outlived the session"
 
 
 def _cmdline(process: Path) -> str:
