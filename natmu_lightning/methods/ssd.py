@@ -128,7 +128,9 @@ class SSDModule(UnlearningModule):
     ``[F]_Df,i > alpha [F]_D,i``. Images come un-augmented from the datamodule's
     ``evaluation_splits()``. Training steps are no-ops (manual optimisation, nothing
     stepped), so run it for one epoch over the (small) ``"forget"`` stream; the
-    evaluator then reports the dampened model. The dampening is recorded in the
+    evaluator then reports the dampened model. (Lightning warns at the start that
+    ``configure_optimizers`` returned ``None`` and the fit runs with no optimizer: that is
+    SSD's design, not a fault.) The dampening is recorded in the
     checkpoint, so resuming a run never dampens twice. Under DDP every rank computes
     the same importances on the whole data, so the weights stay identical.
 
