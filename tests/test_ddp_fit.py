@@ -75,19 +75,14 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     ]
     cli([*natmu, "--trainer.logger.init_args.save_dir", "one"], tmp_path)
     # Global batch kept at 64: 2 processes x 32 per process.
-    cli(
-        [
-            *natmu,
-            "--config",
-            str(CONFIGS / "trainer" / "cpu_ddp2.yaml"),
-            "--data.batch_size",
-            "32",
-            "--trainer.logger.init_args.save_dir",
-            "two",
-        ],
-        tmp_path,
-    )
+    two_processes = [*natmu, "--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml"), "--data.batch_size", "32"]
+    cli([*two_processes, "--trainer.logger.init_args.save_dir", "two"], tmp_path)
+    # The same 2-process fit with the training images "device-resident" (on a CPU: index batches,
+    # gathered after the transfer; on CUDA the default whenever the set fits, DDP included).
+    cli([*two_processes, "--data.device_resident", "true", "--trainer.logger.init_args.save_dir", "resident"], tmp_path)
     one, two = newest_version(tmp_path / "one" / "natmu"), newest_version(tmp_path / "two" / "natmu")
+    resident = json.loads((newest_version(tmp_path / "resident" / "natmu") / "unlearning_metrics.json").read_text())
+    assert resident == json.loads((two / "unlearning_metrics.json").read_text())  # every value, to the bit
 
     # Exactly the same forget set, hybrid plan and Retrain reference numbers.
     assert np.array_equal(np.load(one / "forget_indices.npy"), np.load(two / "forget_indices.npy"))
