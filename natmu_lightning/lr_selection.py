@@ -11,7 +11,7 @@ brings their own model has no Retrain (avoiding one is the point). This command 
 from the run's own config.
 
 **Trials.** A trial is the configured unlearning fit, run through ``natmu-lightning fit``
-with one (lr, δ), without a reference, without the config's callbacks and checkpoints
+with one (lr, δ), without a reference (Retrain or bank), without the config's callbacks and checkpoints
 (nothing is written outside ``--out``), in this process (one device: a multi-process
 strategy would re-run the whole command in every rank), on each of ``--validation-requests``
 validation requests: the configured forget request drawn with data seed ``1000 + v`` (for a
@@ -112,7 +112,8 @@ def score(metrics: dict[str, Any], original: dict[str, Any]) -> float:
 
 def trial_args(config_args: Sequence[str], lr: float, delta: float, seed: int, folder: Path) -> list[str]:
     """The ``natmu-lightning fit`` arguments of one trial: the run's config, the rate, the δ,
-    the validation request's data seed, no reference, logs under ``folder``, no checkpoints."""
+    the validation request's data seed, no reference (neither Retrain nor a bank: a bank judges its
+    own forget request, not a validation request), logs under ``folder``, no checkpoints."""
     return [
         "fit",
         *config_args,
@@ -123,6 +124,8 @@ def trial_args(config_args: Sequence[str], lr: float, delta: float, seed: int, f
         "--data.seed",
         str(seed),
         "--evaluator.reference_ckpt",
+        "null",
+        "--evaluator.reference_bank",
         "null",
         "--trainer.logger.init_args.save_dir",
         str(folder),

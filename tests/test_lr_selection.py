@@ -94,6 +94,17 @@ def test_select_lr_runs_the_three_steps_and_writes_a_fragment_the_cli_reads(tmp_
         entry_point([*digits_args("natmu"), "--out", str(out)])
 
 
+@pytest.mark.usefixtures("digits_workdir")
+def test_trials_run_without_the_configs_reference_retrain_or_bank(tmp_path):
+    """A bank judges its own forget request: kept in a trial on a validation request, its
+    forget-set check would refuse the trial."""
+    with_bank = [*digits_args("natmu"), "--evaluator.reference_bank", str(tmp_path / "bank.json")]
+    args = lr_selection.trial_args(with_bank, 0.01, 0.045, 1000, tmp_path)
+    shipped = main(args[1:], run=False)  # without the subcommand: parse and instantiate only
+    assert shipped.config["evaluator"]["reference_ckpt"] is None
+    assert shipped.config["evaluator"]["reference_bank"] is None
+
+
 def test_bad_arguments_are_refused_before_any_fit(tmp_path, capsys):
     for bad in (["--grid", "0"], ["--grid", "nan"], ["--deltas", "1.5"], ["--validation-requests", "0"]):
         with pytest.raises(SystemExit):
