@@ -113,7 +113,8 @@ def _datamodule(cfg: QuickstartConfig, **kwargs: Any) -> ForgetRemainDataModule:
 
 
 def _trainer(folder: Path, epochs: int, evaluator: UnlearningEvaluator, progress: bool) -> pl.Trainer:
-    """A CPU trainer that evaluates once, after the last epoch (the evaluator decides when)."""
+    """A CPU trainer; its evaluator decides when to evaluate (once for the original and Retrain,
+    every epoch for NatMU)."""
     return pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -305,7 +306,7 @@ def main(args: Sequence[str] | None = None) -> dict:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: runs/quickstart/<timestamp>); must be new or empty",
+        help="output folder (default: runs/quickstart/<timestamp>); must not hold a result yet (see --overwrite)",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="where original/Retrain checkpoints are cached")
     parser.add_argument("--seed", type=int, default=0)

@@ -81,7 +81,7 @@ class UnlearningEvaluator(Callback):
 
     Every record also says whether the run has **collapsed** rather than unlearned
     (``collapsed``, ``collapse_reason``; :func:`~natmu_lightning.metrics.functional.collapse_reason`):
-    a metric that is not finite, or test or remaining accuracy below 80% of the original
+    an accuracy (forget, remaining or test) that is not finite, or test or remaining accuracy below 80% of the original
     model's. The original's metrics are ``original_metrics``, which the unlearning record
     hands over when it has measured them at the fit's start (``metrics_before``); without
     them only the first test applies. ``stop_on_collapse`` ends the fit at the first

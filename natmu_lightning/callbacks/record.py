@@ -23,11 +23,13 @@ The record holds:
   ``ModelCheckpoint`` callbacks that exists at the end of the fit (the files they track,
   and the files in their folders written since the fit started), plus any file passed to
   :meth:`UnlearningRecord.add_checkpoint` (a checkpoint saved by hand after ``fit``);
-- ``method`` and ``config``: the module's class path and the resolved configuration (the
+- ``method``, ``method_class_path`` and ``config``: the module's class name and class path,
+  and the resolved configuration (the
   CLI's whole config when run through ``natmu-lightning``, else the module's
   hyperparameters, the datamodule's settings and the trainer's);
-- ``metrics_before`` and ``metrics_after``: the evaluator's final evaluation of the
-  original weights (read again from ``original_checkpoint``) and of the unlearned model,
+- ``metrics_before`` and ``metrics_after``: the evaluator's evaluation of the original
+  weights (read again from ``original_checkpoint``; without the slower attacks) and its final
+  evaluation of the unlearned model,
   with the gaps to Retrain when the evaluator has a ``reference_ckpt``; ``null`` without an
   ``UnlearningEvaluator``;
 - ``world_size``, ``seed`` (the datamodule's) and ``global_seed`` (``seed_everything``'s),

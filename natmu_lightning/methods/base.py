@@ -51,7 +51,11 @@ class BackboneModule(pl.LightningModule):
             that forward ``**kwargs`` here; ignored. Any other keyword is an error.
 
     Raises:
-        TypeError: a keyword argument this class does not have.
+        TypeError: a keyword argument this class does not have, or a ``backbone`` that is not
+            an ``nn.Module``.
+        ValueError: an unlearning method without ``original_ckpt``, a checkpoint whose weights
+            do not fit the backbone, or ``reinit_classifier=True`` on a backbone without a
+            final ``nn.Linear``.
     """
 
     stream: str = "remain"

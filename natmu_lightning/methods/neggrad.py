@@ -98,7 +98,8 @@ class NegGradPlusModule(UnlearningModule):
 
     Raises:
         ValueError: ``original_ckpt`` missing, ``alpha`` outside [0, 1] or
-            ``forget_batch_size`` < 1, or ``anchor_decay`` negative.
+            ``forget_batch_size`` < 1, ``anchor_decay`` negative, or ``anchor_decay`` > 0
+            with ``reinit_classifier=True``.
     """
 
     stream = "paired"

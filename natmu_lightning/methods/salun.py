@@ -91,7 +91,8 @@ class SalUnModule(RLModule):
     https://github.com/ZhengbaoHe/NatMU.
 
     1. Saliency mask, at the start of training (``on_train_start``), while the backbone
-       holds the ORIGINAL weights: the gradient of the cross-entropy of the whole forget
+       holds the ORIGINAL weights (its head re-initialised first with ``reinit_classifier``):
+       the gradient of the cross-entropy of the whole forget
        set (``trainer.datamodule.evaluation_splits()["forget"]``, eval mode, no
        augmentation, batches of the datamodule's ``eval_batch_size``), then a hard mask
        keeping the ``int(N * saliency_fraction)`` weights of largest ``|gradient|``
@@ -145,13 +146,14 @@ class SalUnModule(RLModule):
         backbone: the architecture of the model to unlearn.
         original_ckpt: the trained model to unlearn (required).
         saliency_fraction: fraction of all weights that may change, in (0, 1].
-        reinit_classifier: re-initialise the final linear layer first (the snapshot
-            is then taken of the re-initialised weights).
+        reinit_classifier: re-initialise the final linear layer first (the saliency mask
+            and the snapshot are then taken with the re-initialised classifier).
         relabel: ``"fixed"`` or ``"per_batch"`` wrong labels (see ``RLModule``).
         See :class:`~natmu_lightning.methods.base.BackboneModule` for the rest.
 
     Raises:
-        ValueError: ``original_ckpt`` missing or ``saliency_fraction`` outside (0, 1].
+        ValueError: ``original_ckpt`` missing, ``saliency_fraction`` outside (0, 1] or an
+            unknown ``relabel``.
     """
 
     def __init__(

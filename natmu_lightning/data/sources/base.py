@@ -178,7 +178,7 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def load(self) -> SourceData:
-        """Load the whole dataset into memory.
+        """Load the dataset: ``uint8`` tensors in memory, or images read per sample from disk.
 
         Returns:
             The train and test splits with their class names.

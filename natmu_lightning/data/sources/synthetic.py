@@ -25,7 +25,9 @@ class SyntheticImages(DataSource):
         classes: Class names; default ``"class_0"``, ``"class_1"``, ...
 
     Raises:
-        ValueError: If a size is not positive or ``classes`` has the wrong length.
+        ValueError: If ``num_classes``, ``train_per_class``, ``height`` or ``width`` is below 1,
+            ``test_per_class`` is negative, ``channels`` is not 1 or 3, or ``classes`` has the
+            wrong length.
     """
 
     def __init__(
