@@ -386,16 +386,17 @@ def test_the_command_writes_a_resumable_bank(digits_bank):
 
 
 @pytest.mark.slow  # with the digits bank fixture: about 20 s (6 tiny digits fits)
-def test_a_fifth_retrain_falls_inside_the_bank_and_the_original_does_not(digits_bank):
+def test_a_fifth_retrain_falls_inside_the_bank_and_the_original_shifts_beyond_it(digits_bank):
     """The calibration must-show: against a bank of 4 tiny digits Retrains, a fifth Retrain
     (seed 1004) has at most 15% of its forget samples outside the 95% predictive intervals
-    (about 5 expected); the original has more.
+    (about 5 expected), and the original's forget set shifts beyond the test control's more
+    than the fifth Retrain's does.
 
     Measured (CPU, these settings): the fifth 6.9% outside (divergence 1.18), the original
     12.3% (1.53). The ordering of ``bank_forget_outside`` is NOT robust for tiny digits
-    models: originals of seeds 1 and 2 give 3.1% and 4.6% (Retrains 2.3-6.9%), and the seed-0
-    original at 30 epochs 3.1%. What separates every original measured from every Retrain is
-    the signed shift on the forget set beyond the controls' (asserted below too).
+    models (originals of seeds 1 and 2 give 3.1% and 4.6%, Retrains 2.3-6.9%; docs/bank.md),
+    so it is not asserted. What separates every original measured from every Retrain is the
+    signed shift on the forget set beyond the controls'.
     """
     root, out = digits_bank["root"], digits_bank["out"]
     datamodule = main([*digits_bank["configs"], "--evaluator.reference_ckpt", "null"], run=False).datamodule
@@ -409,7 +410,6 @@ def test_a_fifth_retrain_falls_inside_the_bank_and_the_original_does_not(digits_
     original = evaluator.measure_checkpoint(trainer, module, str(root / "original.ckpt"))
     print({k: (round(fifth[k], 3), round(original[k], 3)) for k in sorted(BANK_KEYS)})
     assert fifth["bank_forget_outside"] <= 15
-    assert original["bank_forget_outside"] > fifth["bank_forget_outside"]
     assert original["forget_acc"] > fifth["forget_acc"]  # the original remembers its training samples
     for values in (fifth, original):  # the controls: neither model saw them (test) or both did (remain)
         assert values["bank_test_outside"] <= 15 and values["bank_remain_outside"] <= 15

@@ -143,6 +143,30 @@ def test_hardest_takes_highest_loss(digits):
         HardestForget(0.1).resolve(digits, 0)
 
 
+def expected_refusal(kind, ratio, indices, classes, num_classes, per_class):
+    """What the request rules refuse (the docstrings of ``natmu_lightning.data.requests``),
+    restated: the start of the error expected, or ``None`` for a valid request."""
+    total = num_classes * per_class
+    if kind == "random":
+        if not 0 < ratio < 1:
+            return "forget ratio must lie strictly between 0 and 1"
+        chosen = round(ratio * total / num_classes)  # per class
+        if chosen < 1:
+            return f"ratio={ratio} of {total} samples"
+        return "the forget set is the whole training set" if chosen == per_class else None
+    if kind == "index":
+        if not indices:
+            return "the forget set is empty"
+        if min(indices) < 0 or max(indices) >= total:
+            return "forget indices out of range"
+        if len(set(indices)) < len(indices):
+            return "forget indices contain"
+        return "the forget set is the whole training set" if len(indices) == total else None
+    if any(not 0 <= c < num_classes for c in classes):
+        return "unknown class id"
+    return "the forget set is the whole training set" if len(set(classes)) == num_classes else None
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     num_classes=st.integers(2, 6),
@@ -158,17 +182,18 @@ def test_fuzz_requests_succeed_validly_or_fail_clearly(num_classes, per_class, k
         num_classes=num_classes, train_per_class=per_class, test_per_class=1, channels=1, height=4, width=4
     ).load()
     total = data.train.targets.numel()
-    try:
+    refusal = expected_refusal(kind, ratio, indices, classes, num_classes, per_class)
+
+    def resolve():
         if kind == "random":
-            request = RandomForget(ratio)
-        elif kind == "index":
-            request = IndexForget(indices)
-        else:
-            request = ClassForget(classes)
-        result = request.resolve(data, seed)
-    except ValueError as error:
-        assert str(error)  # a documented, named failure
+            return RandomForget(ratio).resolve(data, seed)
+        return (IndexForget(indices) if kind == "index" else ClassForget(classes)).resolve(data, seed)
+
+    if refusal is not None:  # refused, with the reason named
+        with pytest.raises(ValueError, match=refusal):
+            resolve()
         return
+    result = resolve()  # a valid request must succeed
     assert result.dtype == torch.int64 and result.ndim == 1
     assert 0 < result.numel() < total
     assert result.min() >= 0 and result.max() < total

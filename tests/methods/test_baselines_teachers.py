@@ -136,9 +136,19 @@ def test_original_ckpt_is_required(cls):
         cls(SmallCNN(), original_ckpt="")
 
 
-def test_edge_values_are_accepted(original_ckpt):
-    SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, max_phase_epochs=0)
-    SSDModule(SmallCNN(), original_ckpt=original_ckpt, dampening_lambda=0.0)
+def test_edge_values_are_accepted_and_mean_what_they_say(original_ckpt):
+    scrub = SCRUBModule(SmallCNN(), original_ckpt=original_ckpt, alpha=0.0, gamma=0.0, max_phase_epochs=0)
+    assert (scrub.hparams["alpha"], scrub.hparams["gamma"]) == (0.0, 0.0)
+    assert not scrub.in_max_phase(0)  # no forgetting steps at all
+    ssd = SSDModule(SmallCNN(), original_ckpt=original_ckpt, dampening_lambda=0.0)
+    assert ssd.hparams["dampening_lambda"] == 0.0
+    # lambda = 0 dampens every selected element to zero and leaves the others
+    layer = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 4.0]]))
+    forget, full = {"weight": torch.tensor([[5.0, 1.0]])}, {"weight": torch.tensor([[1.0, 1.0]])}
+    assert dampen_parameters(layer, forget, full, selection_alpha=2.0, dampening_lambda=0.0) == {"weight": 1}
+    assert layer.weight.tolist() == [[0.0, 4.0]]
 
 
 # ---------------------------------------------------------------------------- teachers
