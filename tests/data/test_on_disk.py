@@ -359,15 +359,33 @@ def test_the_cli_trains_from_an_image_folder_kept_on_disk(tmp_path, digits_folde
         str(digits_folders / "train"),
         "--data.source.test_root",
         str(digits_folders / "test"),
-        "--data.source.on_disk",
-        "true",
     ]
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    main(["fit", *digits_args("original"), *source, "--data.num_workers", "2", "--trainer.max_epochs", "1", *quiet])
-    config = next(tmp_path.rglob("config.yaml")).read_text()
+    for on_disk in ("true", "false"):  # the same fit from the files kept on disk, then decoded into memory
+        main(
+            [
+                "fit",
+                *digits_args("original"),
+                *source,
+                "--data.source.on_disk",
+                on_disk,
+                "--data.num_workers",
+                "2",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.logger.init_args.save_dir",
+                f"on_disk_{on_disk}",
+                *quiet,
+            ]
+        )
+    config = next((tmp_path / "on_disk_true").rglob("config.yaml")).read_text()
     assert "on_disk: true" in config and "natmu_lightning.data.ImageFolder" in config
-    metrics = json.loads(next(tmp_path.rglob("unlearning_metrics.json")).read_text())
-    assert metrics["test_acc"] > 10.0  # learnt something in one epoch from the decoded files
+    disk, memory = (
+        json.loads(next((tmp_path / f"on_disk_{flag}").rglob("unlearning_metrics.json")).read_text())
+        for flag in ("true", "false")
+    )
+    assert comparable(disk) == comparable(memory)  # every number, to the bit
+    assert disk["test_acc"] > 30.0  # trained from the decoded files (45.7 measured; chance is 10%)
 
 
 @pytest.mark.parametrize(
