@@ -49,7 +49,14 @@ def test_attacks_and_divergences_match_direct_computation(tmp_path):
     assert record["js_to_reference"] == pytest.approx(MF.js_divergence(ref_forget, probs["forget"]), rel=1e-6)
     assert 0 <= record["js_to_reference"] <= math.log(2)
     assert record["tug_of_war"] == pytest.approx(MF.tug_of_war(record, record["reference"]))
-    assert 0 <= record["mia_loss_cv"] <= 100
+    # the loss attack on the forget set against the test set (a random request has no
+    # forgotten-class test samples), up to 5 folds, seeded by the run's seed
+    assert "forget_test" not in splits
+    forget_losses = MF.sample_losses(probs["forget"], labels["forget"])
+    test_losses = MF.sample_losses(probs["test"], labels["test"])
+    folds = min(5, forget_losses.numel(), test_losses.numel())
+    expected_loss_cv = MF.loss_mia_cv(forget_losses, test_losses, n_splits=folds, seed=dm.seed)
+    assert record["mia_loss_cv"] == pytest.approx(expected_loss_cv, abs=1e-9)
     assert record["effective_batch_size"] == dm.batch_size and record["seed"] == dm.seed
 
 
