@@ -23,6 +23,7 @@ from natmu_lightning import ClassifierModule, ForgetRemainDataModule, SmallCNN, 
 from natmu_lightning.data import RandomForget, SyntheticImages
 from natmu_lightning.metrics.functional import MIA_ENTROPY_C, entropy
 from natmu_lightning.metrics.reference_free import reference_free_targets
+from natmu_lightning.predict import predict_logits
 from tests.probability_rows import certain, uniform
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -99,6 +100,20 @@ def test_the_evaluator_logs_and_writes_the_reference_free_gap(tmp_path):
     written = json.loads((Path(trainer.log_dir) / "unlearning_metrics.json").read_text())
     assert math.isfinite(written["reference_free_gap"])
     assert float(trainer.callback_metrics["gap/reference_free"]) == pytest.approx(written["reference_free_gap"])
+    # the values are those of the trained model's outputs on the datamodule's splits, seeded by the run
+    splits = dm.evaluation_splits()
+    probs = {name: predict_logits(model, images).softmax(1) for name, (images, _) in splits.items()}
+    labels = {name: targets for name, (_, targets) in splits.items()}
+    expected = reference_free_targets(
+        probs["forget"],
+        labels["forget"],
+        probs["remain"],
+        labels["remain"],
+        probs["test"],
+        labels["test"],
+        seed=dm.seed,
+    )
+    assert {key: written[key] for key in expected} == pytest.approx(expected)
 
 
 def load_quality():
