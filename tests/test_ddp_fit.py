@@ -94,10 +94,15 @@ def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):
     assert a["reference"] == b["reference"]
     assert a["global_step"] == b["global_step"]  # same global batch -> same number of steps
     # The trained weights differ only through batching (sample order, per-process batch-norm
-    # statistics), so the metrics agree closely but not bitwise.
+    # statistics), so the metrics agree closely but not bitwise (measured 2026-12-07: 0.0, 0.6,
+    # 0.4 and 2.3 points apart: 0, 7, 2 and 3 samples).
     for key in ("forget_acc", "remain_acc", "test_acc"):
         assert abs(a[key] - b[key]) <= 3.0, (key, a[key], b[key])
-    assert abs(a["mia_entropy"] - b["mia_entropy"]) <= 15.0
+    assert abs(a["mia_entropy"] - b["mia_entropy"]) <= 8.0
+    # ... while the fit itself moves the remaining accuracy by more than that bound (89.97 ->
+    # 95.56 measured), so a 2-process run that did not train would fail it.
+    before = json.loads((one / "unlearning_record.json").read_text())["metrics_before"]
+    assert abs(a["remain_acc"] - before["remain_acc"]) > 3.0, (a["remain_acc"], before["remain_acc"])
 
     # The unlearning record: written once (rank 0), the original measured exactly as on one process.
     record_a = json.loads((one / "unlearning_record.json").read_text())
