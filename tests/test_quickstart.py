@@ -56,13 +56,16 @@ def test_quickstart_end_to_end_and_cache(tmp_path, capsys):
         assert again["models"][role] == written["models"][role]
 
     # The table README.md states for the default seed, within a few samples: another CPU generation's
-    # floats differ, and two machines measured differed by up to 3.08 points (NatMU's forget
-    # accuracy: four of its 130 images; README.md gives both machines' numbers).
+    # floats differ. The two machines measured (README.md gives both) differed by at most 4 of the
+    # 130 forget images (3.08 points; MIA 3 images), 3 of 1,127 remaining (0.27), 8 of 540 test
+    # images (1.48) and 0.30 in the average gap: bounds of about twice that, per metric.
+    tolerance = {"forget_acc": 6.2, "mia_entropy": 6.2, "remain_acc": 0.6, "test_acc": 3.0, "avg_gap": 0.6}
     stated = readme_quickstart_table()
     assert set(stated) == set(written["models"])
     for role, values in stated.items():
         for key, value in values.items():
-            assert abs(written["models"][role][key] - value) <= 4.0, (role, key, written["models"][role][key], value)
+            measured = written["models"][role][key]
+            assert abs(measured - value) <= tolerance[key], (role, key, measured, value)
 
     # NatMU lands near Retrain (issue 17's bar; its lr was selected on other seeds' forget sets). Its
     # forget accuracy on one seed moves with the machine (2.31 and 3.85 points from Retrain's on the
