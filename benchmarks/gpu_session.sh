@@ -27,7 +27,8 @@
 #    100 epochs when, at the step time of 1., the whole table is estimated to fit in the time left;
 #    else fewer (at least 10), so that the session can still return a whole table; paper.json's
 #    classifier_epochs says which, with the estimate. Without a usable step time from 1., 10 epochs.
-#    When a run fails with at least 180 s left, once more with 10 epochs on the loader path.
+#    When a run fails with at least 180 s left, once more with 10 epochs on the loader path (a
+#    check of that path and the rows that finish in the time left).
 set -uo pipefail
 budget="${GPU_SESSION_BUDGET:-575}"  # seconds for the whole script, inside the device call's 590
 py="${PYTHON:-$(command -v python3 || command -v python)}"
@@ -48,9 +49,18 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning'
       'jsonargparse', jsonargparse.__version__)" || exit 1
 
 status=0
+monitor=
+stop_monitor() {  # SIGTERM (a background job ignores SIGINT), then wait: nothing left running
+  [ -z "$monitor" ] || { kill "$monitor" 2>/dev/null; wait "$monitor" 2>/dev/null; monitor=; }
+}
+trap stop_monitor EXIT
 if command -v nvidia-smi >/dev/null; then
-  # how busy the GPU is, every 2 s, through both parts (the output's "at HH:MM:SS" lines place them)
-  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 >"$out/gpu_util.csv" 2>/dev/null &
+  # how busy the GPU is, every 2 s, through both parts (the output's "at HH:MM:SS" lines place
+  # them); line-buffered, so that the samples before the stop are in the file
+  line_buffered=()
+  ! command -v stdbuf >/dev/null || line_buffered=(stdbuf -oL)
+  ${line_buffered[@]+"${line_buffered[@]}"} nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
+    --format=csv -l 2 >"$out/gpu_util.csv" 2>/dev/null &
   monitor=$!
 fi
 echo "step overhead at $(date +%T)"
@@ -84,11 +94,15 @@ if [ "$code" -eq 2 ]; then  # its arguments refused (the step time unusable), be
   code=$?
 fi
 paper_dir="$work/paper"
-if [ "$code" -eq 1 ] && [ $((budget - SECONDS)) -ge 180 ]; then
-  # a run failed early, not by the time limit (124): once more, 10 epochs, batches through the
-  # DataLoader from host memory (the path GPU runs took before device residency, which no GPU has
-  # run yet); the first try's paper.json comes back too, with the error
+first_try=()
+if [ "$code" -eq 1 ] && grep -q '"failed"' "$paper_dir/paper.json" 2>/dev/null && [ $((budget - SECONDS)) -ge 180 ]; then
+  # a run failed early (paper.json says so; not the time limit, 124, nor input refused before any
+  # run): once more, 10 epochs, batches through the DataLoader from host memory (the path GPU runs
+  # took before device residency, which no GPU has run yet). In the time left this checks that
+  # path and returns the rows that finish, rarely a whole table. The first try's paper.json comes
+  # back too, with the error, and its logs in the archive (first_try_logs/).
   cp "$paper_dir/paper.json" "$out/paper_first_try.json" 2>/dev/null
+  mv "$paper_dir/logs" "$work/first_try_logs" 2>/dev/null && first_try=(-C "$work" first_try_logs)
   paper_dir="$work/paper_loader_path"
   left=$(time_left)
   echo "paper.py failed: once more with --loader-path --classifier-epochs 10 in $left s"
@@ -97,12 +111,13 @@ if [ "$code" -eq 1 ] && [ $((budget - SECONDS)) -ge 180 ]; then
 fi
 [ "$code" -eq 0 ] || status=1
 
-[ -z "${monitor:-}" ] || kill "$monitor" 2>/dev/null
+stop_monitor
 cp "$paper_dir/paper.json" "$out/" 2>/dev/null
 # each run's log, metrics.csv and final metrics (how far a run stopped by the time limit got, why one
 # failed) in one archive: at most 8 files come back from $OUT
 (cd "$paper_dir" 2>/dev/null && tar czf "$out/paper_runs.tar.gz" logs \
-  $(ls -d work/runs/*/*/*/version_*/{metrics.csv,unlearning_metrics.json} 2>/dev/null))
+  $(ls -d work/runs/*/*/*/version_*/{metrics.csv,unlearning_metrics.json} 2>/dev/null) \
+  ${first_try[@]+"${first_try[@]}"})
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
 grep -av "it/s" "$work/overhead.log" | tail -c 20000 >"$out/overhead_log.txt" 2>/dev/null
 [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"  # the runs' checkpoints: gigabytes (KEEP_WORK=1 keeps them)

@@ -111,11 +111,12 @@ def entry_point() -> None:
 
 
 def release_process_group() -> None:
-    """Destroy the default process group that a DDP run leaves behind (Lightning keeps it after
-    the Trainer ends). Left to the interpreter's exit, gloo's threads can abort a process whose
-    fit has finished ("terminate called without an active exception", SIGABRT; pytorch/pytorch
-    issue 190489), failing a job that succeeded. Only after a command that succeeded: after an
-    error, other ranks may still be inside a collective that the destruction would hang
-    (pytorch/torchtitan pull request 1342)."""
+    """Destroy the default process group that a DDP run leaves behind, if any (Lightning keeps it
+    after the Trainer ends, and destroys only an NCCL one at exit). Left to the interpreter's
+    exit, gloo's threads can abort a process whose fit has finished ("terminate called without an
+    active exception", SIGABRT; pytorch/pytorch issue 190489), failing a job that succeeded.
+
+    Call it only after the work succeeded: after an error, other ranks may still be inside a
+    collective that the destruction would hang (pytorch/torchtitan pull request 1342)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

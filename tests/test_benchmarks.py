@@ -778,10 +778,12 @@ def test_paper_lowers_the_classifier_epochs_to_what_fits_in_the_time_given(tmp_p
 
     assert [epochs_of(name, 37) for name in ("original", "retrain", "natmu", "ft")] == ["37", "37", None, None]
     assert epochs_of("original", 100) is None  # the configs' own 100
-    assert "--data.device_resident" not in paper.Runner(shipped, Path("c.npz"), tmp_path, tmp_path).command("natmu")
     loader = argparse.Namespace(**{**vars(shipped), "loader_path": True})
-    command = paper.Runner(loader, Path("c.npz"), tmp_path, tmp_path).command("natmu")
-    assert command[command.index("--data.device_resident") + 1] == "false"
+    for name in (*paper.CLASSIFIERS, *paper.METHODS):
+        assert "--data.device_resident" not in paper.Runner(shipped, Path("c.npz"), tmp_path, tmp_path).command(name)
+        command = paper.Runner(loader, Path("c.npz"), tmp_path, tmp_path).command(name)
+        at = command.index("--data.device_resident")
+        assert command[at + 1] == "false" and at > command.index(str(Path("gpu.yaml").resolve())), name
     missing = str(tmp_path / "missing.json")
     for bad, says in (
         (["--fit-in", "470"], "--step-overhead"),

@@ -39,21 +39,20 @@ def test_a_finished_command_releases_the_process_group_and_a_failed_one_does_not
         store = dist.FileStore(str(tmp_path / next(stores)), 1)
         dist.init_process_group("gloo", store=store, rank=0, world_size=1)
 
-    monkeypatch.setattr(cli_module, "main", init_group)
-    cli_module.entry_point()
-    assert not dist.is_initialized()
-
     def init_group_then_fail():
         init_group()
         raise ValueError("bad input")
 
-    monkeypatch.setattr(cli_module, "main", init_group_then_fail)
     try:
+        monkeypatch.setattr(cli_module, "main", init_group)
+        cli_module.entry_point()
+        assert not dist.is_initialized()
+        monkeypatch.setattr(cli_module, "main", init_group_then_fail)
         with pytest.raises(SystemExit):
             cli_module.entry_point()
         assert dist.is_initialized()
-    finally:
-        dist.destroy_process_group()
+    finally:  # no group left for the tests after this one, whatever failed
+        cli_module.release_process_group()
 
 
 @pytest.mark.slow
