@@ -7,6 +7,7 @@ import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -215,7 +216,7 @@ def make_fake_cifar10_npz(path: PathLike, train_per_class: int = 3, test_per_cla
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    arrays: dict[str, np.ndarray] = {"classes": np.asarray(CIFAR10_CLASSES)}
+    arrays: dict[str, Any] = {"classes": np.asarray(CIFAR10_CLASSES)}  # Any: savez's keywords are typed apart
     for split, per in (("train", train_per_class), ("test", test_per_class)):
         labels = np.repeat(np.arange(10, dtype=np.uint8), per)
         blobs = [_jpeg_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in labels]
