@@ -183,11 +183,28 @@ def select(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def config_delta(config_args: Sequence[str]) -> float:
-    """The δ the run's configs set (parsing them also checks them before any trial runs)."""
+    """The δ the run's configs set (parsing them also checks them before any trial runs).
+
+    Raises:
+        ValueError: the configs do not unlearn with NatMU's hybrid stream (there is no δ to
+            choose), or they train on more than one process (every rank would re-run the search).
+    """
     from natmu_lightning.cli import main
 
-    options = main(list(config_args), run=False).datamodule.natmu
-    return float(options.delta)
+    cli = main(list(config_args), run=False)
+    training_needs = getattr(cli.model, "training_needs", None)
+    stream = cli.datamodule.requested_stream or (training_needs().stream if callable(training_needs) else None)
+    if stream != "hybrid":
+        raise ValueError(
+            f"select-lr chooses NatMU's lr and delta, but these configs train {type(cli.model).__name__} on the "
+            f"{stream!r} stream: compose a natmu.yaml fragment"
+        )
+    if cli.trainer.world_size > 1:
+        raise ValueError(
+            f"the configs train on {cli.trainer.world_size} processes; select-lr runs its trials in this process: "
+            "run it with --trainer.devices 1"
+        )
+    return float(cli.datamodule.natmu.delta)
 
 
 class _Trials:

@@ -295,6 +295,11 @@ def test_the_command_refuses_before_training(tmp_path, capsys):
         entry_point([*digits_args("retrain"), "--members", "2", "--out", str(out)])
     assert exit_info.value.code == 2 and "another forget request" in capsys.readouterr().err
     assert not (out / "members").exists()
+    # configs that do not train a Retrain (the original trains on the forget set too)
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point([*digits_args("original"), "--members", "2", "--out", str(tmp_path / "not_retrains")])
+    assert exit_info.value.code == 2 and "a bank holds Retrains" in capsys.readouterr().err
+    assert not (tmp_path / "not_retrains" / "members").exists()
 
 
 # --------------------------------------------------------------------------- digits banks: the command, calibration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from natmu_lightning.lr_selection import (
     trial_name,
 )
 from tests.tiny_runs import digits_args
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 ORIGINAL = {"rf_forget_acc_target": 90.0, "remain_acc": 99.0, "test_acc": 90.0, "rf_mia_target": 60.0}
 
@@ -111,6 +114,19 @@ def test_bad_arguments_are_refused_before_any_fit(tmp_path, capsys):
             entry_point([*digits_args("natmu"), "--out", str(tmp_path / "out"), *bad])
         assert "must" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("digits_workdir")
+def test_configs_without_natmu_or_on_several_processes_are_refused_before_any_fit(tmp_path, capsys):
+    two_processes = ["--config", str(CONFIGS / "trainer" / "cpu_ddp2.yaml")]
+    for configs, says in (
+        (digits_args("ft"), "compose a natmu.yaml"),
+        ([*digits_args("natmu"), *two_processes], "devices 1"),
+    ):
+        with pytest.raises(SystemExit):
+            entry_point([*configs, "--out", str(tmp_path / "out")])
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "out" / "trials").exists()
 
 
 def test_a_grid_that_diverges_everywhere_stops_with_the_trials_written(tmp_path, monkeypatch):

@@ -122,7 +122,8 @@ def describe_request(config_args: Sequence[str]) -> dict[str, Any]:
     ``architecture_sha256``, ``num_classes`` and ``world_size``.
 
     Raises:
-        ValueError: the request cannot be resolved without a model, or the module has no backbone.
+        ValueError: the request cannot be resolved without a model, the module has no backbone,
+            or it is not a Retrain (another stream than the remaining set's, or an unlearning method).
     """
     from natmu_lightning.cli import main
 
@@ -131,6 +132,16 @@ def describe_request(config_args: Sequence[str]) -> dict[str, Any]:
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
         raise ValueError(f"a bank needs a module with a `backbone` attribute; {class_path(model)} has none")
+    training_needs = getattr(model, "training_needs", None)
+    if callable(training_needs):  # the package's modules declare what they train on
+        needs = training_needs()
+        stream = datamodule.requested_stream or needs.stream
+        if stream != "remain" or needs.unlearns:
+            raise ValueError(
+                f"a bank holds Retrains (trained from scratch on the remaining set, e.g. retrain.yaml); these configs "
+                f"train {class_path(model)} on the {stream!r} stream"
+                + (" from a trained model" if needs.unlearns else "")
+            )
     datamodule.setup("validate")
     indices = getattr(datamodule, "forget_indices", None)
     if indices is None:

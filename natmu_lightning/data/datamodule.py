@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import torch
 from pytorch_lightning.accelerators import CUDAAccelerator
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from natmu_lightning.data import resolution
@@ -74,7 +74,7 @@ class ForgetRemainDataModule(StreamLoaders):
     Args:
         source: the dataset (default: scikit-learn digits).
         forget: the forget request (default: 10% class-balanced random).
-        stream: training stream; ``None``: the one the method declares.
+        stream: training stream; ``None``: the one the method declares (another one overrides it, with a warning).
         batch_size: training batch size per device.
         eval_batch_size: batch size of evaluation passes.
         num_workers: data-loader workers.
@@ -281,6 +281,8 @@ class ForgetRemainDataModule(StreamLoaders):
         return self.forget_indices, self.remain_indices
 
     def _resolve_stream(self, needs: TrainingNeeds | None) -> str:
+        if needs is not None and needs.unlearns and self.requested_stream not in (None, needs.stream):
+            rank_zero_warn(f"data.stream {self.requested_stream!r} overrides the method's {needs.stream!r} stream")
         stream = self.requested_stream or (needs.stream if needs is not None else None)
         if stream not in STREAMS:
             raise ValueError(

@@ -309,7 +309,8 @@ def test_methods_declare_what_the_data_reads_from_them(tmp_path):
     dm = ForgetRemainDataModule(stream="paired", batch_size=100)
     attach(dm, tmp_path)
     dm.setup("fit")
-    dm.prepare_for("fit", scrub, None)  # the needs size the layout; the constructor's stream wins
+    with pytest.warns(UserWarning, match="data.stream 'paired' overrides the method's 'forget_then_remain' stream"):
+        dm.prepare_for("fit", scrub, None)  # the needs size the layout; the constructor's stream wins, said
     assert dm.stream == "paired" and dm._layout().forget_batch_size == 8
 
 
