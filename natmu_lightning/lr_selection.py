@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from natmu_lightning.configs import newest_version
+from natmu_lightning.data.contracts import training_stream
 from natmu_lightning.io import atomic_write_json, json_ready
 
 #: Rates tried first: half decades around the paper's 1e-3.
@@ -193,7 +194,7 @@ def config_delta(config_args: Sequence[str]) -> float:
 
     cli = main(list(config_args), run=False)
     training_needs = getattr(cli.model, "training_needs", None)
-    stream = cli.datamodule.requested_stream or (training_needs().stream if callable(training_needs) else None)
+    stream = training_stream(cli.datamodule.requested_stream, training_needs() if callable(training_needs) else None)
     if stream != "hybrid":
         raise ValueError(
             f"select-lr chooses NatMU's lr and delta, but these configs train {type(cli.model).__name__} on the "

@@ -73,6 +73,7 @@ from natmu_lightning.bank.file import (
     architecture_sha256,
     class_path,
 )
+from natmu_lightning.data.contracts import training_stream
 from natmu_lightning.io import atomic_save_npy, atomic_write_json
 from natmu_lightning.records import file_sha256, indices_sha256
 
@@ -135,7 +136,7 @@ def describe_request(config_args: Sequence[str]) -> dict[str, Any]:
     training_needs = getattr(model, "training_needs", None)
     if callable(training_needs):  # the package's modules declare what they train on
         needs = training_needs()
-        stream = datamodule.requested_stream or needs.stream
+        stream = training_stream(datamodule.requested_stream, needs)
         if stream != "remain" or needs.unlearns:
             raise ValueError(
                 f"a bank holds Retrains (trained from scratch on the remaining set, e.g. retrain.yaml); these configs "

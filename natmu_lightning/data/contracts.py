@@ -49,6 +49,12 @@ class TrainingNeeds:
     max_phase_epochs: int | None = None
 
 
+def training_stream(requested: str | None, needs: TrainingNeeds | None) -> str | None:
+    """The stream a fit trains on: the datamodule's ``stream`` argument when given, else the one
+    the method declares (``None`` without either)."""
+    return requested or (needs.stream if needs is not None else None)
+
+
 class UnlearningData(Protocol):
     """The datamodule as methods, the evaluator and the record read it.
 

@@ -12,7 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from natmu_lightning.data import resolution
-from natmu_lightning.data.contracts import TrainingNeeds
+from natmu_lightning.data.contracts import TrainingNeeds, training_stream
 from natmu_lightning.data.loaders import StreamLoaders
 from natmu_lightning.data.requests import ForgetRequest, RandomForget, resolve_excluding
 from natmu_lightning.data.resident import RESIDENT_MEMORY_FRACTION, ResidentImages, use_device_resident
@@ -283,7 +283,7 @@ class ForgetRemainDataModule(StreamLoaders):
     def _resolve_stream(self, needs: TrainingNeeds | None) -> str:
         if needs is not None and needs.unlearns and self.requested_stream not in (None, needs.stream):
             rank_zero_warn(f"data.stream {self.requested_stream!r} overrides the method's {needs.stream!r} stream")
-        stream = self.requested_stream or (needs.stream if needs is not None else None)
+        stream = training_stream(self.requested_stream, needs)
         if stream not in STREAMS:
             raise ValueError(
                 f"ForgetRemainDataModule cannot tell which training stream to build: pass stream= one of "
