@@ -79,21 +79,23 @@ cp "$work/overhead/step_overhead.json" "$out/" 2>/dev/null  # at once: kept if t
 
 # the paper's table in the time left (20 s kept for the copies below; at least 10: `timeout 0` is no limit)
 time_left() { local left=$((budget - SECONDS - 20)); echo $((left < 10 ? 10 : left)); }
-left=$(time_left)
+run_paper() {  # benchmarks.paper on the session's data in the time left; its exit code in $code
+  local left
+  left=$(time_left)
+  echo "paper.py gets $left s at $(date +%T): $*"
+  timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" "$@"
+  code=$?
+}
 if [ -f "$work/overhead/step_overhead.json" ]; then
-  plan=(--fit-in "$((left - 10))" --step-overhead "$work/overhead/step_overhead.json")
+  plan=(--fit-in "$(($(time_left) - 10))" --step-overhead "$work/overhead/step_overhead.json")
 else
   plan=(--classifier-epochs 10)
 fi
-echo "paper.py gets $left s at $(date +%T): ${plan[*]}"
-timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$work/paper" "${plan[@]}"
-code=$?
-if [ "$code" -eq 2 ]; then  # its arguments refused (the step time unusable), before any training
-  left=$(time_left)
-  timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$work/paper" --classifier-epochs 10
-  code=$?
-fi
 paper_dir="$work/paper"
+run_paper --out "$paper_dir" "${plan[@]}"
+if [ "$code" -eq 2 ]; then  # its arguments refused (the step time unusable), before any training
+  run_paper --out "$paper_dir" --classifier-epochs 10
+fi
 first_try=()
 if [ "$code" -eq 1 ] && grep -q '"failed"' "$paper_dir/paper.json" 2>/dev/null && [ $((budget - SECONDS)) -ge 180 ]; then
   # a run failed early (paper.json says so; not the time limit, 124, nor input refused before any
@@ -104,10 +106,8 @@ if [ "$code" -eq 1 ] && grep -q '"failed"' "$paper_dir/paper.json" 2>/dev/null &
   cp "$paper_dir/paper.json" "$out/paper_first_try.json" 2>/dev/null
   mv "$paper_dir/logs" "$work/first_try_logs" 2>/dev/null && first_try=(-C "$work" first_try_logs)
   paper_dir="$work/paper_loader_path"
-  left=$(time_left)
-  echo "paper.py failed: once more with --loader-path --classifier-epochs 10 in $left s"
-  timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" --out "$paper_dir" --classifier-epochs 10 --loader-path
-  code=$?
+  echo "paper.py failed: once more on the loader path"
+  run_paper --out "$paper_dir" --classifier-epochs 10 --loader-path
 fi
 [ "$code" -eq 0 ] || status=1
 
