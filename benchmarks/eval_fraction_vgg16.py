@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # an uninstalled checkout runs too
 from natmu_lightning import VGG16BN, UnlearningEvaluator  # noqa: E402
-from natmu_lightning.callbacks.evaluator import subset_size  # noqa: E402
+from natmu_lightning.metrics.schedule import subset_size  # noqa: E402
 
 FORGET, REMAIN, TEST = 5_000, 45_000, 10_000
 TRAIN_ROWS = REMAIN + 4 * FORGET

@@ -28,20 +28,73 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = Tr
     Raises:
         ValueError: the file is missing, unreadable, truncated or holds no tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{what} {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) on bad files
-        raise ValueError(
-            f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})".strip()
-        ) from error
+    payload = _read_file(path, what)
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
         raise ValueError(f"{what} {str(path)!r} holds no state dict of tensors")
     return strip_prefixes(payload) if strip else payload
+
+
+def _read_file(path: str | Path, what: str) -> Any:
+    """What ``torch.load`` reads from ``path`` with ``weights_only=True``, or a ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types (KeyError, UnpicklingError, ...) on bad files
+        raise ValueError(
+            f"{what} {str(path)!r} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})".strip()
+        ) from error
+
+
+def trained_forget_set(path: str | Path, what: str = "checkpoint") -> Tensor | None:
+    """The forget set the fit that wrote ``path`` resolved, sorted: a fit with
+    :class:`~natmu_lightning.data.ForgetRemainDataModule` keeps it in the datamodule's state in
+    every checkpoint. ``None`` for a file without one (a plain state dict, another datamodule's
+    checkpoint).
+
+    Raises:
+        ValueError: the file is missing or unreadable.
+    """
+    payload = _read_file(path, what)
+    if not isinstance(payload, dict):
+        return None
+    for key, state in payload.items():
+        if key != "state_dict" and isinstance(state, dict) and isinstance(state.get("forget_indices"), Tensor):
+            return state["forget_indices"].sort().values
+    return None
+
+
+def check_reference_request(path: str | Path, datamodule: Any, what: str = "reference_ckpt") -> None:
+    """Refuse a reference (a Retrain) trained for another forget request than ``datamodule``'s.
+
+    The reference must have left out this run's forget set and nothing else: the same set,
+    or in a further deletion request the union with what earlier requests forgot (a Retrain
+    on the union). Nothing is checked before ``datamodule`` has resolved its request, or for a
+    file that holds no forget set (:func:`trained_forget_set`).
+
+    Raises:
+        ValueError: the file's forget set is neither, naming both sizes and their overlap.
+    """
+    forget = getattr(datamodule, "forget_indices", None)
+    trained = None if forget is None else trained_forget_set(path, what)
+    if forget is None or trained is None:
+        return
+    accepted = [forget.sort().values]
+    previous = getattr(datamodule, "previous_request", None)
+    if previous is not None:
+        accepted.append(torch.cat([forget, previous.already_forgotten]).unique())  # sorted
+    if any(torch.equal(trained, indices) for indices in accepted):
+        return
+    common = int(torch.isin(trained, forget).sum())
+    raise ValueError(
+        f"{what} {str(path)!r} was trained for another forget request: its forget set has {trained.numel()} "
+        f"samples, this run's {forget.numel()} ({common} in common), so its gaps would compare with a model "
+        "that saw part of this forget set or missed remaining samples. Pass the Retrain of this request (the "
+        "same forget request, data seed and dataset), or --evaluator.reference_ckpt null"
+    )
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:

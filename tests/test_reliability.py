@@ -1,6 +1,7 @@
 """Nothing of the user's is written to; bad input stops before any training."""
 
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,9 +9,18 @@ import pytorch_lightning as pl
 import torch
 
 from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
+from natmu_lightning.checkpoints import check_reference_request, trained_forget_set
 from natmu_lightning.cli import main
-from natmu_lightning.data import IndexForget
-from tests.tiny_runs import DIGITS_ORIGINAL, DIGITS_RETRAIN, digits_args, digits_run_folder, quiet_trainer
+from natmu_lightning.data import HardestForget, IndexForget
+from tests.tiny_runs import (
+    DIGITS_ORIGINAL,
+    DIGITS_RETRAIN,
+    digits_args,
+    digits_run_folder,
+    make_dm,
+    make_model,
+    quiet_trainer,
+)
 
 
 def digest(path):
@@ -151,3 +161,77 @@ def test_a_run_whose_reference_is_its_own_output_is_refused():
     with pytest.raises(ValueError, match="is the checkpoint this run writes"):
         main([*digits_args("retrain"), "--evaluator.reference_ckpt", str(DIGITS_RETRAIN)], run=False)
     assert DIGITS_RETRAIN.read_bytes() == b"a previous Retrain"
+
+
+def retrain_checkpoint(tmp_path, name: str, **datamodule) -> str:
+    """A Lightning checkpoint of a two-step fit on the remaining set of ``make_dm(**datamodule)``."""
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(make_model(), datamodule=make_dm(**datamodule))
+    trainer.save_checkpoint(tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_a_reference_trained_for_another_forget_request_is_refused_before_training(tmp_path):
+    """A Retrain of another random draw (another data seed) trained on part of this forget set:
+    its gaps would be meaningless. The same request passes; a plain state dict is not checked."""
+    other = retrain_checkpoint(tmp_path, "seed1.ckpt", seed=1)
+    module = make_model()
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[UnlearningEvaluator(reference_ckpt=other)])
+    with pytest.raises(
+        ValueError,
+        match=r"trained for another forget request: its forget set has 12 samples, this run's 12 \(\d+ in common\)",
+    ):
+        trainer.fit(module, datamodule=make_dm(seed=0))
+    assert trainer.global_step == 0
+
+    same = retrain_checkpoint(tmp_path, "seed0.ckpt", seed=0)
+    plain = tmp_path / "plain.pt"
+    torch.save(torch.load(other, weights_only=True)["state_dict"], plain)
+    for reference in (same, str(plain)):
+        trainer = quiet_trainer(tmp_path, max_steps=1, callbacks=[UnlearningEvaluator(reference_ckpt=reference)])
+        trainer.fit(make_model(), datamodule=make_dm(seed=0))
+        assert trainer.global_step == 1
+
+
+def test_a_reference_of_another_request_is_refused_when_the_request_is_resolved_late(tmp_path):
+    """A request resolved with the model (hardest samples) is resolved after the callbacks' setup;
+    the check then runs when the reference is first loaded, before any number is reported."""
+    other = retrain_checkpoint(tmp_path, "random.ckpt", seed=0)
+    torch.save(make_model().backbone.state_dict(), tmp_path / "original.pt")
+    module = make_model(original_ckpt=str(tmp_path / "original.pt"))
+    trainer = quiet_trainer(tmp_path, limit_val_batches=1, callbacks=[UnlearningEvaluator(reference_ckpt=other)])
+    datamodule = make_dm(forget=HardestForget(0.2))
+    with pytest.raises(ValueError, match="trained for another forget request"):
+        trainer.validate(module, datamodule=datamodule)
+    assert datamodule.forget_indices is not None  # resolved, then refused
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[UnlearningEvaluator(reference_ckpt=other)])
+    with pytest.raises(ValueError, match="trained for another forget request"):
+        trainer.fit(module, datamodule=make_dm(forget=HardestForget(0.2)))
+    assert trainer.global_step == 0  # refused at the fit's start, not at the first epoch's end
+
+
+def test_check_reference_request_accepts_this_request_or_its_union_with_earlier_ones(tmp_path):
+    """Hand-made checkpoints: the forget set in any order, or (a further request) a Retrain on the
+    union with what earlier requests forgot; any other set is refused; nothing is checked before
+    the request is resolved or for a file that holds none."""
+    forget, already = torch.tensor([7, 3, 5]), torch.tensor([9, 1])
+
+    def saved(name, **payload):
+        torch.save({"state_dict": {"w": torch.zeros(1)}, **payload}, tmp_path / name)
+        return tmp_path / name
+
+    first = SimpleNamespace(forget_indices=forget, previous_request=None)
+    further = SimpleNamespace(forget_indices=forget, previous_request=SimpleNamespace(already_forgotten=already))
+    same = saved("same.ckpt", ForgetRemainDataModule={"forget_indices": torch.tensor([5, 7, 3]), "seed": 0})
+    union = saved("union.ckpt", MyDataModule={"forget_indices": torch.tensor([1, 3, 5, 7, 9])})
+    other = saved("other.ckpt", ForgetRemainDataModule={"forget_indices": torch.tensor([3, 5, 8])})
+    check_reference_request(same, first)
+    check_reference_request(same, further)
+    check_reference_request(union, further)
+    with pytest.raises(ValueError, match=r"its forget set has 5 samples, this run's 3 \(3 in common\)"):
+        check_reference_request(union, first)
+    with pytest.raises(ValueError, match=r"its forget set has 3 samples, this run's 3 \(2 in common\)"):
+        check_reference_request(other, further)
+    check_reference_request(other, SimpleNamespace(forget_indices=None))  # not resolved yet
+    check_reference_request(saved("plain.pt"), first)  # no forget set in the file
+    assert trained_forget_set(same).tolist() == [3, 5, 7] and trained_forget_set(saved("none.pt")) is None

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from natmu_lightning.bank.file import read_bank
 from natmu_lightning.callbacks.bank_scores import BankScores
 from natmu_lightning.callbacks.distributed import on_rank_zero, sharded_logits, sync_buffers_from_rank_zero
-from natmu_lightning.checkpoints import backbone_with_weights
+from natmu_lightning.checkpoints import backbone_with_weights, check_reference_request
 from natmu_lightning.data.contracts import unlearning_data
 from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
@@ -37,11 +37,8 @@ from natmu_lightning.metrics.evaluation import (
     logged_names,
 )
 from natmu_lightning.metrics.names import RENAMED_KEYS
-from natmu_lightning.metrics.schedule import Splits, subset_size
-from natmu_lightning.metrics.splits import ATTACKS, LOG_KEYS, METRICS, per_sample_outputs, split_metrics
-
-# LOG_KEYS, split_metrics and subset_size live in natmu_lightning.metrics; tests and benchmarks import them from here
-__all__ = ["LOG_KEYS", "UnlearningEvaluator", "split_metrics", "subset_size"]
+from natmu_lightning.metrics.schedule import Splits
+from natmu_lightning.metrics.splits import ATTACKS, METRICS, per_sample_outputs
 
 
 class UnlearningEvaluator(Callback):
@@ -88,7 +85,7 @@ class UnlearningEvaluator(Callback):
     evaluation that finds a collapse (off by default).
 
     Args:
-        reference_ckpt: weights of the Retrain model (same backbone) to compare with.
+        reference_ckpt: the Retrain of this forget request (same backbone) to compare with.
         every_n_epochs: evaluate every n training epochs.
         batch_size: samples per forward pass (the unit of work split across ranks).
         filename: name of the metrics file in the log dir.
@@ -196,12 +193,15 @@ class UnlearningEvaluator(Callback):
         if self.reference_ckpt is not None and self.reference_metrics is None:
             # Fail on a bad reference before any training, not at the first epoch's end.
             backbone_with_weights(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
+            check_reference_request(self.reference_ckpt, trainer.datamodule)  # type: ignore[attr-defined]  # Lightning's
         if self.bank_scores is not None:
             self.bank_scores.check(trainer, pl_module)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A request resolved with the original model (HardestForget, a further request) is
         # resolved after the callbacks' setup: its forget set is checked here, before training.
+        if self.reference_ckpt is not None:
+            check_reference_request(self.reference_ckpt, trainer.datamodule)  # type: ignore[attr-defined]  # Lightning's
         if self.bank_scores is not None:
             self.bank_scores.check_request(trainer)
 
@@ -288,6 +288,7 @@ class UnlearningEvaluator(Callback):
         key = (final or self._full_sets_every_time or not self._uses_subsets(), attacks)
         if key not in self._reference_cache:
             assert self.reference_ckpt is not None  # only called with a reference
+            check_reference_request(self.reference_ckpt, trainer.datamodule)  # type: ignore[attr-defined]  # Lightning's
             reference = backbone_with_weights(pl_module, self.reference_ckpt, "reference_ckpt", self.reference_prefix)
             outputs = self._outputs(trainer, reference, final)
             metrics = self._metrics_run(attacks)

@@ -21,11 +21,11 @@ from sklearn.metrics import accuracy_score
 
 from natmu_lightning import ForgetRemainDataModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.callbacks import distributed
-from natmu_lightning.callbacks import evaluator as E
 from natmu_lightning.data import ClassForget, Digits, IndexForget, RandomForget, SyntheticImages
 from natmu_lightning.data.transforms import to_unit_float
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics.reference_free import REFERENCE_FREE_KEYS
+from natmu_lightning.metrics.splits import LOG_KEYS, split_metrics
 from tests.tiny_runs import (
     NUM_CLASSES,
     make_dm,
@@ -151,7 +151,7 @@ def test_split_metrics_matches_sklearn(seed, class_wise):
     for k in labels:
         labels[k][::2] = probs[k].argmax(1)[::2]
 
-    got = E.split_metrics(probs, labels)
+    got = split_metrics(probs, labels)
 
     expected_keys = {"forget_acc", "remain_acc", "retain_acc", "test_acc", "mia_entropy", *REFERENCE_FREE_KEYS} | (
         {"forget_test_acc"} if class_wise else set()
@@ -177,9 +177,9 @@ def test_split_metrics_uses_remain_as_members_and_test_as_non_members():
     zeros = torch.zeros(6, dtype=torch.long)
     probs = {"remain": confident, "test": unsure, "forget": torch.cat([confident[:3], unsure[:1]])}
     labels = {"remain": zeros, "test": zeros, "forget": zeros[:4]}
-    assert E.split_metrics(probs, labels)["mia_entropy"] == 75.0
+    assert split_metrics(probs, labels)["mia_entropy"] == 75.0
     swapped = {"remain": unsure, "test": confident, "forget": probs["forget"]}
-    assert E.split_metrics(swapped, labels)["mia_entropy"] == 25.0
+    assert split_metrics(swapped, labels)["mia_entropy"] == 25.0
 
 
 # --------------------------------------------------------------------------- #
@@ -249,7 +249,7 @@ def test_fit_writes_metrics_json_and_logs(tmp_path, trained):
 
     rows = [r for r in read_csv(trainer) if r.get("forget/acc")]
     assert len(rows) == 1
-    for key, logged in E.LOG_KEYS.items():
+    for key, logged in LOG_KEYS.items():
         if key in record:
             assert float(rows[0][logged]) == pytest.approx(record[key], rel=1e-6, abs=1e-6), logged
     assert "forget_test/acc" not in rows[0] or rows[0]["forget_test/acc"] == ""
@@ -310,7 +310,7 @@ def test_validate_and_test_stages(tmp_path, trained):
     results = trainer.test(model, datamodule=dm)
     record_test = read_json(trainer)
     assert record_test["stage"] == "test"
-    assert {k: record_test[k] for k in E.LOG_KEYS if k in record} == {k: record[k] for k in E.LOG_KEYS if k in record}
+    assert {k: record_test[k] for k in LOG_KEYS if k in record} == {k: record[k] for k in LOG_KEYS if k in record}
     assert results[0]["test/acc"] == pytest.approx(record["test_acc"], rel=1e-6)
 
 
@@ -401,7 +401,7 @@ def test_class_wise_loss_attack_tells_members_from_test_samples_of_the_same_clas
     labels = {k: v.argmax(1) for k, v in probs.items()}
     for name in ("forget", "forget_test"):
         labels[name] = torch.full((probs[name].shape[0],), 3)
-    got = E.split_metrics(probs, labels, attacks=("loss_cv",), seed=0)
+    got = split_metrics(probs, labels, attacks=("loss_cv",), seed=0)
 
     def loss(name):
         return -torch.log(probs[name].double().gather(1, labels[name][:, None])).flatten()

@@ -9,8 +9,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from natmu_lightning import UnlearningEvaluator
-from natmu_lightning.callbacks.evaluator import split_metrics
 from natmu_lightning.metrics import functional as MF
+from natmu_lightning.metrics.splits import split_metrics
 from natmu_lightning.predict import predict_logits
 from tests.tiny_runs import make_dm, make_model, make_trainer, read_csv, read_json
 
