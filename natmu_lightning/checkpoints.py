@@ -28,7 +28,7 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = Tr
     Raises:
         ValueError: the file is missing, unreadable, truncated or holds no tensors.
     """
-    payload = _read_file(path, what)
+    payload = read_checkpoint(path, what)
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
@@ -36,8 +36,12 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = Tr
     return strip_prefixes(payload) if strip else payload
 
 
-def _read_file(path: str | Path, what: str) -> Any:
-    """What ``torch.load`` reads from ``path`` with ``weights_only=True``, or a ``ValueError``."""
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:
+    """What ``torch.load`` reads from ``path`` with ``weights_only=True``.
+
+    Raises:
+        ValueError: the file is missing, unreadable or truncated (``what`` names it).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} {str(path)!r} does not exist")
@@ -58,7 +62,7 @@ def trained_forget_set(path: str | Path, what: str = "checkpoint") -> Tensor | N
     Raises:
         ValueError: the file is missing or unreadable.
     """
-    payload = _read_file(path, what)
+    payload = read_checkpoint(path, what)
     if not isinstance(payload, dict):
         return None
     for key, state in payload.items():
@@ -137,21 +141,8 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint", p
         fitting = [head for head in top_level_prefixes(state) if _fits(_under(state, head), expected)]
         if not _fits(state, expected) and len(fitting) == 1:
             state = _under(state, fitting[0])
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{key}: file {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state and state[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        details = []
-        if missing:
-            details.append(f"missing {len(missing)} tensors (e.g. {missing[:3]})")
-        if unexpected:
-            details.append(f"unexpected {len(unexpected)} tensors (e.g. {unexpected[:3]})")
-        if mismatched:
-            details.append(f"shape mismatch in {len(mismatched)} tensors (e.g. {mismatched[:2]})")
+    details = misfits(state, expected)
+    if details:
         prefixes = ", ".join(f"{prefix} ({count} tensors)" for prefix, count in top_level_prefixes(state).items())
         example = ", ".join(f"{key} {tuple(value.shape)}" for key, value in list(expected.items())[:2])
         if len(fitting) > 1:
@@ -163,6 +154,26 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint", p
             + " (another architecture or class count?)"
         )
     model.load_state_dict(state, strict=True)
+
+
+def misfits(state: dict[str, Tensor], expected: dict[str, Tensor]) -> list[str]:
+    """What keeps ``state`` from loading strictly where ``expected`` (a state dict) is: missing,
+    unexpected and mismatched tensors, a few named of each; empty when it fits."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{key}: file {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and state[key].shape != expected[key].shape
+    ]
+    details = []
+    if missing:
+        details.append(f"missing {len(missing)} tensors (e.g. {missing[:3]})")
+    if unexpected:
+        details.append(f"unexpected {len(unexpected)} tensors (e.g. {unexpected[:3]})")
+    if mismatched:
+        details.append(f"shape mismatch in {len(mismatched)} tensors (e.g. {mismatched[:2]})")
+    return details
 
 
 def top_level_prefixes(state: dict[str, Tensor]) -> dict[str, int]:

@@ -17,9 +17,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from torch import Tensor, nn
 
 from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_evaluator
+from natmu_lightning.checkpoints import misfits, read_checkpoint
 from natmu_lightning.data import ForgetRemainDataModule
 
 
@@ -28,6 +30,23 @@ class NatMUCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(UnlearningEvaluator, "evaluator")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse a ``--ckpt_path`` that is not a Lightning checkpoint: Lightning reads
+        its hyperparameters next and fails on such a file with a bare traceback (a plain state
+        dict later, inside the run: ``KeyError: 'pytorch-lightning_version'``)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        self._ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        self._ckpt_state = lightning_checkpoint_state(self._ckpt_path)
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse a ``--ckpt_path`` whose weights do not fit the config's backbone before the run
+        writes anything (Lightning would fail inside it, after its config and logs are written)."""
+        super().after_instantiate_classes()
+        if self._ckpt_state is not None:
+            check_backbone_fits(self.model, self._ckpt_path, self._ckpt_state)
+        self._ckpt_state = None
 
     def before_fit(self) -> None:
         """Refuse a further deletion request whose method does not start from the previous
@@ -64,6 +83,50 @@ def place_checkpoints(trainer: pl.Trainer) -> None:
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = folder
+
+
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
+"""``ckpt_path`` values Lightning resolves itself (with ``registry`` ones and remote paths)."""
+
+
+def lightning_checkpoint_state(ckpt_path: str | None) -> dict[str, Tensor] | None:
+    """The ``state_dict`` of the Lightning checkpoint ``ckpt_path``; ``None`` without one, or for
+    what Lightning resolves itself (its keywords, ``registry`` paths, remote paths).
+
+    Raises:
+        ValueError: the file is missing, unreadable, or not a checkpoint a Lightning fit wrote.
+    """
+    if not ckpt_path or ckpt_path in LIGHTNING_CKPT_KEYWORDS or ckpt_path.startswith("registry") or "://" in ckpt_path:
+        return None
+    checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise ValueError(
+            f"ckpt_path {ckpt_path!r} is not a checkpoint written by a Lightning fit (a plain state dict?): "
+            "--ckpt_path resumes or evaluates such a checkpoint; to start a method from these weights, pass "
+            "them as --model.init_args.original_ckpt"
+        )
+    return state
+
+
+def check_backbone_fits(model: pl.LightningModule, ckpt_path: str | None, state: dict[str, Tensor]) -> None:
+    """Refuse a checkpoint's ``state`` whose ``backbone.`` tensors do not fit ``model.backbone``
+    (a module without a ``backbone`` is left to Lightning).
+
+    Raises:
+        ValueError: naming the missing, unexpected and mismatched tensors.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        return
+    saved = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    details = misfits(saved, backbone.state_dict())
+    if details:
+        raise ValueError(
+            f"ckpt_path {ckpt_path!r} does not fit the {type(backbone).__name__} backbone of the config: "
+            + "; ".join(details)
+            + " (another architecture or class count?)"
+        )
 
 
 def refuse_own_reference(trainer: pl.Trainer, reference_ckpt: str | None) -> None:

@@ -1,6 +1,7 @@
 """Nothing of the user's is written to; bad input stops before any training."""
 
 import hashlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from natmu_lightning import ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
+from natmu_lightning import ClassifierModule, ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.checkpoints import check_reference_request, trained_forget_set
 from natmu_lightning.cli import main
 from natmu_lightning.data import HardestForget, IndexForget
@@ -235,3 +236,41 @@ def test_check_reference_request_accepts_this_request_or_its_union_with_earlier_
     check_reference_request(other, SimpleNamespace(forget_indices=None))  # not resolved yet
     check_reference_request(saved("plain.pt"), first)  # no forget set in the file
     assert trained_forget_set(same).tolist() == [3, 5, 7] and trained_forget_set(saved("none.pt")) is None
+
+
+@pytest.mark.usefixtures("in_tmp_path")
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+@pytest.mark.parametrize(
+    "make_file,match",
+    [
+        (lambda: torch.save(SmallCNN(num_classes=10).state_dict(), "given.ckpt"), "not a checkpoint written by"),
+        (lambda: None, "ckpt_path 'given.ckpt' does not exist"),
+        (lambda: Path("given.ckpt").write_bytes(b"not a checkpoint"), "not a readable PyTorch checkpoint"),
+        (lambda: small_cnn_checkpoint(width=8), r"does not fit the SmallCNN backbone of the config: shape mismatch"),
+    ],
+)
+def test_an_unusable_ckpt_path_is_refused_before_anything_is_written(tmp_path, subcommand, make_file, match):
+    """A plain state dict failed inside Lightning with ``KeyError: 'pytorch-lightning_version'``
+    after the run's config and logs were written; another architecture, with a RuntimeError there."""
+    torch.save(SmallCNN(num_classes=10).state_dict(), "original.pt")
+    make_file()
+    before = sorted(tmp_path.rglob("*"))
+    args = [
+        *digits_args("natmu"),
+        "--model.init_args.original_ckpt",
+        "original.pt",
+        "--evaluator.reference_ckpt",
+        "null",
+    ]
+    with pytest.raises(ValueError, match=match):
+        main([subcommand, *args, "--ckpt_path", "given.ckpt", "--trainer.enable_progress_bar", "false"])
+    assert sorted(tmp_path.rglob("*")) == before, "the run wrote something"
+
+
+def small_cnn_checkpoint(width: int) -> None:
+    """``given.ckpt``: a Lightning checkpoint of a two-step digits fit of a SmallCNN of ``width``."""
+    trainer = quiet_trainer(Path.cwd(), max_steps=2)
+    trainer.fit(
+        ClassifierModule(SmallCNN(num_classes=10, width=width)), datamodule=ForgetRemainDataModule(batch_size=64)
+    )
+    trainer.save_checkpoint("given.ckpt")
