@@ -21,6 +21,7 @@ from tests.tiny_runs import (
     make_dm,
     make_model,
     quiet_trainer,
+    synthetic,
 )
 
 
@@ -274,3 +275,12 @@ def small_cnn_checkpoint(width: int) -> None:
         ClassifierModule(SmallCNN(num_classes=10, width=width)), datamodule=ForgetRemainDataModule(batch_size=64)
     )
     trainer.save_checkpoint("given.ckpt")
+
+
+def test_an_empty_evaluation_split_is_refused_before_the_first_epoch(tmp_path):
+    """A dataset without test samples failed only at the first evaluation, after an epoch of
+    training, deep in the MIA (``nonmember_probs must contain at least one row``)."""
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[UnlearningEvaluator()])
+    with pytest.raises(ValueError, match=r"evaluation split\(s\) \['test'\] of RandomForget\(ratio=0.2\) are empty"):
+        trainer.fit(make_model(), datamodule=make_dm(source=synthetic(test_per_class=0)))
+    assert trainer.global_step == 0

@@ -199,7 +199,8 @@ class UnlearningEvaluator(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A request resolved with the original model (HardestForget, a further request) is
-        # resolved after the callbacks' setup: its forget set is checked here, before training.
+        # resolved after the callbacks' setup: its forget set and splits are checked here, before training.
+        _splits(trainer)  # built now (then cached): an empty split is refused before the first epoch
         if self.reference_ckpt is not None:
             check_reference_request(self.reference_ckpt, trainer.datamodule)  # type: ignore[attr-defined]  # Lightning's
         if self.bank_scores is not None:
@@ -347,8 +348,7 @@ class UnlearningEvaluator(Callback):
         if self.reference_ckpt is not None:
             self.reference_metrics = self._reference(trainer, pl_module, final)[0]
         if log:
-            # Identical on every rank, so averaging across ranks changes nothing (and keeps
-            # Lightning's distributed logging consistent for monitors such as gap/avg).
+            # Identical on every rank: averaging across ranks changes nothing, monitors (gap/avg) agree.
             logged = {self._log_keys[k]: float(v) for k, v in metrics.items() if k in self._log_keys}
             pl_module.log_dict(logged, sync_dist=trainer.world_size > 1)
         self._evaluated_step, self._last_was_final = trainer.global_step, final
