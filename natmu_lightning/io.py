@@ -16,6 +16,17 @@ import numpy as np
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def check_file_name(what: str, name: str) -> None:
+    """Refuse a ``name`` that is not a plain file name (the file is written in a run's log dir:
+    a folder in the name would fail only when it is written, at the end of a run).
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"{what} must be a plain file name (it is written in the run's log dir), got {name!r}")
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)

@@ -300,6 +300,16 @@ def test_the_command_refuses_before_training(tmp_path, capsys):
         entry_point([*digits_args("original"), "--members", "2", "--out", str(tmp_path / "not_retrains")])
     assert exit_info.value.code == 2 and "a bank holds Retrains" in capsys.readouterr().err
     assert not (tmp_path / "not_retrains" / "members").exists()
+    # a run's log folder (another request's forget_indices.npy, no bank.json): its file is never rewritten
+    run_folder = tmp_path / "a_run"
+    run_folder.mkdir()
+    np.save(run_folder / "forget_indices.npy", np.arange(5))
+    before = (run_folder / "forget_indices.npy").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point([*digits_args("retrain"), "--members", "2", "--out", str(run_folder)])
+    assert exit_info.value.code == 2 and "holds another forget set" in capsys.readouterr().err
+    assert (run_folder / "forget_indices.npy").read_bytes() == before
+    assert sorted(p.name for p in run_folder.iterdir()) == ["forget_indices.npy"]
 
 
 # --------------------------------------------------------------------------- digits banks: the command, calibration

@@ -42,7 +42,8 @@ shapes), ``num_classes``, the ``command`` and ``config`` arguments, and per memb
 
 **Refused before any training** (exit code 2): ``--members`` below 2; an ``--out`` whose
 ``bank.json`` is for another forget request, another architecture, another class count or
-other ``--config`` arguments (members of two recipes would mix);
+other ``--config`` arguments (members of two recipes would mix), or without a ``bank.json``
+but with a ``forget_indices.npy`` of another forget set (a run's log folder, never rewritten);
 a forget request the configs cannot resolve without a model (``HardestForget``: resolve it
 once and pass its ``forget_indices.npy`` through ``IndexForget``); more than one device.
 
@@ -238,6 +239,11 @@ def build(
     indices: Tensor = found.pop("forget_indices")
     forget_file = out / FORGET_FILENAME
     if not forget_file.is_file() or indices_sha256(np.load(forget_file, allow_pickle=False)) != indices_sha256(indices):
+        if forget_file.is_file() and not existing:
+            raise ValueError(
+                f"{forget_file} holds another forget set and {out} no {BANK_FILENAME} (a run's log folder?): "
+                "choose another --out (nothing was written)"
+            )
         atomic_save_npy(forget_file, indices.numpy())
     found.pop("world_size")
     entries = {int(entry["seed"]): entry for entry in existing.get("members", [])}

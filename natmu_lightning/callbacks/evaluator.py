@@ -25,7 +25,7 @@ from natmu_lightning.callbacks.bank_scores import BankScores
 from natmu_lightning.callbacks.distributed import on_rank_zero, sharded_logits, sync_buffers_from_rank_zero
 from natmu_lightning.checkpoints import backbone_with_weights, check_reference_request
 from natmu_lightning.data.contracts import unlearning_data
-from natmu_lightning.io import atomic_save_npz, atomic_write_json, json_ready, run_dir
+from natmu_lightning.io import atomic_save_npz, atomic_write_json, check_file_name, json_ready, run_dir
 from natmu_lightning.metrics import functional as MF
 from natmu_lightning.metrics import schedule
 from natmu_lightning.metrics.bank import ReferenceBankMetric, bank_per_sample
@@ -145,6 +145,7 @@ class UnlearningEvaluator(Callback):
             raise ValueError("every_n_epochs and batch_size must be >= 1")
         schedule.check_subset("remain_subset", remain_subset)
         schedule.check_subset("test_subset", test_subset)
+        check_file_name("UnlearningEvaluator filename", filename)
         self.reference_bank = reference_bank
         self.bank_scores = None if reference_bank is None else BankScores(read_bank(reference_bank), seed, batch_size)
         bank_metrics = (ReferenceBankMetric(),) if self.bank_scores is not None else ()
@@ -232,9 +233,8 @@ class UnlearningEvaluator(Callback):
         self.final_metrics(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Reached without on_train_end only when the fit loop had nothing left to do (fit
-        # --ckpt_path on a finished run). Lightning's teardown has moved the module back to the
-        # CPU by now: the evaluation runs there (the device is the module's).
+        # Reached without on_train_end only when the fit loop had nothing to do (--ckpt_path of a finished run);
+        # Lightning's teardown has moved the module back to the CPU: the evaluation runs there (the module's device).
         self.final_metrics(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

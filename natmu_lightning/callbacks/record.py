@@ -57,7 +57,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 from torch import Tensor
 
 from natmu_lightning.callbacks.evaluator import UnlearningEvaluator
-from natmu_lightning.io import atomic_write_json, json_ready, run_dir
+from natmu_lightning.io import atomic_write_json, check_file_name, json_ready, run_dir
 from natmu_lightning.records import (
     ALREADY_FORGOTTEN_FILENAME,
     FORGET_INDICES_FILENAME,
@@ -90,8 +90,7 @@ class UnlearningRecord(Callback):
     """
 
     def __init__(self, filename: str = RECORD_FILENAME, metrics_before: bool = True) -> None:
-        if not filename or Path(filename).name != filename:
-            raise ValueError(f"filename must be a plain file name, got {filename!r}")
+        check_file_name("UnlearningRecord filename", filename)
         self.filename, self.metrics_before = filename, metrics_before
         self.record: dict[str, Any] = {}
         self.path: Path | None = None
@@ -105,6 +104,9 @@ class UnlearningRecord(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        evaluator = find_evaluator(trainer)
+        if evaluator is not None and evaluator.filename == self.filename:
+            raise ValueError(f"UnlearningEvaluator and UnlearningRecord would both write {self.filename!r}: rename one")
         # Called before the strategy restores a resumed fit's state (see load_state_dict).
         self.record, self._resumed = {}, False
 

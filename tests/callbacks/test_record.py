@@ -236,7 +236,19 @@ def test_bad_input_is_refused(tmp_path):
     (tmp_path / RECORD_FILENAME).write_text("{not json")
     with pytest.raises(SystemExit):
         summary_main([str(tmp_path)])
-    with pytest.raises(ValueError, match="plain file name"):
-        UnlearningRecord(filename="../outside.json")
+    for bad in ("../outside.json", "metrics/record.json", "", ".."):
+        with pytest.raises(ValueError, match="UnlearningRecord filename must be a plain file name"):
+            UnlearningRecord(filename=bad)
+        with pytest.raises(ValueError, match="UnlearningEvaluator filename must be a plain file name"):
+            UnlearningEvaluator(filename=bad)
     with pytest.raises(RuntimeError, match="after trainer.fit"):
         UnlearningRecord().add_checkpoint(tmp_path / "x.ckpt")
+
+
+def test_an_evaluator_and_a_record_writing_one_file_are_refused_before_training(tmp_path):
+    """Each would overwrite the other's file, so the run would keep only one of them."""
+    callbacks = [UnlearningEvaluator(filename="run.json"), UnlearningRecord(filename="run.json")]
+    trainer = tiny_runs.quiet_trainer(tmp_path, max_epochs=1, callbacks=callbacks)
+    with pytest.raises(ValueError, match="would both write 'run.json'"):
+        trainer.fit(tiny_runs.make_model(), datamodule=make_dm())
+    assert trainer.global_step == 0
