@@ -17,11 +17,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from torch import Tensor, nn
+from torch import Tensor
+from torch.nn.parameter import is_lazy
 
 from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_evaluator
-from natmu_lightning.checkpoints import misfits, read_checkpoint
+from natmu_lightning.checkpoints import misfits, read_checkpoint, strip_prefixes
 from natmu_lightning.data import ForgetRemainDataModule
 
 
@@ -89,14 +90,19 @@ LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc")
 """``ckpt_path`` values Lightning resolves itself (with ``registry`` ones and remote paths)."""
 
 
-def lightning_checkpoint_state(ckpt_path: str | None) -> dict[str, Tensor] | None:
+def lightning_checkpoint_state(ckpt_path: str | os.PathLike[str] | None) -> dict[str, Tensor] | None:
     """The ``state_dict`` of the Lightning checkpoint ``ckpt_path``; ``None`` without one, or for
-    what Lightning resolves itself (its keywords, ``registry`` paths, remote paths).
+    what Lightning resolves itself (its keywords, ``registry`` paths, remote paths, the folders
+    of sharded checkpoints).
 
     Raises:
         ValueError: the file is missing, unreadable, or not a checkpoint a Lightning fit wrote.
     """
-    if not ckpt_path or ckpt_path in LIGHTNING_CKPT_KEYWORDS or ckpt_path.startswith("registry") or "://" in ckpt_path:
+    if ckpt_path is None:
+        return None
+    ckpt_path = os.fspath(ckpt_path)
+    lightnings = ckpt_path in LIGHTNING_CKPT_KEYWORDS or ckpt_path.startswith("registry") or "://" in ckpt_path
+    if not ckpt_path or lightnings or os.path.isdir(ckpt_path):
         return None
     checkpoint = read_checkpoint(ckpt_path, "ckpt_path")
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
@@ -109,18 +115,22 @@ def lightning_checkpoint_state(ckpt_path: str | None) -> dict[str, Tensor] | Non
     return state
 
 
-def check_backbone_fits(model: pl.LightningModule, ckpt_path: str | None, state: dict[str, Tensor]) -> None:
-    """Refuse a checkpoint's ``state`` whose ``backbone.`` tensors do not fit ``model.backbone``
-    (a module without a ``backbone`` is left to Lightning).
+def check_backbone_fits(model: pl.LightningModule, ckpt_path: object, state: dict[str, Tensor]) -> None:
+    """Refuse a checkpoint's ``state`` whose ``backbone.`` tensors do not fit the model's
+    ``backbone`` submodule. Left to Lightning: a module without one (or whose ``backbone`` is
+    not the child it saves under that name), with lazy parameters or ``strict_loading`` off,
+    and a checkpoint without ``backbone.`` tensors.
 
     Raises:
         ValueError: naming the missing, unexpected and mismatched tensors.
     """
-    backbone = getattr(model, "backbone", None)
-    if not isinstance(backbone, nn.Module):
+    backbone = dict(model.named_children()).get("backbone")
+    if backbone is None or not model.strict_loading or any(is_lazy(p) for p in backbone.parameters()):
         return
     saved = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
-    details = misfits(saved, backbone.state_dict())
+    if not saved:
+        return
+    details = misfits(strip_prefixes(saved), backbone.state_dict())  # a compiled backbone's _orig_mod. too
     if details:
         raise ValueError(
             f"ckpt_path {ckpt_path!r} does not fit the {type(backbone).__name__} backbone of the config: "

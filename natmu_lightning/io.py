@@ -16,13 +16,14 @@ import numpy as np
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def check_file_name(what: str, name: str) -> None:
+def check_file_name(what: str, name: PathLike) -> None:
     """Refuse a ``name`` that is not a plain file name (the file is written in a run's log dir:
     a folder in the name would fail only when it is written, at the end of a run).
 
     Raises:
         ValueError: naming ``what``.
     """
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
         raise ValueError(f"{what} must be a plain file name (it is written in the run's log dir), got {name!r}")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -283,7 +284,11 @@ def test_a_bank_of_fewer_than_two_members_is_refused(tiny_bank):
         UnlearningEvaluator(reference_bank=str(bank.parent / "missing.json"))
 
 
-def test_the_command_refuses_before_training(tmp_path, capsys):
+def refuse_training(*args, **kwargs):
+    raise ValueError("a member started training")
+
+
+def test_the_command_refuses_before_training(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bank"
     with pytest.raises(SystemExit) as exit_info:
         entry_point([*digits_args("retrain"), "--members", "1", "--out", str(out)])
@@ -310,6 +315,14 @@ def test_the_command_refuses_before_training(tmp_path, capsys):
     assert exit_info.value.code == 2 and "holds another forget set" in capsys.readouterr().err
     assert (run_folder / "forget_indices.npy").read_bytes() == before
     assert sorted(p.name for p in run_folder.iterdir()) == ["forget_indices.npy"]
+    # a bank whose first member failed (members/ but no bank.json) is started again for the new request
+    (run_folder / "members").mkdir()
+    # the module (natmu_lightning.bank's `build` is its function of that name)
+    monkeypatch.setattr(importlib.import_module("natmu_lightning.bank.build"), "member_args", refuse_training)
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point([*digits_args("retrain"), "--members", "2", "--out", str(run_folder)])
+    assert "a member started training" in capsys.readouterr().err
+    assert (run_folder / "forget_indices.npy").read_bytes() != before
 
 
 # --------------------------------------------------------------------------- digits banks: the command, calibration

@@ -11,8 +11,9 @@ import torch
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
 from natmu_lightning.checkpoints import check_reference_request, trained_forget_set
-from natmu_lightning.cli import main
+from natmu_lightning.cli import check_backbone_fits, lightning_checkpoint_state, main
 from natmu_lightning.data import HardestForget, IndexForget
+from natmu_lightning.metrics.schedule import measured_splits
 from tests.tiny_runs import (
     DIGITS_ORIGINAL,
     DIGITS_RETRAIN,
@@ -281,6 +282,49 @@ def test_an_empty_evaluation_split_is_refused_before_the_first_epoch(tmp_path):
     """A dataset without test samples failed only at the first evaluation, after an epoch of
     training, deep in the MIA (``nonmember_probs must contain at least one row``)."""
     trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[UnlearningEvaluator()])
-    with pytest.raises(ValueError, match=r"evaluation split\(s\) \['test'\] of RandomForget\(ratio=0.2\) are empty"):
+    with pytest.raises(ValueError, match=r"evaluation split\(s\) \['test'\] are empty"):
         trainer.fit(make_model(), datamodule=make_dm(source=synthetic(test_per_class=0)))
     assert trainer.global_step == 0
+    # without the evaluator nothing reads the test split: the fit runs
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(make_model(), datamodule=make_dm(source=synthetic(test_per_class=0)))
+    assert trainer.global_step == 2
+
+
+def test_only_the_measured_splits_must_hold_samples():
+    """A class without test samples leaves ``forget_test`` empty: its numbers are ``nan``, not an error."""
+    one, none = (torch.zeros(1, 1, 2, 2, dtype=torch.uint8), torch.zeros(1)), (torch.zeros(0, 1, 2, 2), torch.zeros(0))
+    splits = {"forget": one, "remain": one, "test": one, "forget_test": none}
+    assert measured_splits(splits) is splits
+    with pytest.raises(ValueError, match=r"\['remain', 'test'\] are empty"):
+        measured_splits({**splits, "remain": none, "test": none})
+
+
+def test_the_ckpt_path_check_leaves_what_lightning_can_load_to_lightning(tmp_path):
+    """Refused: ``backbone.`` tensors that do not fit. Accepted: a compiled backbone's
+    ``_orig_mod.`` keys, a module whose ``backbone`` is an alias (its tensors saved under another
+    name), a module with ``strict_loading`` off; a sharded checkpoint's folder is not read."""
+    net = SmallCNN(num_classes=10)
+    state = {f"backbone.{k}": v for k, v in net.state_dict().items()}
+    narrow = {f"backbone.{k}": v for k, v in SmallCNN(num_classes=10, width=8).state_dict().items()}
+    module = ClassifierModule(SmallCNN(num_classes=10))
+    check_backbone_fits(module, "a.ckpt", state)
+    check_backbone_fits(module, "a.ckpt", {k.replace("backbone.", "backbone._orig_mod."): v for k, v in state.items()})
+    with pytest.raises(ValueError, match="does not fit the SmallCNN backbone"):
+        check_backbone_fits(module, "a.ckpt", narrow)
+    module.strict_loading = False
+    check_backbone_fits(module, "a.ckpt", narrow)
+
+    class Aliased(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = SmallCNN(num_classes=10)
+
+        @property
+        def backbone(self):
+            return self.net
+
+    check_backbone_fits(Aliased(), "a.ckpt", {f"net.{k}": v for k, v in net.state_dict().items()})
+    (tmp_path / "sharded.ckpt").mkdir()
+    assert lightning_checkpoint_state(tmp_path / "sharded.ckpt") is None
+    assert lightning_checkpoint_state("last") is None and lightning_checkpoint_state(None) is None

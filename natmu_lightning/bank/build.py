@@ -42,8 +42,9 @@ shapes), ``num_classes``, the ``command`` and ``config`` arguments, and per memb
 
 **Refused before any training** (exit code 2): ``--members`` below 2; an ``--out`` whose
 ``bank.json`` is for another forget request, another architecture, another class count or
-other ``--config`` arguments (members of two recipes would mix), or without a ``bank.json``
-but with a ``forget_indices.npy`` of another forget set (a run's log folder, never rewritten);
+other ``--config`` arguments (members of two recipes would mix), or with a ``forget_indices.npy``
+of another forget set but neither ``bank.json`` nor ``members/`` (a run's log folder, never
+rewritten; a bank whose first member did not finish is started again for the new request);
 a forget request the configs cannot resolve without a model (``HardestForget``: resolve it
 once and pass its ``forget_indices.npy`` through ``IndexForget``); more than one device.
 
@@ -239,10 +240,10 @@ def build(
     indices: Tensor = found.pop("forget_indices")
     forget_file = out / FORGET_FILENAME
     if not forget_file.is_file() or indices_sha256(np.load(forget_file, allow_pickle=False)) != indices_sha256(indices):
-        if forget_file.is_file() and not existing:
+        if forget_file.is_file() and not existing and not (out / "members").is_dir():
             raise ValueError(
-                f"{forget_file} holds another forget set and {out} no {BANK_FILENAME} (a run's log folder?): "
-                "choose another --out (nothing was written)"
+                f"{forget_file} holds another forget set and {out} neither {BANK_FILENAME} nor members/ (a run's "
+                "log folder?): choose another --out (nothing was written)"
             )
         atomic_save_npy(forget_file, indices.numpy())
     found.pop("world_size")

@@ -397,4 +397,4 @@ class UnlearningEvaluator(Callback):
 
 
 def _splits(trainer: pl.Trainer) -> Splits:
-    return unlearning_data(trainer, "UnlearningEvaluator").evaluation_splits()
+    return schedule.measured_splits(unlearning_data(trainer, "UnlearningEvaluator").evaluation_splits())

@@ -64,11 +64,7 @@ def evaluation_splits(
     """(uint8 images, labels) of ``forget``, ``remain`` and ``test``; for full-class and
     sub-class requests ``test`` holds the test samples outside the forgotten classes
     (sub-class) and ``forget_test`` those inside (the NatMU authors' ``retainDL_inTestSet``
-    and ``forgetDL_inTestSet`` in ``class-wise/natmu.py``).
-
-    Raises:
-        ValueError: a split is empty (every metric of it would be undefined).
-    """
+    and ``forgetDL_inTestSet`` in ``class-wise/natmu.py``)."""
     splits = {
         "forget": (take(data.train.images, forget_indices), data.train.targets[forget_indices]),
         "remain": (take(data.train.images, remain_indices), data.train.targets[remain_indices]),
@@ -79,11 +75,4 @@ def evaluation_splits(
     else:
         splits["test"] = (take(data.test.images, ~inside), data.test.targets[~inside])
         splits["forget_test"] = (take(data.test.images, inside), data.test.targets[inside])
-    empty = [name for name, (_, targets) in splits.items() if targets.numel() == 0]
-    if empty:
-        raise ValueError(
-            f"the evaluation split(s) {empty} of {request.describe()} are empty (the dataset has "
-            f"{data.test.targets.numel()} test samples): the evaluator needs samples in each, e.g. test "
-            "samples outside (and for a class request inside) the forgotten classes"
-        )
     return splits

@@ -55,6 +55,26 @@ def subset_indices(total: int, size: int | float | None, seed: int) -> Tensor | 
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].sort().values
 
 
+MEASURED_SPLITS = ("forget", "remain", "test")
+"""The splits every evaluation measures (accuracy, the MIA's members and non-members); an empty
+``forget_test`` (a class without test samples) only leaves its own numbers undefined."""
+
+
+def measured_splits(splits: Splits) -> Splits:
+    """``splits``, once checked to hold samples in each of :data:`MEASURED_SPLITS`.
+
+    Raises:
+        ValueError: naming the empty splits.
+    """
+    empty = [name for name in MEASURED_SPLITS if splits[name][1].numel() == 0]
+    if empty:
+        raise ValueError(
+            f"the evaluation split(s) {empty} are empty: UnlearningEvaluator measures every one of "
+            f"{list(MEASURED_SPLITS)} (a dataset without test samples, or none outside the forgotten classes?)"
+        )
+    return splits
+
+
 def training_subsets(
     splits: Splits, remain_subset: int | float | None, test_subset: int | float | None, seed: int
 ) -> Splits:

@@ -241,6 +241,7 @@ def test_bad_input_is_refused(tmp_path):
             UnlearningRecord(filename=bad)
         with pytest.raises(ValueError, match="UnlearningEvaluator filename must be a plain file name"):
             UnlearningEvaluator(filename=bad)
+    assert UnlearningEvaluator(filename=Path("metrics.json")).filename == Path("metrics.json")
     with pytest.raises(RuntimeError, match="after trainer.fit"):
         UnlearningRecord().add_checkpoint(tmp_path / "x.ckpt")
 
