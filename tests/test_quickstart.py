@@ -154,3 +154,31 @@ def test_failed_checkpoint_save_keeps_the_previous_file_and_no_temporary(tmp_pat
         quickstart._save_checkpoint(FailingTrainer(), ckpt)
     assert ckpt.read_bytes() == b"earlier run"
     assert [p.name for p in tmp_path.iterdir()] == ["natmu.ckpt"]
+
+
+def readme_python_example() -> str:
+    """README.md's Python API block, which docs/your-model-and-data.md repeats word for word."""
+    root = Path(__file__).resolve().parents[1]
+    blocks = [
+        [block for block in path.read_text().split("```python\n")[1:] if "trainer.fit(" in block][0].split("```")[0]
+        for path in (root / "README.md", root / "docs" / "your-model-and-data.md")
+    ]
+    assert blocks[0] == blocks[1], "README.md and docs/your-model-and-data.md show different Python examples"
+    return blocks[0]
+
+
+@pytest.mark.slow  # two NatMU fits of 5 epochs on the session's digits checkpoints
+def test_the_readme_python_example_trains_the_digits_natmu_command(digits_workdir):
+    """The Python API block and `natmu-lightning fit ... natmu.yaml` are the same run: the same
+    final metrics, to the bit, on one machine."""
+    from natmu_lightning.callbacks.record import find_evaluator
+    from natmu_lightning.cli import main
+
+    main(["fit", *digits_args("natmu"), "--trainer.enable_progress_bar", "false"])
+    [written] = (digits_workdir / "runs/digits/random10/natmu").glob("version_*/unlearning_metrics.json")
+    command = json.loads(written.read_text())
+    namespace: dict = {}
+    exec(compile(readme_python_example(), "README.md", "exec"), namespace)
+    python = find_evaluator(namespace["trainer"]).last_metrics
+    keys = ("forget_acc", "remain_acc", "test_acc", "mia_entropy", "mia_svc_entropy", "kl_to_reference", "avg_gap")
+    assert {k: python[k] for k in keys} == {k: command[k] for k in keys}
