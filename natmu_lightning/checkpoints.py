@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 KNOWN_PREFIXES = ("_orig_mod.", "module.", "model.", "backbone.", "net.")
@@ -62,7 +63,10 @@ def trained_forget_set(path: str | Path, what: str = "checkpoint") -> Tensor | N
     Raises:
         ValueError: the file is missing or unreadable.
     """
-    payload = read_checkpoint(path, what)
+    return _forget_set(read_checkpoint(path, what))
+
+
+def _forget_set(payload: Any) -> Tensor | None:
     if not isinstance(payload, dict):
         return None
     for key, state in payload.items():
@@ -71,8 +75,23 @@ def trained_forget_set(path: str | Path, what: str = "checkpoint") -> Tensor | N
     return None
 
 
+def not_a_retrain(payload: Any) -> str | None:
+    """Why a checkpoint's module hyperparameters say it is not a Retrain (trained from scratch on
+    the remaining set), e.g. ``"it starts from original_ckpt 'o.ckpt'"``; ``None`` when they say
+    nothing against it (or there are none: a plain state dict, a module of your own)."""
+    hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    if not isinstance(hparams, dict):
+        return None
+    if hparams.get("original_ckpt"):
+        return f"it starts from original_ckpt {hparams['original_ckpt']!r}"
+    if hparams.get("stream", "remain") != "remain":
+        return f"it trains on the {hparams['stream']!r} stream"
+    return None
+
+
 def check_reference_request(path: str | Path, datamodule: Any, what: str = "reference_ckpt") -> None:
-    """Refuse a reference (a Retrain) trained for another forget request than ``datamodule``'s.
+    """Refuse a reference (a Retrain) trained for another forget request than ``datamodule``'s,
+    and warn when its hyperparameters say it is no Retrain (:func:`not_a_retrain`).
 
     The reference must have left out this run's forget set and nothing else: the same set,
     or in a further deletion request the union with what earlier requests forgot (a Retrain
@@ -82,8 +101,15 @@ def check_reference_request(path: str | Path, datamodule: Any, what: str = "refe
     Raises:
         ValueError: the file's forget set is neither, naming both sizes and their overlap.
     """
+    payload = read_checkpoint(path, what)
+    reason = not_a_retrain(payload)
+    if reason is not None:
+        rank_zero_warn(
+            f"{what} {str(path)!r} is not a Retrain by its hyperparameters ({reason}): the gaps to it are not "
+            "gaps to Retrain (its data.stream could have said otherwise; this is read from the module's)"
+        )
     forget = getattr(datamodule, "forget_indices", None)
-    trained = None if forget is None else trained_forget_set(path, what)
+    trained = _forget_set(payload)
     if forget is None or trained is None:
         return
     accepted = [forget.sort().values]

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from torch import Tensor
@@ -24,6 +23,7 @@ from natmu_lightning.callbacks import UnlearningEvaluator
 from natmu_lightning.callbacks.record import find_evaluator
 from natmu_lightning.checkpoints import misfits, read_checkpoint, strip_prefixes
 from natmu_lightning.data import ForgetRemainDataModule
+from natmu_lightning.process_group import release_process_group
 
 
 class NatMUCLI(LightningCLI):
@@ -181,15 +181,3 @@ def entry_point() -> None:
         print(f"natmu-lightning: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     release_process_group()
-
-
-def release_process_group() -> None:
-    """Destroy the default process group that a DDP run leaves behind, if any (Lightning keeps it
-    after the Trainer ends, and destroys only an NCCL one at exit). Left to the interpreter's
-    exit, gloo's threads can abort a process whose fit has finished ("terminate called without an
-    active exception", SIGABRT; pytorch/pytorch issue 190489), failing a job that succeeded.
-
-    Call it only after the work succeeded: after an error, other ranks may still be inside a
-    collective that the destruction would hang (pytorch/torchtitan pull request 1342)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

@@ -55,6 +55,32 @@ def test_a_finished_command_releases_the_process_group_and_a_failed_one_does_not
         cli_module.release_process_group()
 
 
+def test_a_fit_that_ended_well_releases_the_group_at_exit_once(tmp_path, monkeypatch):
+    """Lightning's spawned ranks (and scripts launched per rank) end with the interpreter, not in
+    the console script: the modules' ``on_fit_end`` registers the release for the process's exit,
+    once, and only while a group exists (a one-process fit registers nothing)."""
+    import torch.distributed as dist
+
+    from natmu_lightning import process_group
+    from tests.tiny_runs import make_dm, make_model, quiet_trainer
+
+    registered = []
+    monkeypatch.setattr(process_group.atexit, "register", registered.append)
+    monkeypatch.setattr(process_group, "_registered", False)
+    quiet_trainer(tmp_path, max_steps=1).fit(make_model(), datamodule=make_dm())
+    assert registered == []
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        module = make_model()
+        module.on_fit_end()
+        module.on_fit_end()
+        assert registered == [process_group.release_process_group]
+        registered[0]()  # what the interpreter runs at exit
+        assert not dist.is_initialized()
+    finally:
+        process_group.release_process_group()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_fit_matches_one_process_up_to_batching(tmp_path):

@@ -1,6 +1,7 @@
 """Nothing of the user's is written to; bad input stops before any training."""
 
 import hashlib
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -328,3 +329,26 @@ def test_the_ckpt_path_check_leaves_what_lightning_can_load_to_lightning(tmp_pat
     (tmp_path / "sharded.ckpt").mkdir()
     assert lightning_checkpoint_state(tmp_path / "sharded.ckpt") is None
     assert lightning_checkpoint_state("last") is None and lightning_checkpoint_state(None) is None
+
+
+def test_a_reference_whose_hyperparameters_are_no_retrains_is_warned_about(tmp_path):
+    """An original (stream ``full``) or an unlearned model (from an ``original_ckpt``) passed as
+    the reference: it holds this run's forget set, so only its hyperparameters tell."""
+    torch.save(make_model().backbone.state_dict(), tmp_path / "original.pt")
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm())
+    trainer.save_checkpoint(tmp_path / "full.ckpt")
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(make_model(original_ckpt=str(tmp_path / "original.pt")), datamodule=make_dm())
+    trainer.save_checkpoint(tmp_path / "finetuned.ckpt")
+    retrain = retrain_checkpoint(tmp_path, "retrain.ckpt")
+    datamodule = SimpleNamespace(forget_indices=None)
+    with pytest.warns(
+        UserWarning, match=r"full.ckpt' is not a Retrain by its hyperparameters \(it trains on the 'full'"
+    ):
+        check_reference_request(tmp_path / "full.ckpt", datamodule)
+    with pytest.warns(UserWarning, match=r"is not a Retrain by its hyperparameters \(it starts from original_ckpt"):
+        check_reference_request(tmp_path / "finetuned.ckpt", datamodule)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_reference_request(retrain, datamodule)

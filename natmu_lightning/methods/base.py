@@ -20,6 +20,7 @@ from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.recipe import Recipe
 from natmu_lightning.predict import eval_mode, model_inputs
+from natmu_lightning.process_group import release_process_group_at_exit
 
 LEGACY_RECIPE_KEYS = frozenset(field.name for field in dataclasses.fields(Recipe))
 """Hyperparameters that 0.1 checkpoints held one by one, now fields of ``recipe``."""
@@ -155,6 +156,11 @@ class BackboneModule(pl.LightningModule):
                 f"the backbone outputs {tuple(out.shape[1:])} per image but the dataset has {num_classes} classes; "
                 "set the backbone's num_classes to match"
             )
+
+    def on_fit_end(self) -> None:
+        """A multi-process fit that ended well releases its process group when this process
+        exits (:mod:`natmu_lightning.process_group`); nothing happens on one process."""
+        release_process_group_at_exit()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         old = sorted(set(checkpoint.get("hyper_parameters", {})) & LEGACY_RECIPE_KEYS)
