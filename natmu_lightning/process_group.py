@@ -3,9 +3,9 @@
 Lightning keeps the default process group after the Trainer ends and destroys only an NCCL one
 at exit. Left to the interpreter's exit, gloo's threads can abort a rank whose fit has finished
 ("terminate called without an active exception", SIGABRT, exit code 134; pytorch/pytorch issue
-190489), failing a job that succeeded; measured here on 1 in 10 two-process CPU fits
-(``tests/methods/test_baselines_teachers.py``, spawned ranks) before the package's modules
-released the group at exit.
+190489), failing a job that succeeded; measured here in 1 of 15 runs of a two-process CPU fit
+(``tests/methods/test_baselines_teachers.py``, spawned ranks), none in 70 since the package's
+modules release the group at exit.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ def release_process_group() -> None:
 
 
 def release_process_group_at_exit() -> None:
-    """Have :func:`release_process_group` run when this process exits, once a fit has ended well.
+    """Have :func:`release_process_group` run when this process exits, once a run has ended well.
 
-    The package's modules call it from ``on_fit_end`` (reached only when the fit succeeded), so
-    every rank of a multi-process fit releases its group before the interpreter tears the
-    threads down: Lightning's spawned workers, and scripts launched once per rank. Registered
-    once per process, and only while a group exists.
+    The package's modules call it from their ``teardown`` hook (which Lightning calls only when
+    the fit, validation, test or prediction succeeded), so every rank of a multi-process run
+    releases its group before the interpreter tears the threads down: Lightning's spawned
+    workers, and scripts launched once per rank. Registered once per process, and only while a
+    group exists.
     """
     global _registered
     if not _registered and torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -57,7 +57,7 @@ def test_a_finished_command_releases_the_process_group_and_a_failed_one_does_not
 
 def test_a_fit_that_ended_well_releases_the_group_at_exit_once(tmp_path, monkeypatch):
     """Lightning's spawned ranks (and scripts launched per rank) end with the interpreter, not in
-    the console script: the modules' ``on_fit_end`` registers the release for the process's exit,
+    the console script: the modules' ``teardown`` registers the release for the process's exit,
     once, and only while a group exists (a one-process fit registers nothing)."""
     import torch.distributed as dist
 
@@ -72,8 +72,8 @@ def test_a_fit_that_ended_well_releases_the_group_at_exit_once(tmp_path, monkeyp
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
         module = make_model()
-        module.on_fit_end()
-        module.on_fit_end()
+        module.teardown("fit")
+        module.teardown("validate")
         assert registered == [process_group.release_process_group]
         registered[0]()  # what the interpreter runs at exit
         assert not dist.is_initialized()

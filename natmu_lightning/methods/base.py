@@ -157,9 +157,10 @@ class BackboneModule(pl.LightningModule):
                 "set the backbone's num_classes to match"
             )
 
-    def on_fit_end(self) -> None:
-        """A multi-process fit that ended well releases its process group when this process
-        exits (:mod:`natmu_lightning.process_group`); nothing happens on one process."""
+    def teardown(self, stage: str) -> None:
+        """A multi-process fit, validation, test or prediction that ended well (Lightning calls
+        this hook only then) releases its process group when this process exits
+        (:mod:`natmu_lightning.process_group`); nothing happens on one process."""
         release_process_group_at_exit()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
