@@ -66,26 +66,33 @@ def trained_forget_set(path: str | Path, what: str = "checkpoint") -> Tensor | N
     return _forget_set(read_checkpoint(path, what))
 
 
-def _forget_set(payload: Any) -> Tensor | None:
-    if not isinstance(payload, dict):
-        return None
-    for key, state in payload.items():
-        if key != "state_dict" and isinstance(state, dict) and isinstance(state.get("forget_indices"), Tensor):
-            return state["forget_indices"].sort().values
+def _datamodule_state(payload: Any) -> dict[str, Any] | None:
+    """The state a ForgetRemainDataModule saved in a checkpoint (the entry holding ``forget_indices``)."""
+    if isinstance(payload, dict):
+        for key, state in payload.items():
+            if key != "state_dict" and isinstance(state, dict) and isinstance(state.get("forget_indices"), Tensor):
+                return state
     return None
 
 
+def _forget_set(payload: Any) -> Tensor | None:
+    state = _datamodule_state(payload)
+    return None if state is None else state["forget_indices"].sort().values
+
+
 def not_a_retrain(payload: Any) -> str | None:
-    """Why a checkpoint's module hyperparameters say it is not a Retrain (trained from scratch on
-    the remaining set), e.g. ``"it starts from original_ckpt 'o.ckpt'"``; ``None`` when they say
-    nothing against it (or there are none: a plain state dict, a module of your own)."""
+    """Why a checkpoint says it is not a Retrain (trained from scratch on the remaining set), e.g.
+    ``"it starts from original_ckpt 'o.ckpt'"``; ``None`` when it says nothing against it (or
+    nothing at all: a plain state dict, a module of your own). The stream is the one the
+    datamodule trained (its saved state), else the module's (``train_on`` in 0.2.0 checkpoints)."""
     hparams = payload.get("hyper_parameters") if isinstance(payload, dict) else None
     if not isinstance(hparams, dict):
         return None
     if hparams.get("original_ckpt"):
         return f"it starts from original_ckpt {hparams['original_ckpt']!r}"
-    if hparams.get("stream", "remain") != "remain":
-        return f"it trains on the {hparams['stream']!r} stream"
+    trained = (_datamodule_state(payload) or {}).get("stream") or hparams.get("stream") or hparams.get("train_on")
+    if trained not in (None, "remain"):
+        return f"it trains on the {trained!r} stream"
     return None
 
 

@@ -33,8 +33,9 @@ def release_process_group_at_exit() -> None:
     The package's modules call it from their ``teardown`` hook (which Lightning calls only when
     the fit, validation, test or prediction succeeded), so every rank of a multi-process run
     releases its group before the interpreter tears the threads down: Lightning's spawned
-    workers, and scripts launched once per rank. Registered once per process, and only while a
-    group exists.
+    workers, and scripts launched once per rank (forked ranks end with ``os._exit``, which
+    skips both this and the abort). Registered once per process, and only while a group exists;
+    a later Trainer call in the same process that fails still releases the group at exit.
     """
     global _registered
     if not _registered and torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from natmu_lightning import ClassifierModule, ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
-from natmu_lightning.checkpoints import check_reference_request, trained_forget_set
+from natmu_lightning.checkpoints import check_reference_request, not_a_retrain, trained_forget_set
 from natmu_lightning.cli import check_backbone_fits, lightning_checkpoint_state, main
 from natmu_lightning.data import HardestForget, IndexForget
 from natmu_lightning.metrics.schedule import measured_splits
@@ -336,8 +336,12 @@ def test_a_reference_whose_hyperparameters_are_no_retrains_is_warned_about(tmp_p
     the reference: it holds this run's forget set, so only its hyperparameters tell."""
     torch.save(make_model().backbone.state_dict(), tmp_path / "original.pt")
     trainer = quiet_trainer(tmp_path, max_steps=2)
-    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm())
+    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm(stream=None))
     trainer.save_checkpoint(tmp_path / "full.ckpt")
+    # the same module told by the datamodule to train on the remaining set is a Retrain
+    trainer = quiet_trainer(tmp_path, max_steps=2)
+    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm())
+    trainer.save_checkpoint(tmp_path / "overridden.ckpt")
     trainer = quiet_trainer(tmp_path, max_steps=2)
     trainer.fit(make_model(original_ckpt=str(tmp_path / "original.pt")), datamodule=make_dm())
     trainer.save_checkpoint(tmp_path / "finetuned.ckpt")
@@ -352,3 +356,7 @@ def test_a_reference_whose_hyperparameters_are_no_retrains_is_warned_about(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_reference_request(retrain, datamodule)
+        check_reference_request(tmp_path / "overridden.ckpt", datamodule)
+    assert not_a_retrain({"hyper_parameters": {"train_on": "full", "original_ckpt": None}}) == (
+        "it trains on the 'full' stream"
+    )  # a 0.2.0 checkpoint

@@ -328,6 +328,8 @@ class ForgetRemainDataModule(StreamLoaders):
             state["next_epoch"] = self.trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]  # a _ProcessedTracker at run time
         if self.forget_indices is not None:
             state["forget_indices"] = self.forget_indices.clone()
+        if self.stream is not None:  # what the fit trained on, which a reference check reads
+            state["stream"] = self.stream
         if self.hybrid_plan is not None:
             state["hybrid_plan"] = {k: v.clone() for k, v in self.hybrid_plan.items()}
         return state
