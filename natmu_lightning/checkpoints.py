@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def not_a_retrain(payload: Any) -> str | None:
 
 def check_reference_request(path: str | Path, datamodule: Any, what: str = "reference_ckpt") -> None:
     """Refuse a reference (a Retrain) trained for another forget request than ``datamodule``'s,
-    and warn when its hyperparameters say it is no Retrain (:func:`not_a_retrain`).
+    and warn when its checkpoint says it is no Retrain (:func:`not_a_retrain`).
 
     The reference must have left out this run's forget set and nothing else: the same set,
     or in a further deletion request the union with what earlier requests forgot (a Retrain
@@ -108,15 +109,13 @@ def check_reference_request(path: str | Path, datamodule: Any, what: str = "refe
     Raises:
         ValueError: the file's forget set is neither, naming both sizes and their overlap.
     """
-    payload = read_checkpoint(path, what)
-    reason = not_a_retrain(payload)
+    trained, reason = _reference_facts(path, what)
     if reason is not None:
         rank_zero_warn(
-            f"{what} {str(path)!r} is not a Retrain by its hyperparameters ({reason}): the gaps to it are not "
-            "gaps to Retrain (its data.stream could have said otherwise; this is read from the module's)"
+            f"{what} {str(path)!r} is not a Retrain by what its checkpoint records ({reason}): the gaps to it "
+            "are not gaps to Retrain"
         )
     forget = getattr(datamodule, "forget_indices", None)
-    trained = _forget_set(payload)
     if forget is None or trained is None:
         return
     accepted = [forget.sort().values]
@@ -252,3 +251,20 @@ def backbone_with_weights(module: Any, path: str, what: str, prefix: str | None 
     model = copy.deepcopy(backbone)
     load_weights(model, path, what, prefix=prefix)
     return model
+
+
+def _reference_facts(path: str | Path, what: str) -> tuple[Tensor | None, str | None]:
+    """:func:`_forget_set` and :func:`not_a_retrain` of the checkpoint at ``path``, read once per
+    version of the file: the evaluator checks its reference at setup, when the fit starts and
+    when it first loads it, and a checkpoint holds optimizer states too."""
+    if not Path(path).is_file():
+        read_checkpoint(path, what)  # raises: the file does not exist
+    stat = Path(path).stat()
+    return _read_reference_facts(str(path), (stat.st_mtime_ns, stat.st_size), what)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_reference_facts(path: str, version: tuple[int, int], what: str) -> tuple[Tensor | None, str | None]:
+    """``version`` (modification time, size) is only the cache key: a changed file is read again."""
+    payload = read_checkpoint(path, what)
+    return _forget_set(payload), not_a_retrain(payload)

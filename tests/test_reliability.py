@@ -10,7 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from natmu_lightning import ClassifierModule, ForgetRemainDataModule, NatMUModule, SmallCNN, UnlearningEvaluator
+from natmu_lightning import (
+    ClassifierModule,
+    ForgetRemainDataModule,
+    NatMUModule,
+    SmallCNN,
+    UnlearningEvaluator,
+    checkpoints,
+)
 from natmu_lightning.checkpoints import check_reference_request, not_a_retrain, trained_forget_set
 from natmu_lightning.cli import check_backbone_fits, lightning_checkpoint_state, main
 from natmu_lightning.data import HardestForget, IndexForget
@@ -241,6 +248,23 @@ def test_check_reference_request_accepts_this_request_or_its_union_with_earlier_
     assert trained_forget_set(same).tolist() == [3, 5, 7] and trained_forget_set(saved("none.pt")) is None
 
 
+def test_a_reference_is_read_once_per_version_of_its_file(tmp_path, monkeypatch):
+    """The evaluator checks its reference up to three times; the whole checkpoint is read once,
+    and again only when the file changes."""
+    reads = []
+    monkeypatch.setattr(checkpoints, "read_checkpoint", lambda *args: reads.append(args) or torch.load(args[0]))
+    path = tmp_path / "retrain.ckpt"
+    torch.save({"ForgetRemainDataModule": {"forget_indices": torch.tensor([3, 5])}}, path)
+    datamodule = SimpleNamespace(forget_indices=torch.tensor([5, 3]), previous_request=None)
+    for _ in range(3):
+        check_reference_request(path, datamodule)
+    assert len(reads) == 1
+    torch.save({"ForgetRemainDataModule": {"forget_indices": torch.tensor([3, 4, 5])}}, path)
+    with pytest.raises(ValueError, match="its forget set has 3 samples"):
+        check_reference_request(path, datamodule)
+    assert len(reads) == 2
+
+
 @pytest.mark.usefixtures("in_tmp_path")
 @pytest.mark.parametrize("subcommand", ["fit", "validate"])
 @pytest.mark.parametrize(
@@ -348,10 +372,12 @@ def test_a_reference_whose_hyperparameters_are_no_retrains_is_warned_about(tmp_p
     retrain = retrain_checkpoint(tmp_path, "retrain.ckpt")
     datamodule = SimpleNamespace(forget_indices=None)
     with pytest.warns(
-        UserWarning, match=r"full.ckpt' is not a Retrain by its hyperparameters \(it trains on the 'full'"
+        UserWarning, match=r"full.ckpt' is not a Retrain by what its checkpoint records \(it trains on the 'full'"
     ):
         check_reference_request(tmp_path / "full.ckpt", datamodule)
-    with pytest.warns(UserWarning, match=r"is not a Retrain by its hyperparameters \(it starts from original_ckpt"):
+    with pytest.warns(
+        UserWarning, match=r"is not a Retrain by what its checkpoint records \(it starts from original_ckpt"
+    ):
         check_reference_request(tmp_path / "finetuned.ckpt", datamodule)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
