@@ -174,12 +174,17 @@ def test_a_run_whose_reference_is_its_own_output_is_refused():
     assert DIGITS_RETRAIN.read_bytes() == b"a previous Retrain"
 
 
+def fitted_checkpoint(path: Path, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> str:
+    """``path``: a Lightning checkpoint of a two-step fit of ``module`` on ``datamodule``."""
+    trainer = quiet_trainer(path.parent, max_steps=2)
+    trainer.fit(module, datamodule=datamodule)
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
 def retrain_checkpoint(tmp_path, name: str, **datamodule) -> str:
     """A Lightning checkpoint of a two-step fit on the remaining set of ``make_dm(**datamodule)``."""
-    trainer = quiet_trainer(tmp_path, max_steps=2)
-    trainer.fit(make_model(), datamodule=make_dm(**datamodule))
-    trainer.save_checkpoint(tmp_path / name)
-    return str(tmp_path / name)
+    return fitted_checkpoint(tmp_path / name, make_model(), make_dm(**datamodule))
 
 
 def test_a_reference_trained_for_another_forget_request_is_refused_before_training(tmp_path):
@@ -296,11 +301,8 @@ def test_an_unusable_ckpt_path_is_refused_before_anything_is_written(tmp_path, s
 
 def small_cnn_checkpoint(width: int) -> None:
     """``given.ckpt``: a Lightning checkpoint of a two-step digits fit of a SmallCNN of ``width``."""
-    trainer = quiet_trainer(Path.cwd(), max_steps=2)
-    trainer.fit(
-        ClassifierModule(SmallCNN(num_classes=10, width=width)), datamodule=ForgetRemainDataModule(batch_size=64)
-    )
-    trainer.save_checkpoint("given.ckpt")
+    module = ClassifierModule(SmallCNN(num_classes=10, width=width))
+    fitted_checkpoint(Path.cwd() / "given.ckpt", module, ForgetRemainDataModule(batch_size=64))
 
 
 def test_an_empty_evaluation_split_is_refused_before_the_first_epoch(tmp_path):
@@ -355,20 +357,17 @@ def test_the_ckpt_path_check_leaves_what_lightning_can_load_to_lightning(tmp_pat
     assert lightning_checkpoint_state("last") is None and lightning_checkpoint_state(None) is None
 
 
-def test_a_reference_whose_hyperparameters_are_no_retrains_is_warned_about(tmp_path):
+def test_a_reference_whose_checkpoint_says_it_is_no_retrain_is_warned_about(tmp_path):
     """An original (stream ``full``) or an unlearned model (from an ``original_ckpt``) passed as
-    the reference: it holds this run's forget set, so only its hyperparameters tell."""
+    the reference: it holds this run's forget set, so only what its checkpoint records tells
+    (the datamodule's stream first, then the module's hyperparameters)."""
     torch.save(make_model().backbone.state_dict(), tmp_path / "original.pt")
-    trainer = quiet_trainer(tmp_path, max_steps=2)
-    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm(stream=None))
-    trainer.save_checkpoint(tmp_path / "full.ckpt")
+    full = ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full")
+    fitted_checkpoint(tmp_path / "full.ckpt", full, make_dm(stream=None))
     # the same module told by the datamodule to train on the remaining set is a Retrain
-    trainer = quiet_trainer(tmp_path, max_steps=2)
-    trainer.fit(ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full"), datamodule=make_dm())
-    trainer.save_checkpoint(tmp_path / "overridden.ckpt")
-    trainer = quiet_trainer(tmp_path, max_steps=2)
-    trainer.fit(make_model(original_ckpt=str(tmp_path / "original.pt")), datamodule=make_dm())
-    trainer.save_checkpoint(tmp_path / "finetuned.ckpt")
+    overridden = ClassifierModule(SmallCNN(num_classes=4, width=4), stream="full")
+    fitted_checkpoint(tmp_path / "overridden.ckpt", overridden, make_dm())
+    fitted_checkpoint(tmp_path / "finetuned.ckpt", make_model(original_ckpt=str(tmp_path / "original.pt")), make_dm())
     retrain = retrain_checkpoint(tmp_path, "retrain.ckpt")
     datamodule = SimpleNamespace(forget_indices=None)
     with pytest.warns(
