@@ -17,6 +17,8 @@ outputs gathered in dataset order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -24,7 +26,34 @@ from torchmetrics import Metric
 from natmu_lightning.metrics import functional as MF
 
 
-class SplitAccuracy(Metric):
+class _SampleMean(Metric):
+    """The mean of a per-sample value (times ``scale``), kept as a float64 sum and count.
+
+    Both states are summed across ranks, so the mean equals one device's. ``nan`` before
+    any sample.
+    """
+
+    full_state_update = False
+    scale = 1.0
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add(self, values: Tensor) -> None:
+        self.total += values.sum().to(torch.float64)
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        if self.count == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.scale * self.total / self.count
+
+
+class SplitAccuracy(_SampleMean):
     """Top-1 accuracy in percent (e.g. forget, remaining or test accuracy).
 
     Example:
@@ -34,23 +63,12 @@ class SplitAccuracy(Metric):
         tensor(50., dtype=torch.float64)
     """
 
-    full_state_update = False
     higher_is_better: bool | None = None
-    correct: Tensor
-    total: Tensor
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("correct", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
+    scale = 100.0
 
     def update(self, probs: Tensor, labels: Tensor) -> None:
         """Add ``(N, C)`` probabilities (or logits) and ``(N,)`` labels."""
-        self.correct += (probs.argmax(dim=1) == labels).sum().to(torch.float64)
-        self.total += labels.numel()
-
-    def compute(self) -> Tensor:
-        return 100.0 * self.correct / self.total if self.total > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+        self._add(probs.argmax(dim=1) == labels)
 
 
 class EntropyMIA(Metric):
@@ -92,29 +110,15 @@ class EntropyMIA(Metric):
         return torch.tensor(rate, dtype=torch.float64, device=target.device)
 
 
-class _RowDivergence(Metric):
-    """Mean of a per-row divergence, kept as a float64 sum and a count."""
+class _RowDivergence(_SampleMean):
+    """Mean of a per-row divergence (``_rows``, a function of ``update``'s two tensors)."""
 
-    full_state_update = False
     higher_is_better = False
-    total: Tensor
-    count: Tensor
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
-        raise NotImplementedError
+    _rows: Callable[[Tensor, Tensor], Tensor]
 
     def update(self, first: Tensor, second: Tensor) -> None:
-        rows = self._rows(first, second)
-        self.total += rows.sum()
-        self.count += rows.numel()
-
-    def compute(self) -> Tensor:
-        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+        """Add two ``(N, C)`` probability tensors, in the order the class docstring names."""
+        self._add(self._rows(first, second))
 
 
 class KLDivergenceToReference(_RowDivergence):
@@ -127,22 +131,22 @@ class KLDivergenceToReference(_RowDivergence):
         0.693147
     """
 
-    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
-        return MF.kl_divergence_rows(first, second)
+    _rows = staticmethod(MF.kl_divergence_rows)
 
 
 class JSDivergence(_RowDivergence):
     """Mean true Jensen-Shannon divergence (:func:`~.functional.js_divergence`); ``update(p, q)``.
 
-    Example:
+    Example (rows accumulate over updates: the mean of ``0`` and ``ln 2``):
         >>> js = JSDivergence()
+        >>> same = torch.tensor([[0.3, 0.7]])
+        >>> js.update(same, same)
         >>> js.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
         >>> round(float(js.compute()), 4)
-        0.6931
+        0.3466
     """
 
-    def _rows(self, first: Tensor, second: Tensor) -> Tensor:
-        return MF.js_divergence_rows(first, second)
+    _rows = staticmethod(MF.js_divergence_rows)
 
 
 def _cat(values) -> Tensor:

@@ -8,6 +8,14 @@ from torch import Tensor
 from natmu_lightning.metrics.functional._checks import _TINY, _check_pair
 
 
+def kl_divergence_rows(p_ref: Tensor, p: Tensor) -> Tensor:
+    """Per-row ``KL(p_ref || p)`` as a float64 ``(N,)`` tensor (see :func:`kl_divergence`)."""
+    _check_pair(p_ref, p, "p_ref", "p")
+    a = p_ref.detach().to(torch.float64).clamp_min(0.0)
+    q = p.detach().to(device=a.device, dtype=torch.float64).clamp_min(_TINY)
+    return (torch.special.xlogy(a, a) - a * torch.log(q)).sum(dim=1)
+
+
 def kl_divergence(p_ref: Tensor, p: Tensor) -> float:
     """Mean over rows of ``KL(p_ref || p) = sum_c p_ref log(p_ref / p)`` (nats).
 
@@ -28,16 +36,19 @@ def kl_divergence(p_ref: Tensor, p: Tensor) -> float:
         >>> round(kl_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]])), 6)
         0.693147
     """
-    per_row = kl_divergence_rows(p_ref, p)
-    return float(per_row.mean()) if per_row.numel() else float("nan")
+    return _mean_of_rows(kl_divergence_rows(p_ref, p))
 
 
-def kl_divergence_rows(p_ref: Tensor, p: Tensor) -> Tensor:
-    """Per-row ``KL(p_ref || p)`` as a float64 ``(N,)`` tensor (see :func:`kl_divergence`)."""
-    _check_pair(p_ref, p, "p_ref", "p")
-    a = p_ref.detach().to(torch.float64).clamp_min(0.0)
-    q = p.detach().to(device=a.device, dtype=torch.float64).clamp_min(_TINY)
-    return (torch.special.xlogy(a, a) - a * torch.log(q)).sum(dim=1)
+def js_divergence_rows(p: Tensor, q: Tensor) -> Tensor:
+    """Per-row Jensen-Shannon divergence as a float64 ``(N,)`` tensor (see :func:`js_divergence`)."""
+    _check_pair(p, q, "p", "q")
+    a = p.detach().to(torch.float64).clamp_min(0.0)
+    b = q.detach().to(device=a.device, dtype=torch.float64).clamp_min(0.0)
+    m = 0.5 * (a + b)
+    # xlogy(a, m) is 0 where a == 0, and m > 0 wherever a > 0 or b > 0.
+    kl_am = (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(dim=1)
+    kl_bm = (torch.special.xlogy(b, b) - torch.special.xlogy(b, m)).sum(dim=1)
+    return (0.5 * kl_am + 0.5 * kl_bm).clamp_min(0.0)
 
 
 def js_divergence(p: Tensor, q: Tensor) -> float:
@@ -61,17 +72,9 @@ def js_divergence(p: Tensor, q: Tensor) -> float:
         >>> round(js_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])), 4)
         0.6931
     """
-    per_row = js_divergence_rows(p, q)
+    return _mean_of_rows(js_divergence_rows(p, q))
+
+
+def _mean_of_rows(per_row: Tensor) -> float:
+    """The mean of a per-row divergence; ``nan`` for no rows."""
     return float(per_row.mean()) if per_row.numel() else float("nan")
-
-
-def js_divergence_rows(p: Tensor, q: Tensor) -> Tensor:
-    """Per-row Jensen-Shannon divergence as a float64 ``(N,)`` tensor (see :func:`js_divergence`)."""
-    _check_pair(p, q, "p", "q")
-    a = p.detach().to(torch.float64).clamp_min(0.0)
-    b = q.detach().to(device=a.device, dtype=torch.float64).clamp_min(0.0)
-    m = 0.5 * (a + b)
-    # xlogy(a, m) is 0 where a == 0, and m > 0 wherever a > 0 or b > 0.
-    kl_am = (torch.special.xlogy(a, a) - torch.special.xlogy(a, m)).sum(dim=1)
-    kl_bm = (torch.special.xlogy(b, b) - torch.special.xlogy(b, m)).sum(dim=1)
-    return (0.5 * kl_am + 0.5 * kl_bm).clamp_min(0.0)
