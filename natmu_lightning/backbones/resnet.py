@@ -95,12 +95,6 @@ class ResNet18(_CifarResNet):
 
 
 class ResNet34(_CifarResNet):
-    """CIFAR ResNet-34: BasicBlock stages ``[3, 4, 6, 3]``; arguments as :class:`_CifarResNet`.
-
-    Example:
-        >>> import torch
-        >>> ResNet34(num_classes=100)(torch.rand(2, 3, 32, 32)).shape
-        torch.Size([2, 100])
-    """
+    """CIFAR ResNet-34: BasicBlock stages ``[3, 4, 6, 3]``; arguments and use as :class:`ResNet18`."""
 
     num_blocks = (3, 4, 6, 3)
