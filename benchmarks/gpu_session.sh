@@ -85,6 +85,7 @@ run_paper() {  # benchmarks.paper on the session's data in the time left; its ex
   echo "paper.py gets $left s at $(date +%T): $*"
   timeout -k 10 "$left" "$py" -m benchmarks.paper "${data[@]}" "$@"
   code=$?
+  echo "paper.py ended at $(date +%T) (${SECONDS} s), exit code $code"
 }
 if [ -f "$work/overhead/step_overhead.json" ]; then
   plan=(--fit-in "$(($(time_left) - 10))" --step-overhead "$work/overhead/step_overhead.json")
@@ -120,6 +121,7 @@ cp "$paper_dir/paper.json" "$out/" 2>/dev/null
   ${first_try[@]+"${first_try[@]}"})
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
 grep -av "it/s" "$work/overhead.log" | tail -c 20000 >"$out/overhead_log.txt" 2>/dev/null
+echo "files copied at $(date +%T) (${SECONDS} s)"  # with the line above: where the time after paper.py went
 [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"  # the runs' checkpoints: gigabytes (KEEP_WORK=1 keeps them)
 echo "gpu_session.sh: $SECONDS s"
 exit $status
