@@ -113,6 +113,7 @@ fi
 [ "$code" -eq 0 ] || status=1
 
 stop_monitor
+echo "GPU monitor stopped at $(date +%T) (${SECONDS} s)"
 cp "$paper_dir/paper.json" "$out/" 2>/dev/null
 # each run's log, metrics.csv and final metrics (how far a run stopped by the time limit got, why one
 # failed) in one archive: at most 8 files come back from $OUT
@@ -121,7 +122,7 @@ cp "$paper_dir/paper.json" "$out/" 2>/dev/null
   ${first_try[@]+"${first_try[@]}"})
 tail -c 20000 "$work/overhead.err" >"$out/overhead_err.txt" 2>/dev/null
 grep -av "it/s" "$work/overhead.log" | tail -c 20000 >"$out/overhead_log.txt" 2>/dev/null
-echo "files copied at $(date +%T) (${SECONDS} s)"  # with the line above: where the time after paper.py went
+echo "files copied at $(date +%T) (${SECONDS} s)"  # with run_paper's and the monitor's: where the time went
 [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"  # the runs' checkpoints: gigabytes (KEEP_WORK=1 keeps them)
 echo "gpu_session.sh: $SECONDS s"
 exit $status

@@ -39,7 +39,7 @@ from natmu_lightning.natmu.hybrids import HybridOptions
 
 __version__ = "0.2.0"
 
-# In ruff's RUF022 order (isort-style: constant-like names first, then classes).
+# Sorted as ruff's RUF022 sorts (isort-style: constant-like names first, then classes); not linted.
 __all__ = [
     "CIFAR10",
     "CIFAR10JPEG",

@@ -27,30 +27,30 @@ from natmu_lightning.metrics import functional as MF
 
 
 class _SampleMean(Metric):
-    """The mean of a per-sample value (times ``scale``), kept as a float64 sum and count.
+    """``scale`` times the mean of a per-sample value, kept as a float64 ``value_sum`` and ``count``.
 
-    Both states are summed across ranks, so the mean equals one device's. ``nan`` before
-    any sample.
+    Both states are summed across ranks, so the result is the single-process mean over all
+    ranks' samples. ``nan`` before any sample.
     """
 
     full_state_update = False
-    scale = 1.0
-    total: Tensor
+    scale = 1.0  # 100.0 for a percentage
+    value_sum: Tensor
     count: Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("value_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def _add(self, values: Tensor) -> None:
-        self.total += values.sum().to(torch.float64)
+        self.value_sum += values.sum().to(torch.float64)
         self.count += values.numel()
 
     def compute(self) -> Tensor:
         if self.count == 0:
             return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.scale * self.total / self.count
+        return self.scale * self.value_sum / self.count
 
 
 class SplitAccuracy(_SampleMean):
@@ -67,7 +67,15 @@ class SplitAccuracy(_SampleMean):
     scale = 100.0
 
     def update(self, probs: Tensor, labels: Tensor) -> None:
-        """Add ``(N, C)`` probabilities (or logits) and ``(N,)`` labels."""
+        """Add ``(N, C)`` probabilities (or logits) and ``(N,)`` labels.
+
+        Raises:
+            ValueError: ``labels`` not of shape ``(N,)``.
+        """
+        if labels.shape != probs.shape[:1]:
+            raise ValueError(
+                f"labels must have shape ({probs.shape[0]},), one per row of probs, got {tuple(labels.shape)}"
+            )
         self._add(probs.argmax(dim=1) == labels)
 
 
@@ -111,13 +119,13 @@ class EntropyMIA(Metric):
 
 
 class _RowDivergence(_SampleMean):
-    """Mean of a per-row divergence (``_rows``, a function of ``update``'s two tensors)."""
+    """Mean of a per-row divergence: ``_rows`` of ``update``'s two tensors."""
 
     higher_is_better = False
     _rows: Callable[[Tensor, Tensor], Tensor]
 
     def update(self, first: Tensor, second: Tensor) -> None:
-        """Add two ``(N, C)`` probability tensors, in the order the class docstring names."""
+        """Add two ``(N, C)`` probability tensors: ``(p_ref, p)`` for KL, ``(p, q)`` for JS."""
         self._add(self._rows(first, second))
 
 
@@ -137,7 +145,9 @@ class KLDivergenceToReference(_RowDivergence):
 class JSDivergence(_RowDivergence):
     """Mean true Jensen-Shannon divergence (:func:`~.functional.js_divergence`); ``update(p, q)``.
 
-    Example (rows accumulate over updates: the mean of ``0`` and ``ln 2``):
+    Rows accumulate over updates: below, the mean of ``0`` and ``ln 2``.
+
+    Example:
         >>> js = JSDivergence()
         >>> same = torch.tensor([[0.3, 0.7]])
         >>> js.update(same, same)

@@ -72,6 +72,15 @@ def test_role_is_validated():
         EntropyMIA().update(torch.ones(1, 2) / 2, "forget")
 
 
+def test_accuracy_wants_one_label_per_row():
+    """A (N, 1) label column would broadcast against the (N,) predictions into N x N matches."""
+    metric = SplitAccuracy()
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        metric.update(torch.eye(3), torch.arange(3).unsqueeze(1))
+    metric.update(torch.eye(3), torch.arange(3))
+    assert metric.compute().item() == 100.0 and metric.count.item() == 3
+
+
 def _worker(rank, world, port, path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
