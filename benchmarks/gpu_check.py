@@ -39,7 +39,7 @@ import platform
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,8 +327,11 @@ def timed_fit(
     precision: str,
     root: Path,
     compiled: bool = False,
+    callbacks: Sequence[pl.Callback] = (),
+    compile_backend: str = "inductor",
 ) -> tuple[float, float]:
-    """(seconds per step after warm-up, seconds of the whole fit) of ``steps`` steps."""
+    """(seconds per step after warm-up, seconds of the whole fit) of ``steps`` steps; ``callbacks``
+    join the step timer, ``compile_backend`` is ``torch.compile``'s when ``compiled``."""
     timer = StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -340,11 +343,11 @@ def timed_fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
         default_root_dir=root,
     )
     start = time.perf_counter()
-    trainer.fit(torch.compile(module) if compiled else module, datamodule=datamodule)
+    trainer.fit(torch.compile(module, backend=compile_backend) if compiled else module, datamodule=datamodule)
     return timer.seconds_per_step, time.perf_counter() - start
 
 

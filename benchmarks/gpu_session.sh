@@ -19,6 +19,12 @@
 # Check the script itself on a CPU first (synthetic data, seconds per phase), and its time limit:
 #   OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh --dry-run
 #   GPU_SESSION_BUDGET=70 OUT=/tmp/gpu_stopped bash benchmarks/gpu_session.sh --dry-run  # paper.json: stopped
+#   OUT=/tmp/gpu_fast bash benchmarks/gpu_session.sh --fast --dry-run
+# With --fast it runs only benchmarks/gpu_fast.py (issue 29 point 3: bf16-mixed, channels-last,
+# torch.compile, each timed against 32-true) and brings back gpu_fast.json and gpu_fast_log.txt:
+# a second call, at once while the machine is warm (it is given back after 30 s idle), with
+# GPU_SESSION_BUDGET set to the device time left minus a minute, e.g. command
+#   GPU_SESSION_BUDGET=180 bash benchmarks/gpu_session.sh --fast   (timeout_s 200, carry ["gpu_data"])
 #
 # 1. benchmarks/step_overhead.py on VGG-16 (remaining and NatMU streams, 2 epochs, 1 round):
 #    bare PyTorch vs Lightning's floor vs this package, with the training set on the GPU.
@@ -30,6 +36,15 @@
 #    When a run fails with at least 180 s left, once more with 10 epochs on the loader path (a
 #    check of that path and the rows that finish in the time left).
 set -uo pipefail
+dry_run=
+fast=
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) dry_run=1 ;;
+    --fast) fast=1 ;;
+    *) echo "gpu_session.sh: unknown argument $arg (it takes --dry-run and --fast)"; exit 2 ;;
+  esac
+done
 budget="${GPU_SESSION_BUDGET:-575}"  # seconds for the whole script, inside the device call's 590
 py="${PYTHON:-$(command -v python3 || command -v python)}"
 out="${OUT:-runs/gpu_session}"
@@ -48,6 +63,18 @@ fi
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning', pytorch_lightning.__version__,
       'jsonargparse', jsonargparse.__version__)" || exit 1
 
+if [ -n "$fast" ]; then  # a second call: only benchmarks.gpu_fast, in the budget (the variants in order)
+  echo "gpu_fast at $(date +%T)"
+  timeout -k 10 "$((budget - 20))" "$py" -m benchmarks.gpu_fast --out "$work/fast" ${dry_run:+--dry-run} 2>&1 \
+    | grep -av "it/s" | tee "$work/fast.log"
+  code=${PIPESTATUS[0]}
+  cp "$work/fast/gpu_fast.json" "$out/" 2>/dev/null
+  tail -c 20000 "$work/fast.log" >"$out/gpu_fast_log.txt"
+  rm -rf "$work"
+  echo "gpu_session.sh: $SECONDS s"
+  exit "$code"
+fi
+
 status=0
 monitor=
 stop_monitor() {  # SIGTERM (a background job ignores SIGINT), then wait: nothing left running
@@ -65,7 +92,7 @@ if command -v nvidia-smi >/dev/null; then
 fi
 echo "step overhead at $(date +%T)"
 overhead=(--streams remain hybrid --epochs 2 --repeats 1 --out "$work/overhead")
-if [ "${1:-}" = "--dry-run" ]; then
+if [ -n "$dry_run" ]; then
   "$py" -m benchmarks.step_overhead "${overhead[@]}" >"$work/overhead.log" 2>"$work/overhead.err" || status=1
   data=(--dry-run)
 else

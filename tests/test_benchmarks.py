@@ -601,6 +601,71 @@ def test_step_overhead_keeps_the_streams_it_finished_when_stopped(tmp_path, monk
     assert json.loads((tmp_path / "step_overhead.json").read_text())["streams"] == {"remain": row}
 
 
+def test_gpu_fast_dry_run_times_every_variant(tmp_path):
+    """``benchmarks/gpu_fast.py --dry-run``: each precision / channels-last / compile variant is a
+    real short fit on the CPU, timed, with its speed-up over ``32-true``."""
+    fast = load("gpu_fast")
+    result = fast.main(["--dry-run", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "gpu_fast.json").read_text())
+    assert saved["variants"].keys() == set(fast.VARIANTS) and saved["dry_run"] and saved["preset"] == "digits"
+    baseline = saved["variants"]["32-true"]["seconds_per_step"]
+    for name, row in saved["variants"].items():
+        assert "error" not in row, (name, row.get("traceback"))
+        assert row["fit_seconds"] > row["seconds_per_step"] > 0, name
+        assert row["speedup"] == pytest.approx(baseline / row["seconds_per_step"]), name
+    assert result["variants"] == saved["variants"]
+
+
+def test_gpu_session_fast_mode_brings_back_the_variants(tmp_path):
+    """``gpu_session.sh --fast --dry-run``: the second device call runs only benchmarks.gpu_fast and
+    brings back its JSON and log, nothing else (no run folders: 8 files come back at most)."""
+    import subprocess
+
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GPU_SESSION_BUDGET": "120",
+        "TMPDIR": str(tmp_path),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_session.sh", "--fast", "--dry-run"],
+        cwd=BENCHMARKS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {"gpu_fast.json", "gpu_fast_log.txt"}
+    assert json.loads((out / "gpu_fast.json").read_text())["variants"].keys() == set(load("gpu_fast").VARIANTS)
+    assert not list(tmp_path.glob("natmu_gpu_session.*")), "the work folder was left behind"
+
+
+def test_gpu_fast_passes_each_choice_and_keeps_going_past_a_failure(tmp_path, monkeypatch):
+    fast = load("gpu_fast")
+    calls = {}
+
+    def fake_timed_fit(module, dm, accelerator, steps, warmup, precision, root, compiled, callbacks, compile_backend):
+        name = root.name
+        calls[name] = (precision, [type(c).__name__ for c in callbacks], compiled, compile_backend, steps, warmup)
+        if name == "32-true+cl":
+            raise RuntimeError("no kernel for this layout")
+        return (0.01 if name == "32-true" else 0.005), 1.0
+
+    monkeypatch.setattr(fast, "timed_fit", fake_timed_fit)
+    result = fast.main(["--dry-run", "--out", str(tmp_path), "--variants", "32-true+cl", "bf16-mixed+cl+compile"])
+    assert list(result["variants"]) == ["32-true", "32-true+cl", "bf16-mixed+cl+compile"]  # the baseline first
+    assert calls["32-true"] == ("32-true", [], False, "eager", 6, 2)
+    assert calls["32-true+cl"][:3] == ("32-true", ["ChannelsLast"], False)
+    assert calls["bf16-mixed+cl+compile"][:3] == ("bf16-mixed", ["ChannelsLast"], True)
+    assert "no kernel for this layout" in result["variants"]["32-true+cl"]["error"]
+    assert result["variants"]["bf16-mixed+cl+compile"]["speedup"] == pytest.approx(2.0)
+    with pytest.raises(SystemExit):
+        fast.main(["--dry-run", "--out", str(tmp_path), "--steps", "4", "--warmup", "4"])
+
+
 @pytest.mark.slow  # ~15 s: 3 streams x 3 sides x 2 rounds of short fits
 @pytest.mark.timeout(600)
 def test_step_overhead_times_three_sides_for_every_stream(tmp_path):
