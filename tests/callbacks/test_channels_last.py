@@ -3,6 +3,7 @@ timeline replayed on the CPU, with the values of the NCHW fit up to rounding."""
 
 from __future__ import annotations
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -33,6 +34,9 @@ class LayoutProbe(pl.Callback):
 
         pl_module.backbone.features[1][0].register_forward_hook(record_output)  # 4 channels in
 
+    def setup(self, trainer, pl_module, stage) -> None:  # the module's setup (forget set, hybrid plan) comes next
+        self.seen["setup"] = _conv_weights_channels_last(pl_module)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.seen.setdefault("step", []).extend(_conv_weights_channels_last(pl_module))
 
@@ -50,6 +54,7 @@ def _fit(tmp_path, *callbacks: pl.Callback) -> pl.LightningModule:
 def test_weights_are_channels_last_through_the_fit_and_contiguous_after(tmp_path):
     probe = LayoutProbe()
     model = _fit(tmp_path / "cl", ChannelsLast(), UnlearningEvaluator(every_n_epochs=1), probe)
+    assert probe.seen["setup"] and not any(probe.seen["setup"]), "converted before the module's setup"
     assert probe.seen["step"] and all(probe.seen["step"])
     assert all(probe.seen["conv_output"]), "a channels-last weight gives a channels-last output"
     assert probe.seen["fit_end"] and all(probe.seen["fit_end"])  # the final evaluation too
@@ -61,3 +66,20 @@ def test_weights_are_channels_last_through_the_fit_and_contiguous_after(tmp_path
     assert not any(plain_probe.seen["step"]) and not any(plain_probe.seen["conv_output"])
     for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_failed_fit_leaves_the_module_contiguous(tmp_path):
+    """Lightning skips the callbacks' teardown when a fit raises: ``on_exception`` restores the layout."""
+    model = make_model()
+    steps = []
+
+    def failing_step(batch, batch_idx):
+        steps.append(_conv_weights_channels_last(model))
+        raise RuntimeError("a step failed")
+
+    model.training_step = failing_step
+    trainer = quiet_trainer(tmp_path, max_epochs=1, strategy=AcceleratorTimeline(), callbacks=[ChannelsLast()])
+    with pytest.raises(RuntimeError, match="a step failed"):
+        trainer.fit(model, datamodule=make_dm())
+    assert steps and all(steps[0])
+    assert not any(_conv_weights_channels_last(model)) and all(p.is_contiguous() for p in model.parameters())
