@@ -7,7 +7,8 @@ Issue 29 point 3 keeps a choice in the GPU trainer configs only where it gains. 
 trains NatMU's hybrid stream in the paper's setting (preset ``cifar10-vgg16``: CIFAR-10 random
 10%, VGG-16-BN, batch 128, the offline JPEG copy from ``$NATMU_CIFAR10_NPZ``) through
 ``Trainer.fit`` with this package's module and datamodule (the training set resident on the
-GPU, its default there), a fresh module from the same weights each time:
+GPU, its default there), a fresh module from the same weights each time, one datamodule (the
+data loaded and the hybrid plan drawn by the first fit):
 
 - ``32-true``, ``bf16-mixed``: full precision, and under bf16 autocast;
 - ``+cl``: with :class:`~natmu_lightning.callbacks.ChannelsLast`;
@@ -46,6 +47,7 @@ from benchmarks.host import device_name  # noqa: E402
 from benchmarks.presets import PRESETS  # noqa: E402
 from benchmarks.step_overhead import backbones, datamodule, make_module  # noqa: E402
 from natmu_lightning.callbacks import ChannelsLast  # noqa: E402
+from natmu_lightning.data import ForgetRemainDataModule  # noqa: E402
 from natmu_lightning.io import atomic_write_json  # noqa: E402
 
 VARIANTS = ("32-true", "bf16-mixed", "bf16-mixed+cl", "32-true+cl", "bf16-mixed+cl+compile", "32-true+compile")
@@ -60,19 +62,19 @@ def parse_variant(name: str) -> tuple[str, bool, bool]:
     return precision, "cl" in options, "compile" in options
 
 
-def time_variant(name: str, args: argparse.Namespace, original: Path) -> dict[str, Any]:
+def time_variant(name: str, args: argparse.Namespace, original: Path, data: ForgetRemainDataModule) -> dict[str, Any]:
     """One variant's fit: seconds per step after the warm-up and the whole fit's seconds."""
     preset = PRESETS[args.preset]
     precision, channels_last, compiled = parse_variant(name)
     module = make_module(preset, backbones(preset, None), "hybrid", original)
     seconds_per_step, fit_seconds = timed_fit(
         module,
-        datamodule(preset, "hybrid"),
+        data,
         "cpu" if args.dry_run else "gpu",
         args.steps,
         args.warmup,
         precision,
-        args.out / "runs" / name,
+        args.work / "runs" / name,
         compiled=compiled,
         callbacks=[ChannelsLast()] if channels_last else (),
         compile_backend="eager" if args.dry_run else "inductor",
@@ -82,25 +84,29 @@ def time_variant(name: str, args: argparse.Namespace, original: Path) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="where gpu_fast.json goes")
+    parser.add_argument("--work", type=Path, default=None, help="scratch: weights and run folders (default: --out)")
     parser.add_argument("--steps", type=int, default=None, help="steps per fit (default 150; 6 with --dry-run)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 50; 2 with --dry-run)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--dry-run", action="store_true", help="every variant on the CPU, digits, a few steps")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (6 if args.dry_run else 150)
+    args.steps = args.steps if args.steps is not None else (6 if args.dry_run else 150)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.dry_run else 50)
     if not 0 < args.warmup < args.steps:
         parser.error(f"--warmup must be at least 1 and below --steps ({args.steps}), got {args.warmup}")
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: this measures a GPU (--dry-run checks the script on the CPU)")
-    if BASELINE not in args.variants:
-        args.variants.insert(0, BASELINE)  # every speed-up is over it
+    args.variants = [BASELINE, *dict.fromkeys(v for v in args.variants if v != BASELINE)]  # speed-ups are over it
     args.preset = "digits" if args.dry_run else "cifar10-vgg16"
+    args.work = args.work or args.out
     args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(0, verbose=False)
-    original = args.out / "original.pt"
+    original = args.work / "original.pt"
     torch.save(backbones(PRESETS[args.preset], None)().state_dict(), original)  # random weights: timings only
+    # One datamodule for every variant: the data loaded and the hybrid plan drawn once (by the first fit).
+    data = datamodule(PRESETS[args.preset], "hybrid")
 
     variants: dict[str, dict[str, Any]] = {}
     result = {
@@ -117,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for number, name in enumerate(args.variants, 1):
         print(f"[{number}/{len(args.variants)}] {name} at {time.strftime('%H:%M:%S')}", flush=True)
         try:
-            variants[name] = time_variant(name, args, original)
+            variants[name] = time_variant(name, args, original, data)
         except Exception as error:  # recorded; the other variants still run
             variants[name] = {
                 "error": f"{type(error).__name__}: {error}"[:2000],

@@ -63,14 +63,22 @@ fi
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning', pytorch_lightning.__version__,
       'jsonargparse', jsonargparse.__version__)" || exit 1
 
+# the time left for a step (20 s kept for the copies that follow; at least 10: `timeout 0` is no limit)
+time_left() { local left=$((budget - SECONDS - 20)); echo $((left < 10 ? 10 : left)); }
+
 if [ -n "$fast" ]; then  # a second call: only benchmarks.gpu_fast, in the budget (the variants in order)
-  echo "gpu_fast at $(date +%T)"
-  timeout -k 10 "$((budget - 20))" "$py" -m benchmarks.gpu_fast --out "$work/fast" ${dry_run:+--dry-run} 2>&1 \
-    | grep -av "it/s" | tee "$work/fast.log"
+  left=$(time_left)
+  echo "gpu_fast gets $left s at $(date +%T)"
+  # gpu_fast.json is written into $OUT after each variant: kept if a time limit stops the command
+  timeout -k 10 "$left" "$py" -m benchmarks.gpu_fast --out "$out" --work "$work/fast" ${dry_run:+--dry-run} 2>&1 \
+    | grep -av --line-buffered "it/s" | tee "$work/fast.log"
   code=${PIPESTATUS[0]}
-  cp "$work/fast/gpu_fast.json" "$out/" 2>/dev/null
   tail -c 20000 "$work/fast.log" >"$out/gpu_fast_log.txt"
   rm -rf "$work"
+  if [ "$code" -eq 124 ] && [ -f "$out/gpu_fast.json" ]; then
+    echo "gpu_fast stopped by the time limit: gpu_fast.json holds the variants it finished"
+    code=0
+  fi
   echo "gpu_session.sh: $SECONDS s"
   exit "$code"
 fi
@@ -104,8 +112,7 @@ fi
 grep -a "stream\|bare .* ms" "$work/overhead.log"  # the summary lines, not the progress bars
 cp "$work/overhead/step_overhead.json" "$out/" 2>/dev/null  # at once: kept if the rest is cut short
 
-# the paper's table in the time left (20 s kept for the copies below; at least 10: `timeout 0` is no limit)
-time_left() { local left=$((budget - SECONDS - 20)); echo $((left < 10 ? 10 : left)); }
+# the paper's table in the time left
 run_paper() {  # benchmarks.paper on the session's data in the time left; its exit code in $code
   local left
   left=$(time_left)

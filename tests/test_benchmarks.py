@@ -662,8 +662,11 @@ def test_gpu_fast_passes_each_choice_and_keeps_going_past_a_failure(tmp_path, mo
     assert calls["bf16-mixed+cl+compile"][:3] == ("bf16-mixed", ["ChannelsLast"], True)
     assert "no kernel for this layout" in result["variants"]["32-true+cl"]["error"]
     assert result["variants"]["bf16-mixed+cl+compile"]["speedup"] == pytest.approx(2.0)
-    with pytest.raises(SystemExit):
-        fast.main(["--dry-run", "--out", str(tmp_path), "--steps", "4", "--warmup", "4"])
+    reordered = fast.main(["--dry-run", "--out", str(tmp_path), "--variants", "bf16-mixed", "32-true", "bf16-mixed"])
+    assert list(reordered["variants"]) == ["32-true", "bf16-mixed"]  # the baseline first, each once
+    for bad in (["--steps", "4", "--warmup", "4"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            fast.main(["--dry-run", "--out", str(tmp_path), *bad])
 
 
 @pytest.mark.slow  # ~15 s: 3 streams x 3 sides x 2 rounds of short fits
