@@ -10,7 +10,9 @@
 #     jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0
 # Then the device tool's run: carry ["gpu_data"], timeout_s 590, command
 #   bash benchmarks/gpu_session.sh
-# and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/. paper.json is written after
+# and commit what comes back ($OUT/*.json) under benchmarks/results/gpu/; RESULTS.md's tables come
+# from those files through benchmarks/render.py (paper_table for paper.json, gpu_fast_table for
+# gpu_fast.json: add a TABLES entry and a <!-- render: NAME --> block). paper.json is written after
 # each phase and, when the time limit stops the command, says in `stopped` how far the unfinished
 # runs got; $OUT/paper_runs.tar.gz holds each run's log, metrics.csv and final metrics. $OUT holds
 # at most 8 files (8 come back): device.csv, gpu_util.csv (utilisation and memory every 2 s),

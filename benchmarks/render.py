@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/render.py` works too
+from benchmarks import paper  # noqa: E402
 from benchmarks.quality import QUALITY_COLUMNS, bank_table, rank_agreement, summarise, table_lines  # noqa: E402
 from benchmarks.selection_proxy import search_rows, select  # noqa: E402
 from natmu_lightning.metrics.functional import collapse_reason  # noqa: E402
@@ -272,6 +273,40 @@ def gpu_bf16_table(raw: list[dict]) -> str:
             f"| {m['mia_entropy']:.1f} | {m['avg_gap']:.2f} | {m['kl_to_reference']:.3f} "
             f"| {run['bf16']['seconds'][f'natmu_{precision}']:.1f} s |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def paper_table(raw: list[dict]) -> str:
+    """``benchmarks.paper``'s ``paper.json``: the paper's Retrain and every finished run
+    (:func:`benchmarks.paper.table`), then each run a time limit or a failure left unfinished,
+    with the last epoch and step its logger wrote."""
+    (run,) = raw
+    lines = [paper.table(run)]
+    ended = run.get("stopped") or run.get("failed") or {}
+    for name, progress in ended.get("running", {}).items():
+        where = (
+            "nothing logged" if progress.get("epoch") is None else f"epoch {progress['epoch']}, step {progress['step']}"
+        )
+        lines.append(f"| {name}: unfinished ({where}) | | | | | | {progress['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def gpu_fast_table(raw: list[dict]) -> str:
+    """``benchmarks.gpu_fast``'s ``gpu_fast.json``: one row per variant of each run."""
+    lines = [
+        "| device | variant | ms per step | speed-up over `32-true` | fit, compilation included |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for run in raw:
+        for name, row in run["variants"].items():
+            if "error" in row:
+                lines.append(f"| {run['device']} | `{name}` | failed: {row['error'][:100]} | | |")
+                continue
+            speedup = f"{row['speedup']:.2f}x" if "speedup" in row else ""
+            lines.append(
+                f"| {run['device']} | `{name}` | {1000 * row['seconds_per_step']:.2f} | {speedup} "
+                f"| {row['fit_seconds']:.1f} s |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -62,3 +62,36 @@ def test_every_table_outside_the_targets_summary_is_rendered():
     outside = re.sub(r"### Targets at a glance\n.*?\n### ", "### ", outside, flags=re.DOTALL)
     unrendered = [line for line in outside.splitlines() if re.match(r"\|\s*:?-{3,}", line)]
     assert unrendered == []
+
+
+def test_the_paper_table_shows_finished_rows_and_how_far_unfinished_runs_got():
+    """``paper.json`` of a GPU session stopped by its time limit during the unlearning runs."""
+    row = {"test_acc": 92.5, "remain_acc": 99.9, "forget_acc": 93.0, "mia_entropy": 80.25, "avg_gap": None}
+    raw = {
+        "paper_retrain": {"test_acc": 93.34, "remain_acc": 99.94, "forget_acc": 94.08, "mia_entropy": 83.88},
+        "runs": {"retrain": {**row, "seconds": 201.4}, "natmu": {**row, "avg_gap": 1.5, "seconds": 30.2}},
+        "stopped": {"signal": "SIGTERM", "running": {"ssd": {"seconds": 12.0, "epoch": None, "step": None}}},
+    }
+    lines = render.paper_table([raw]).splitlines()
+    assert lines[2] == "| paper's Retrain (original CIFAR-10 files) | 93.34 | 99.94 | 94.08 | 83.88 | | |"
+    assert lines[3] == "| retrain | 92.50 | 99.90 | 93.00 | 80.25 |  | 201 |"
+    assert lines[4] == "| natmu | 92.50 | 99.90 | 93.00 | 80.25 | 1.50 | 30 |"
+    assert lines[5] == "| ssd: unfinished (nothing logged) | | | | | | 12 |"
+    raw["failed"], raw["stopped"] = {"running": {"ga": {"seconds": 9.6, "epoch": 2, "step": 700}}}, None
+    assert render.paper_table([raw]).splitlines()[-1] == "| ga: unfinished (epoch 2, step 700) | | | | | | 10 |"
+
+
+def test_the_gpu_fast_table_has_a_row_per_variant(tmp_path):
+    """From a real ``benchmarks.gpu_fast --dry-run`` file, with one variant's failure added."""
+    from benchmarks import gpu_fast
+
+    raw = gpu_fast.main(["--dry-run", "--out", str(tmp_path), "--variants", "bf16-mixed"])
+    raw["variants"]["32-true+compile"] = {"error": "BackendCompilerFailed: no triton"}
+    lines = render.gpu_fast_table([raw]).splitlines()
+    baseline, bf16 = raw["variants"]["32-true"], raw["variants"]["bf16-mixed"]
+    assert lines[2] == (
+        f"| {raw['device']} | `32-true` | {1000 * baseline['seconds_per_step']:.2f} | 1.00x "
+        f"| {baseline['fit_seconds']:.1f} s |"
+    )
+    assert lines[3].startswith(f"| {raw['device']} | `bf16-mixed` | ") and f"{bf16['speedup']:.2f}x" in lines[3]
+    assert lines[4] == f"| {raw['device']} | `32-true+compile` | failed: BackendCompilerFailed: no triton | | |"
