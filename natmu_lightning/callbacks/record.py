@@ -26,7 +26,8 @@ The record holds:
 - ``method``, ``method_class_path`` and ``config``: the module's class name and class path,
   and the resolved configuration (the
   CLI's whole config when run through ``natmu-lightning``, else the module's
-  hyperparameters, the datamodule's settings and the trainer's);
+  hyperparameters, the datamodule's settings and the trainer's, its callbacks' class paths
+  included);
 - ``metrics_before`` and ``metrics_after``: the evaluator's evaluation of the original
   weights (read again from ``original_checkpoint``; without the slower attacks) and its final
   evaluation of the unlearned model,
@@ -218,6 +219,7 @@ def describe_run(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str
                 "max_steps": trainer.max_steps,
                 "precision": str(trainer.precision),
                 "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                "callbacks": [_class_path(c) for c in trainer.callbacks],  # type: ignore[attr-defined]  # Lightning sets it
             },
         },
         **forgotten(datamodule),

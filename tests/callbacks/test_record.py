@@ -154,6 +154,7 @@ def test_record_holds_the_forget_set_files_config_and_metrics(tmp_path, weights)
     assert record["config"]["model"]["init_args"]["recipe"]["lr"] == 1e-3
     assert record["config"]["model"]["backbone"] == "natmu_lightning.backbones.small_cnn.SmallCNN"
     assert record["config"]["data"]["batch_size"] == 16
+    assert "natmu_lightning.callbacks.record.UnlearningRecord" in record["config"]["trainer"]["callbacks"]
     assert (record["world_size"], record["seed"], record["global_step"]) == (1, 0, trainer.global_step)
     assert record["versions"]["pytorch-lightning"] == pl.__version__
     assert record["started_at"] <= record["finished_at"]
