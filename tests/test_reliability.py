@@ -187,6 +187,34 @@ def retrain_checkpoint(tmp_path, name: str, **datamodule) -> str:
     return fitted_checkpoint(tmp_path / name, make_model(), make_dm(**datamodule))
 
 
+def test_validating_a_checkpoint_on_another_forget_set_is_refused_unless_it_trained_on_everything(tmp_path):
+    """``validate``/``test`` with a checkpoint: an unlearned model or Retrain measured on another
+    forget set gives numbers of other samples; an original (the ``full`` stream) may be measured
+    on any request."""
+    retrain = retrain_checkpoint(tmp_path, "retrain.ckpt", seed=0)
+    trainer = quiet_trainer(tmp_path, limit_val_batches=1)
+    with pytest.raises(ValueError, match="different forget set .* on the 'remain' stream: its forget, remaining"):
+        trainer.validate(make_model(), datamodule=make_dm(seed=1), ckpt_path=retrain, verbose=False)
+    trainer.validate(make_model(), datamodule=make_dm(seed=0), ckpt_path=retrain, verbose=False)  # its own set
+
+    original = fitted_checkpoint(tmp_path / "original.ckpt", make_model(), make_dm(stream="full", seed=0))
+    trainer.validate(make_model(), datamodule=make_dm(stream="full", seed=1), ckpt_path=original, verbose=False)
+
+
+def test_resuming_with_another_data_seed_is_refused(tmp_path):
+    """The forget set a class request resolves does not depend on the seed, so only the seed tells."""
+    from natmu_lightning.data import ClassForget
+
+    last = fitted_checkpoint(tmp_path / "last.ckpt", make_model(), make_dm(forget=ClassForget([1]), seed=0))
+    trainer = quiet_trainer(tmp_path, max_steps=4)
+    with pytest.raises(ValueError, match="data.seed=0 and this configuration data.seed=3"):
+        trainer.fit(make_model(), datamodule=make_dm(forget=ClassForget([1]), seed=3), ckpt_path=last)
+    assert trainer.global_step == 0  # refused while restoring, before any step
+    quiet_trainer(tmp_path, max_steps=4).fit(
+        make_model(), datamodule=make_dm(forget=ClassForget([1]), seed=0), ckpt_path=last
+    )
+
+
 def test_a_reference_trained_for_another_forget_request_is_refused_before_training(tmp_path):
     """A Retrain of another random draw (another data seed) trained on part of this forget set:
     its gaps would be meaningless. The same request passes; a plain state dict is not checked."""

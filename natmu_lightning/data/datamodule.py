@@ -330,19 +330,16 @@ class ForgetRemainDataModule(StreamLoaders):
             state["forget_indices"] = self.forget_indices.clone()
         if self.stream is not None:  # what the fit trained on, which a reference check reads
             state["stream"] = self.stream
-        if self.hybrid_plan is not None:
+        if self.stream == "hybrid" and self.hybrid_plan is not None:  # not a plan an earlier fit drew
             state["hybrid_plan"] = {k: v.clone() for k, v in self.hybrid_plan.items()}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the plan when RESUMING a fit; validating or testing a checkpoint may use any forget set."""
-        if self.trainer is not None and self.trainer.state.fn != "fit":
+        """Restore the plan when RESUMING a fit, once :func:`~.resolution.check_saved_state` accepts the state."""
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"
+        resolution.check_saved_state(state_dict, self.forget_indices, self.seed, fitting)
+        if not fitting:
             return
-        if "forget_indices" in state_dict and self.forget_indices is not None:
-            if not torch.equal(state_dict["forget_indices"], self.forget_indices):
-                raise ValueError(
-                    "the checkpoint was trained on a different forget set than this configuration resolves"
-                )
         self._resumed_epoch = state_dict.get("next_epoch")
         if "hybrid_plan" in state_dict:
             self.hybrids = self.hybrids or HybridBatches(self.natmu, self.seed)

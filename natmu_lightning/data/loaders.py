@@ -77,7 +77,7 @@ class StreamLoaders(pl.LightningDataModule):
             data.train.images,
             data.train.targets,
             self._stream_indices(),
-            self.hybrid_plan,
+            self.hybrid_plan if self.stream == "hybrid" else None,  # a plan an earlier fit drew stays out
             forget_mask,
             not self.resident,
         )

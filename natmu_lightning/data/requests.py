@@ -61,7 +61,8 @@ def _check_ratio(ratio: float) -> None:
 class RandomForget(ForgetRequest):
     """A seeded, class-balanced random fraction of the training set.
 
-    Every class contributes ``round(ratio * N / C)`` samples, drawn uniformly.
+    Every class with training samples contributes ``round(ratio * N / C)`` samples, drawn
+    uniformly (``C`` counts those classes: after a full-class request, the others).
 
     Args:
         ratio: fraction of the training set to forget, in (0, 1).
@@ -73,16 +74,16 @@ class RandomForget(ForgetRequest):
 
     def resolve(self, data: SourceData, seed: int, original_losses: LossFn | None = None) -> Tensor:
         targets = data.train.targets
-        num_classes = len(data.classes)
-        per_class = round(self.ratio * targets.numel() / num_classes)
+        present = [c for c in range(len(data.classes)) if bool((targets == c).any())]
+        per_class = round(self.ratio * targets.numel() / max(len(present), 1))
         if per_class < 1:
             raise ValueError(
-                f"ratio={self.ratio} of {targets.numel()} samples over {num_classes} classes "
+                f"ratio={self.ratio} of {targets.numel()} samples over {len(present)} classes "
                 "gives 0 samples per class: the forget set would be empty"
             )
         generator = torch.Generator().manual_seed(seed)
         chosen = []
-        for c in range(num_classes):
+        for c in present:
             members = torch.nonzero(targets == c).flatten()
             if members.numel() < per_class:
                 raise ValueError(
@@ -220,6 +221,11 @@ def resolve_excluding(
             raise ValueError(
                 f"the request names {again.numel()} training samples that earlier requests already forgot "
                 f"(e.g. {again[:5].tolist()}); they are out of the training set, list only the new ones"
+            )
+        if indices.numel() + excluded.numel() >= data.train.targets.numel():
+            raise ValueError(
+                f"the request names all {indices.numel()} training samples that earlier requests left: "
+                "nothing would remain to learn from"
             )
         return indices
     keep = torch.ones(data.train.targets.numel(), dtype=torch.bool)

@@ -1,11 +1,14 @@
 """The steps between a forget request and the splits: what earlier requests forgot, the
-original model's losses a ``HardestForget`` ranks by, and the evaluation splits."""
+original model's losses a ``HardestForget`` ranks by, the evaluation splits, and whether a
+checkpoint's saved data state fits this configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from natmu_lightning.data.contracts import TrainingNeeds
@@ -76,3 +79,40 @@ def evaluation_splits(
         splits["test"] = (take(data.test.images, ~inside), data.test.targets[~inside])
         splits["forget_test"] = (take(data.test.images, inside), data.test.targets[inside])
     return splits
+
+
+def check_saved_state(state: Mapping[str, Any], forget_indices: Tensor | None, seed: int, fitting: bool) -> None:
+    """Refuse a checkpoint whose datamodule state does not fit this configuration.
+
+    Resuming a fit needs the forget set it began with and its ``seed`` (shuffling, augmentation
+    and the hybrid plan are drawn from it). Validating or testing needs the same forget set
+    too, except for a checkpoint trained on every sample (``stream`` ``full``, an original:
+    any request may be measured on it); a checkpoint that records no stream (before 0.3) is
+    warned about.
+
+    Raises:
+        ValueError: another forget set, or a resumed fit with another seed.
+    """
+    saved = state.get("forget_indices")
+    if saved is not None and forget_indices is not None and not torch.equal(saved, forget_indices):
+        stream = state.get("stream")
+        problem = (
+            f"the checkpoint was trained on a different forget set ({saved.numel()} samples) than this "
+            f"configuration resolves ({forget_indices.numel()})"
+        )
+        if fitting:
+            raise ValueError(problem)
+        if stream is None:
+            rank_zero_warn(f"{problem}; it records no training stream, so it may be an original: measured anyway")
+        elif stream != "full":
+            raise ValueError(
+                f"{problem}, on the {stream!r} stream: its forget, remaining and test numbers would be measured on "
+                "other samples. Evaluate it with the configuration it was trained with (forget request, data.seed, "
+                "previous_record)"
+            )
+    if fitting and state.get("seed", seed) != seed:
+        raise ValueError(
+            f"the checkpoint's fit used data.seed={state['seed']} and this configuration data.seed={seed}: resuming "
+            f"would shuffle, augment and mix with another seed than the fit began with (resume with data.seed "
+            f"{state['seed']})"
+        )

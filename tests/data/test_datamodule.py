@@ -57,6 +57,38 @@ def test_public_attributes_and_saved_plan(tmp_path):
     assert torch.equal(again.forget_indices, f)
 
 
+def test_a_plan_drawn_for_one_fit_stays_out_of_a_later_fit_of_another_stream(tmp_path):
+    """One datamodule, a NatMU fit's setup then a fine-tuning one's: the second trains on the
+    remaining samples only, and its checkpoint state holds no plan."""
+    from natmu_lightning.data import TrainingNeeds
+
+    torch.manual_seed(0)
+    dm = ForgetRemainDataModule(batch_size=64)
+    attach(dm, tmp_path)
+    dm.setup("fit")
+    dm.prepare_for("fit", TrainingNeeds("hybrid"), SmallCNN(num_classes=10))
+    assert len(dm.train_dataloader().dataset) == dm.remain_indices.numel() + 4 * dm.forget_indices.numel()
+    dm.setup("fit")
+    dm.prepare_for("fit", TrainingNeeds("remain"), None)
+    assert len(dm.train_dataloader().dataset) == dm.remain_indices.numel()
+    state = dm.state_dict()
+    assert state["stream"] == "remain" and "hybrid_plan" not in state
+
+
+def test_a_checkpoint_state_without_a_stream_is_measured_on_another_forget_set_with_a_warning():
+    """Checkpoints written before the datamodule recorded its stream may be originals: warned, not refused."""
+    from natmu_lightning.data.resolution import check_saved_state
+
+    saved, other = torch.tensor([1, 2, 3]), torch.tensor([1, 2, 4])
+    with pytest.warns(UserWarning, match="records no training stream"):
+        check_saved_state({"forget_indices": saved, "seed": 5}, other, seed=0, fitting=False)
+    check_saved_state({"forget_indices": saved, "stream": "full"}, other, seed=0, fitting=False)
+    with pytest.raises(
+        ValueError, match="different forget set \\(3 samples\\) than this configuration resolves \\(3\\)$"
+    ):
+        check_saved_state({"forget_indices": saved, "stream": "full"}, other, seed=0, fitting=True)
+
+
 def test_stream_sizes(tmp_path):
     dm = hybrid_dm(tmp_path)
     n_remain, n_forget = dm.remain_indices.numel(), dm.forget_indices.numel()

@@ -97,6 +97,34 @@ def test_whole_training_set_rejected(digits):
         IndexForget(everything).resolve(digits, 0)
 
 
+def test_a_random_request_after_a_full_class_request_draws_from_the_other_classes(digits):
+    """After ``ClassForget(3)`` a further ``RandomForget`` balances over the nine classes left (class 3
+    has no training sample any more: it was refused for having too few)."""
+    from natmu_lightning.data.requests import resolve_excluding
+
+    class_3 = ClassForget([3]).resolve(digits, 0)
+    chosen = resolve_excluding(RandomForget(0.1), digits, 0, None, class_3)
+    assert not torch.isin(chosen, class_3).any()
+    counts = torch.bincount(digits.train.targets[chosen], minlength=10)
+    left = digits.train.targets.numel() - class_3.numel()
+    assert counts[3] == 0 and (counts[torch.arange(10) != 3] == round(0.1 * left / 9)).all()
+    # a first request is unchanged: every class present
+    assert torch.equal(
+        resolve_excluding(RandomForget(0.1), digits, 0, None, class_3[:0]), RandomForget(0.1).resolve(digits, 0)
+    )
+
+
+def test_a_further_explicit_request_must_leave_samples_to_learn_from(digits):
+    from natmu_lightning.data.requests import resolve_excluding
+
+    total = digits.train.targets.numel()
+    earlier = torch.arange(0, total, 2)
+    rest = torch.arange(1, total, 2)
+    with pytest.raises(ValueError, match="nothing would remain"):
+        resolve_excluding(IndexForget(rest.tolist()), digits, 0, None, earlier)
+    assert torch.equal(resolve_excluding(IndexForget(rest[:-1].tolist()), digits, 0, None, earlier), rest[:-1])
+
+
 def test_full_class_by_id_and_name(digits):
     by_id = ClassForget([3]).resolve(digits, 0)
     by_name = ClassForget("3").resolve(digits, 0)
