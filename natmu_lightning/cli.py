@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
+import jsonargparse
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -24,6 +26,9 @@ from natmu_lightning.callbacks.record import find_evaluator
 from natmu_lightning.checkpoints import misfits, read_checkpoint, strip_prefixes
 from natmu_lightning.data import ForgetRemainDataModule
 from natmu_lightning.process_group import release_process_group
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+JSONARGPARSE_DIR = os.path.dirname(os.path.abspath(jsonargparse.__file__))
 
 
 class NatMUCLI(LightningCLI):
@@ -173,11 +178,25 @@ def main(args: Sequence[str] | None = None, run: bool = True) -> NatMUCLI:
 
 
 def entry_point() -> None:
-    """Console script: like :func:`main`, but bad input ends with a one-line error and exit code 2,
-    and a finished command releases the process group of a multi-process run."""
+    """Console script: like :func:`main`, but bad input the package refuses ends with a one-line
+    error and exit code 2, and a finished command releases the process group of a multi-process
+    run. A ``ValueError`` raised elsewhere (torch, a user's backbone) keeps its traceback: it is
+    a bug to find, not input to correct."""
     try:
         main()
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        if not raised_by_package(error):
+            raise
         print(f"natmu-lightning: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     release_process_group()
+
+
+def raised_by_package(error: BaseException) -> bool:
+    """Whether ``error`` refuses input: raised by natmu_lightning's own code (its innermost
+    frame), or by jsonargparse while it parses the command and builds the config's classes
+    (it raises its own error carrying theirs)."""
+    frames = [os.path.abspath(frame.filename) for frame in traceback.extract_tb(error.__traceback__)]
+    return bool(frames) and (
+        frames[-1].startswith(PACKAGE_DIR + os.sep) or any(f.startswith(JSONARGPARSE_DIR + os.sep) for f in frames)
+    )

@@ -1,6 +1,7 @@
 """Nothing of the user's is written to; bad input stops before any training."""
 
 import hashlib
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,6 +116,23 @@ def test_console_script_exits_non_zero_with_the_problem_named(tmp_path):
     assert result.returncode == 2
     assert "original_ckpt" in result.stderr and "does not exist" in result.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_value_error_from_outside_the_package_keeps_its_traceback(tmp_path, monkeypatch):
+    """A bug in a user's backbone raising ``ValueError`` mid-training is not bad input: the console
+    script re-raises it (traceback shown) instead of a one-line error with exit code 2."""
+    from natmu_lightning.cli import entry_point, raised_by_package
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["natmu-lightning", "fit", *digits_args("original"), "--trainer.max_steps", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--model.init_args.backbone", "tests.tiny_runs.FailingBackbone"])
+    with pytest.raises(ValueError, match="a bug in a user's backbone") as raised:
+        entry_point()
+    assert not raised_by_package(raised.value)
+    monkeypatch.setattr(sys, "argv", [*argv, "--data.batch_size", "0"])  # refused by the package: one line
+    with pytest.raises(SystemExit) as refused:
+        entry_point()
+    assert refused.value.code == 2
 
 
 @pytest.mark.usefixtures("in_tmp_path")

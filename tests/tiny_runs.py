@@ -136,3 +136,14 @@ def setup_fit(dm: Any) -> None:
     module = dm.trainer.lightning_module
     dm.setup("fit")
     dm.prepare_for("fit", module.training_needs(), module)
+
+
+class FailingBackbone(torch.nn.Module):
+    """A backbone with a bug: its forward raises ``ValueError`` (as torch does for shape mismatches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("a bug in a user's backbone")
