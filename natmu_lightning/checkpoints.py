@@ -25,17 +25,46 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = Tr
         strip: strip the known wrapper prefixes shared by every key.
 
     Returns:
-        The tensors, with known wrapper prefixes stripped (unless ``strip`` is false).
+        The tensors, with known wrapper prefixes stripped (unless ``strip`` is false). A
+        checkpoint of a fit that had not finished (:func:`unfinished_fit`) is warned about.
 
     Raises:
         ValueError: the file is missing, unreadable, truncated or holds no tensors.
     """
     payload = read_checkpoint(path, what)
+    short = unfinished_fit(payload)
+    if short is not None:
+        rank_zero_warn(
+            f"{what} {str(path)!r} is from a fit that had not finished ({short}): interrupted, or stopped early. "
+            "Resume that fit (--ckpt_path last) to use the model it was planned to be"
+        )
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, Tensor) for v in payload.values()):
         raise ValueError(f"{what} {str(path)!r} holds no state dict of tensors")
     return strip_prefixes(payload) if strip else payload
+
+
+FIT_LENGTH_KEY = "natmu_fit_length"
+"""Where the package's modules record their fit's ``max_epochs`` and ``max_steps`` in a checkpoint."""
+
+
+def unfinished_fit(payload: Any) -> str | None:
+    """How far short of its planned length the fit that wrote a checkpoint stopped, e.g.
+    ``"saved after epoch 40 of 100"``; ``None`` when it finished, or when the checkpoint does not
+    say (a plain state dict, a module of your own, a file written before this was recorded). A
+    checkpoint saved at an epoch's end holds that epoch's index, one saved after the fit the
+    number of epochs done."""
+    planned = payload.get(FIT_LENGTH_KEY) if isinstance(payload, dict) else None
+    epoch, step = (payload.get("epoch"), payload.get("global_step")) if isinstance(planned, dict) else (None, None)
+    if not isinstance(epoch, int) or not isinstance(step, int):
+        return None
+    max_epochs, max_steps = planned.get("max_epochs"), planned.get("max_steps")  # type: ignore[union-attr]
+    if isinstance(max_steps, int) and max_steps > 0:
+        return None if step >= max_steps else f"saved at step {step} of {max_steps}"
+    if isinstance(max_epochs, int) and max_epochs > 0 and epoch + 1 < max_epochs:
+        return f"saved after epoch {epoch + 1} of {max_epochs}"
+    return None
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:

@@ -233,6 +233,37 @@ def test_resuming_with_another_data_seed_is_refused(tmp_path):
     )
 
 
+def test_a_checkpoint_of_an_unfinished_fit_is_warned_about_when_used_as_original_or_reference(tmp_path):
+    """The configs' named checkpoint is rewritten every epoch: a killed original or Retrain leaves
+    one that methods would use as if finished. Its module recorded the planned length."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from natmu_lightning.checkpoints import unfinished_fit
+    from natmu_lightning.methods import FTModule
+
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, enable_checkpointing=True, callbacks=[every_epoch])
+    trainer.fit(make_model(), datamodule=make_dm())
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    first, last, after = (
+        str(p) for p in (tmp_path / "ckpt/epoch=0.ckpt", tmp_path / "ckpt/epoch=1.ckpt", tmp_path / "after.ckpt")
+    )
+    assert unfinished_fit(torch.load(first, weights_only=True)) == "saved after epoch 1 of 2"
+    assert (
+        unfinished_fit(torch.load(last, weights_only=True))
+        is None
+        is unfinished_fit(torch.load(after, weights_only=True))
+    )
+    with pytest.warns(UserWarning, match=r"original_ckpt .* had not finished \(saved after epoch 1 of 2\)"):
+        FTModule(SmallCNN(num_classes=4, width=4), original_ckpt=first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        FTModule(SmallCNN(num_classes=4, width=4), original_ckpt=last)
+    evaluator = UnlearningEvaluator(reference_ckpt=first)
+    with pytest.warns(UserWarning, match=r"reference_ckpt .* had not finished"):
+        quiet_trainer(tmp_path, max_steps=1, callbacks=[evaluator]).fit(make_model(), datamodule=make_dm())
+
+
 def test_a_reference_trained_for_another_forget_request_is_refused_before_training(tmp_path):
     """A Retrain of another random draw (another data seed) trained on part of this forget set:
     its gaps would be meaningless. The same request passes; a plain state dict is not checked."""

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from natmu_lightning.callbacks.record import UnlearningRecord
-from natmu_lightning.checkpoints import final_linear, load_weights
+from natmu_lightning.checkpoints import FIT_LENGTH_KEY, final_linear, load_weights
 from natmu_lightning.data.contracts import TrainingNeeds
 from natmu_lightning.data.streams import batch_fields
 from natmu_lightning.methods.recipe import Recipe
@@ -162,6 +162,12 @@ class BackboneModule(pl.LightningModule):
         this hook only then) releases its process group when this process exits
         (:mod:`natmu_lightning.process_group`); nothing happens on one process."""
         release_process_group_at_exit()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the fit's planned length: a checkpoint used as an original or a reference then
+        tells whether its fit finished (:func:`~natmu_lightning.checkpoints.unfinished_fit`)."""
+        if self._trainer is not None:
+            checkpoint[FIT_LENGTH_KEY] = {"max_epochs": self.trainer.max_epochs, "max_steps": self.trainer.max_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         old = sorted(set(checkpoint.get("hyper_parameters", {})) & LEGACY_RECIPE_KEYS)

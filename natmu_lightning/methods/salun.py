@@ -234,6 +234,7 @@ class SalUnModule(RLModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.saliency is not None:
             checkpoint[CHECKPOINT_KEY] = {name: mask.cpu() for name, mask in self.saliency.items()}
 

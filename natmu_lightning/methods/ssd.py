@@ -226,6 +226,7 @@ class SSDModule(UnlearningModule):
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["ssd_dampened"] = self.dampened
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
