@@ -325,6 +325,25 @@ def test_the_command_refuses_before_training(tmp_path, capsys, monkeypatch):
     assert (run_folder / "forget_indices.npy").read_bytes() != before
 
 
+def test_a_bank_of_the_same_config_names_with_other_settings_is_refused(tmp_path, capsys):
+    """An edited recipe under the same file names would mix members of two recipes."""
+    from natmu_lightning.bank.build import config_sha256, describe_request
+
+    config_args = digits_args("retrain")
+    found = describe_request(config_args)
+    found.pop("forget_indices"), found.pop("world_size")
+    out = tmp_path / "bank"
+    out.mkdir()
+    bank = {**found, "config": list(config_args), "config_sha256": "0" * 64, "members": []}
+    (out / "bank.json").write_text(json.dumps(bank))
+    with pytest.raises(SystemExit) as exit_info:
+        entry_point([*config_args, "--members", "2", "--out", str(out)])
+    assert exit_info.value.code == 2 and "another content of the --config files" in capsys.readouterr().err
+    assert config_sha256(config_args) == config_sha256(list(config_args))  # a digest of the settings, stable
+    assert config_sha256(config_args) != config_sha256(digits_args("original"))
+    assert not (out / "members").exists()
+
+
 # --------------------------------------------------------------------------- digits banks: the command, calibration
 TINY_DIGITS = """\
 # tiny digits Retrains for tests/test_bank.py: 20 epochs of a width-8 SmallCNN

@@ -55,6 +55,7 @@ member as it trains, every ``every_n_epochs``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,7 @@ from natmu_lightning.bank.file import (
     architecture_sha256,
     class_path,
 )
+from natmu_lightning.configs import merged
 from natmu_lightning.data.contracts import training_stream
 from natmu_lightning.io import atomic_save_npy, atomic_write_json
 from natmu_lightning.records import file_sha256, indices_sha256
@@ -172,19 +174,32 @@ def describe_request(config_args: Sequence[str]) -> dict[str, Any]:
 
 def _refuse_other_bank(existing: dict[str, Any], found: dict[str, Any], config_args: Sequence[str], path: Path) -> None:
     """Refuse an ``--out`` whose ``bank.json`` is for another request, architecture, class count
-    or configs (members of two recipes would mix)."""
+    or configs, by name or content (members of two recipes would mix)."""
     checks = (
         ("forget request", existing.get("forget", {}).get("indices_sha256"), found["forget"]["indices_sha256"]),
         ("backbone", existing.get("backbone"), found["backbone"]),
         ("architecture", existing.get("architecture_sha256"), found["architecture_sha256"]),
         ("number of classes", existing.get("num_classes"), found["num_classes"]),
         ("list of --config files", existing.get("config"), list(config_args)),
+        # what those files say, merged: an edited recipe under the same names (absent before 0.3: not checked)
+        (
+            "content of the --config files",
+            existing.get("config_sha256", found["config_sha256"]),
+            found["config_sha256"],
+        ),
     )
     for what, theirs, ours in checks:
         if theirs != ours:
             raise ValueError(
                 f"{path} holds a bank for another {what} ({theirs!r}; these configs: {ours!r}): choose another --out"
             )
+
+
+def config_sha256(config_args: Sequence[str]) -> str:
+    """SHA-256 of the ``--config`` files' settings, merged as the CLI merges them (comments and
+    layout aside)."""
+    paths = [Path(value) for flag, value in zip(config_args[::2], config_args[1::2]) if flag == "--config"]
+    return hashlib.sha256(json.dumps(merged(paths), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _finished(entry: dict[str, Any] | None, out: Path) -> bool:
@@ -223,7 +238,7 @@ def build(
         raise ValueError(f"--members must be >= {MIN_MEMBERS} (the interval needs a standard deviation), got {members}")
     if first_seed < 0:
         raise ValueError(f"--first-seed must be >= 0, got {first_seed}")
-    found = describe_request(config_args)
+    found = {**describe_request(config_args), "config_sha256": config_sha256(config_args)}
     if found["world_size"] > 1:
         raise ValueError(
             f"the configs train on {found['world_size']} processes; a bank trains its members in this process: "
