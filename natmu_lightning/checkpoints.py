@@ -46,25 +46,31 @@ def read_state_dict(path: str | Path, what: str = "checkpoint", strip: bool = Tr
 
 
 FIT_LENGTH_KEY = "natmu_fit_length"
-"""Where the package's modules record their fit's ``max_epochs`` and ``max_steps`` in a checkpoint."""
+"""Where the package's modules record their fit's ``max_epochs``, ``max_steps`` and ``should_stop`` in a checkpoint."""
 
 
 def unfinished_fit(payload: Any) -> str | None:
     """How far short of its planned length the fit that wrote a checkpoint stopped, e.g.
-    ``"saved after epoch 40 of 100"``; ``None`` when it finished, or when the checkpoint does not
-    say (a plain state dict, a module of your own, a file written before this was recorded). A
-    checkpoint saved at an epoch's end holds that epoch's index, one saved after the fit the
-    number of epochs done."""
+    ``"saved after epoch 40 of 100"``; ``None`` when it reached ``max_steps`` or ``max_epochs``
+    (whichever came first), was being stopped on purpose (``EarlyStopping``, a ``Timer``), or the
+    checkpoint does not say (a plain state dict, a module of your own, a file written before this
+    was recorded). A checkpoint saved at an epoch's end holds that epoch's index, one saved after
+    the fit the number of epochs done; a save in the middle of the last epoch passes as done."""
     planned = payload.get(FIT_LENGTH_KEY) if isinstance(payload, dict) else None
-    epoch, step = (payload.get("epoch"), payload.get("global_step")) if isinstance(planned, dict) else (None, None)
+    if not isinstance(planned, dict) or planned.get("should_stop"):
+        return None
+    epoch, step = payload.get("epoch"), payload.get("global_step")
     if not isinstance(epoch, int) or not isinstance(step, int):
         return None
-    max_epochs, max_steps = planned.get("max_epochs"), planned.get("max_steps")  # type: ignore[union-attr]
-    if isinstance(max_steps, int) and max_steps > 0:
-        return None if step >= max_steps else f"saved at step {step} of {max_steps}"
-    if isinstance(max_epochs, int) and max_epochs > 0 and epoch + 1 < max_epochs:
+    max_epochs, max_steps = (
+        value if isinstance(value, int) and value > 0 else None
+        for value in (planned.get("max_epochs"), planned.get("max_steps"))
+    )
+    if max_steps is not None and step >= max_steps or max_epochs is not None and epoch + 1 >= max_epochs:
+        return None
+    if max_epochs is not None:
         return f"saved after epoch {epoch + 1} of {max_epochs}"
-    return None
+    return None if max_steps is None else f"saved at step {step} of {max_steps}"
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> Any:

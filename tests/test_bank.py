@@ -339,8 +339,14 @@ def test_a_bank_of_the_same_config_names_with_other_settings_is_refused(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         entry_point([*config_args, "--members", "2", "--out", str(out)])
     assert exit_info.value.code == 2 and "another content of the --config files" in capsys.readouterr().err
-    assert config_sha256(config_args) == config_sha256(list(config_args))  # a digest of the settings, stable
-    assert config_sha256(config_args) != config_sha256(digits_args("original"))
+    # a digest of the settings: a comment changes nothing, another learning rate does
+    retrain = Path(config_args[-1])
+    commented, changed = tmp_path / "commented.yaml", tmp_path / "changed.yaml"
+    commented.write_text("# a note\n" + retrain.read_text())
+    changed.write_text(retrain.read_text().replace("lr: 0.05", "lr: 0.04"))
+    assert "lr: 0.04" in changed.read_text()
+    assert config_sha256([*config_args[:-1], str(commented)]) == config_sha256(config_args)
+    assert config_sha256([*config_args[:-1], str(changed)]) != config_sha256(config_args)
     assert not (out / "members").exists()
 
 

@@ -129,7 +129,15 @@ def test_a_value_error_from_outside_the_package_keeps_its_traceback(tmp_path, mo
     with pytest.raises(ValueError, match="a bug in a user's backbone") as raised:
         entry_point()
     assert not raised_by_package(raised.value)
-    monkeypatch.setattr(sys, "argv", [*argv, "--data.batch_size", "0"])  # refused by the package: one line
+    monkeypatch.setattr(sys, "argv", [*argv, "--data.batch_size", "0"])  # refused while the config is built
+    with pytest.raises(SystemExit) as refused:
+        entry_point()
+    assert refused.value.code == 2
+    # refused by the package's own code once the run has started: resuming with another data.seed
+    monkeypatch.setattr(sys, "argv", argv)
+    entry_point()
+    last = next((tmp_path / "runs").rglob("original.ckpt"))
+    monkeypatch.setattr(sys, "argv", [*argv, "--data.seed", "5", "--ckpt_path", str(last)])
     with pytest.raises(SystemExit) as refused:
         entry_point()
     assert refused.value.code == 2
@@ -262,6 +270,24 @@ def test_a_checkpoint_of_an_unfinished_fit_is_warned_about_when_used_as_original
     evaluator = UnlearningEvaluator(reference_ckpt=first)
     with pytest.warns(UserWarning, match=r"reference_ckpt .* had not finished"):
         quiet_trainer(tmp_path, max_steps=1, callbacks=[evaluator]).fit(make_model(), datamodule=make_dm())
+
+
+@pytest.mark.parametrize(
+    "planned, epoch, step, short",
+    [
+        ({"max_epochs": 100, "max_steps": 5000}, 99, 1000, None),  # the epochs ended it, before max_steps
+        ({"max_epochs": 100, "max_steps": 500}, 40, 500, None),  # max_steps ended it
+        ({"max_epochs": 100, "max_steps": -1, "should_stop": True}, 40, 400, None),  # EarlyStopping
+        ({"max_epochs": -1, "max_steps": -1}, 3, 40, None),  # no limit: nothing to compare with
+        ({"max_epochs": 100, "max_steps": -1}, 39, 400, "saved after epoch 40 of 100"),
+        ({"max_epochs": -1, "max_steps": 500}, 3, 40, "saved at step 40 of 500"),
+    ],
+)
+def test_a_fit_ends_at_whichever_limit_comes_first(planned, epoch, step, short):
+    from natmu_lightning.checkpoints import FIT_LENGTH_KEY, unfinished_fit
+
+    assert unfinished_fit({FIT_LENGTH_KEY: planned, "epoch": epoch, "global_step": step}) == short
+    assert unfinished_fit({"epoch": epoch, "global_step": step}) is None  # not recorded: not judged
 
 
 def test_a_reference_trained_for_another_forget_request_is_refused_before_training(tmp_path):

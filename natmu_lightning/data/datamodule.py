@@ -328,6 +328,8 @@ class ForgetRemainDataModule(StreamLoaders):
             state["next_epoch"] = self.trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]  # a _ProcessedTracker at run time
         if self.forget_indices is not None:
             state["forget_indices"] = self.forget_indices.clone()
+        if self.previous_request is not None:  # with forget_indices: all the model has forgotten
+            state["already_forgotten"] = self.previous_request.already_forgotten.clone()
         if self.stream is not None:  # what the fit trained on, which a reference check reads
             state["stream"] = self.stream
         if self.stream == "hybrid" and self.hybrid_plan is not None:  # not a plan an earlier fit drew

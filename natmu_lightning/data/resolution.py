@@ -86,15 +86,19 @@ def check_saved_state(state: Mapping[str, Any], forget_indices: Tensor | None, s
 
     Resuming a fit needs the forget set it began with and its ``seed`` (shuffling, augmentation
     and the hybrid plan are drawn from it). Validating or testing needs the same forget set
-    too, except for a checkpoint trained on every sample (``stream`` ``full``, an original:
-    any request may be measured on it); a checkpoint that records no stream (before 0.3) is
-    warned about.
+    too, or for a further request's result the union with what earlier requests forgot (all
+    it has forgotten), except for a checkpoint trained on every sample (``stream`` ``full``,
+    an original: any request may be measured on it); a checkpoint that records no stream
+    (written before this check) is warned about.
 
     Raises:
         ValueError: another forget set, or a resumed fit with another seed.
     """
     saved = state.get("forget_indices")
     if saved is not None and forget_indices is not None and not torch.equal(saved, forget_indices):
+        already = state.get("already_forgotten")
+        if not fitting and already is not None and torch.equal(torch.cat([saved, already]).unique(), forget_indices):
+            return
         stream = state.get("stream")
         problem = (
             f"the checkpoint was trained on a different forget set ({saved.numel()} samples) than this "

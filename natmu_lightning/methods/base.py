@@ -167,7 +167,12 @@ class BackboneModule(pl.LightningModule):
         """Record the fit's planned length: a checkpoint used as an original or a reference then
         tells whether its fit finished (:func:`~natmu_lightning.checkpoints.unfinished_fit`)."""
         if self._trainer is not None:
-            checkpoint[FIT_LENGTH_KEY] = {"max_epochs": self.trainer.max_epochs, "max_steps": self.trainer.max_steps}
+            trainer = self.trainer
+            checkpoint[FIT_LENGTH_KEY] = {
+                "max_epochs": trainer.max_epochs,
+                "max_steps": trainer.max_steps,
+                "should_stop": trainer.should_stop,  # EarlyStopping or a Timer ending the fit on purpose
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         old = sorted(set(checkpoint.get("hyper_parameters", {})) & LEGACY_RECIPE_KEYS)

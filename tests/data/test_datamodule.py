@@ -87,6 +87,11 @@ def test_a_checkpoint_state_without_a_stream_is_measured_on_another_forget_set_w
         ValueError, match="different forget set \\(3 samples\\) than this configuration resolves \\(3\\)$"
     ):
         check_saved_state({"forget_indices": saved, "stream": "full"}, other, seed=0, fitting=True)
+    # a further request's result, measured on all it has forgotten (benchmarks/sequential.py)
+    further = {"forget_indices": torch.tensor([4]), "already_forgotten": torch.tensor([1, 2]), "stream": "hybrid"}
+    check_saved_state(further, other, seed=0, fitting=False)
+    with pytest.raises(ValueError, match="on the 'hybrid' stream"):
+        check_saved_state(further, saved, seed=0, fitting=False)
 
 
 def test_stream_sizes(tmp_path):
