@@ -341,7 +341,7 @@ def measure_stream(
         images,
         data.targets,
         plain,
-        resolved.hybrid_plan if stream == "hybrid" else None,
+        resolved.hybrid_plan,
         masks,
         preset.crop_padding,
         preset.horizontal_flip,

@@ -332,7 +332,7 @@ class ForgetRemainDataModule(StreamLoaders):
             state["already_forgotten"] = self.previous_request.already_forgotten.clone()
         if self.stream is not None:  # what the fit trained on, which a reference check reads
             state["stream"] = self.stream
-        if self.stream == "hybrid" and self.hybrid_plan is not None:  # not a plan an earlier fit drew
+        if self.hybrid_plan is not None:
             state["hybrid_plan"] = {k: v.clone() for k, v in self.hybrid_plan.items()}
         return state
 

@@ -64,8 +64,9 @@ class StreamLoaders(pl.LightningDataModule):
 
     @property
     def hybrid_plan(self) -> dict[str, Tensor] | None:
-        """The hybrid stream's plan (:class:`~natmu_lightning.natmu.HybridBatches`), once drawn."""
-        return self.hybrids.plan if self.hybrids is not None else None
+        """The hybrid stream's plan (:class:`~natmu_lightning.natmu.HybridBatches`), once drawn, while
+        this datamodule trains that stream: a plan an earlier fit drew stays out of a fit of another."""
+        return self.hybrids.plan if self.hybrids is not None and self.stream == "hybrid" else None
 
     def train_dataloader(self) -> DataLoader:
         data = self._loaded()
@@ -77,7 +78,7 @@ class StreamLoaders(pl.LightningDataModule):
             data.train.images,
             data.train.targets,
             self._stream_indices(),
-            self.hybrid_plan if self.stream == "hybrid" else None,  # a plan an earlier fit drew stays out
+            self.hybrid_plan,
             forget_mask,
             not self.resident,
         )
